@@ -1,0 +1,3 @@
+from envwrap.cli import main
+
+raise SystemExit(main())

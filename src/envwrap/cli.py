@@ -1,0 +1,74 @@
+"""The command line: argv and ``ENVWRAP_*`` in, an exit code out.
+
+The only module that prints to the user or decides the exit code. Every
+:class:`~envwrap.errors.EnvwrapError` becomes one line on stderr and its exit
+code; anything else is a bug, reported without its message (an SDK's message
+may quote a response) unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from envwrap import log
+from envwrap.config import help_text, parse_args
+from envwrap.errors import EnvwrapError
+
+__all__ = ["main"]
+
+EX_SOFTWARE = 70
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"], ["help"]):
+        sys.stdout.write(help_text())
+        return 0
+    if args[:1] == ["--version"]:
+        from envwrap import __version__
+
+        sys.stdout.write(f"envwrap {__version__}\n")
+        return 0
+    debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
+    try:
+        settings = parse_args(args, os.environ)
+        debug = settings.debug
+        log.configure(settings.log_level, settings.log_format)
+        from envwrap import runner
+
+        return runner.dispatch(settings, dict(os.environ))
+    except EnvwrapError as err:
+        _report(err, debug)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        _report_bug(exc, debug)
+        return EX_SOFTWARE
+
+
+def _report(err: EnvwrapError, debug: bool) -> None:
+    from envwrap.secret import redact
+
+    if debug:
+        _print_traceback(err)
+    log.error(redact(str(err)))
+
+
+def _report_bug(exc: BaseException, debug: bool) -> None:
+    if debug:
+        _print_traceback(exc)
+    log.error(
+        f"internal error ({type(exc).__name__}); run again with --debug for a traceback "
+        "and report it"
+    )
+
+
+def _print_traceback(exc: BaseException) -> None:
+    import traceback
+
+    from envwrap.secret import redact
+
+    text = "".join(traceback.format_exception(exc))
+    sys.stderr.write(redact(text))

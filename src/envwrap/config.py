@@ -1,0 +1,305 @@
+"""Settings from the command line and ``ENVWRAP_*`` variables (DESIGN §7).
+
+One table of options drives the parser, the ``ENVWRAP_*`` twins and ``--help``.
+The parser is hand-written rather than :mod:`argparse` because it sits on the
+start-up path of every run, and argparse alone costs a third of the time a bare
+interpreter needs to start.
+"""
+
+from __future__ import annotations
+
+import _signal  # the C module: ``signal`` would import enum at start-up
+import os
+
+from envwrap.errors import ConfigError, UsageError
+
+__all__ = ["COMMANDS", "OPTIONS", "Settings", "help_text", "parse_args", "parse_duration"]
+
+COMMANDS = ("run", "check", "export", "sidecar")
+ENV_PREFIX = "ENVWRAP_"
+_ALL = frozenset(COMMANDS)
+_RUN = frozenset({"run"})
+_WATCHING = frozenset({"run", "sidecar"})
+
+
+class Option:
+    __slots__ = ("choices", "commands", "default", "dest", "flag", "help", "kind", "metavar")
+
+    def __init__(
+        self,
+        flag: str,
+        kind: str,
+        help: str,
+        *,
+        default: object = None,
+        metavar: str = "",
+        choices: tuple[str, ...] = (),
+        commands: frozenset[str] = _ALL,
+    ) -> None:
+        self.flag = flag
+        self.dest = flag[2:].replace("-", "_")
+        self.kind = kind  # "flag", "value" or "list"
+        self.help = help
+        self.default = default
+        self.metavar = metavar
+        self.choices = choices
+        self.commands = commands
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--env-file", "list", "read this .env file (repeatable; later files win)",
+           metavar="PATH"),
+    Option("--no-env-file", "flag", "read no .env file, not even ./.env"),
+    Option("--override", "flag", ".env files and --from win over the process environment"),
+    Option("--from", "list", "import every top-level key of one secret as a variable "
+           "(repeatable)", metavar="REF"),
+    Option("--allow-name", "list", "let --from set this variable even though it changes how "
+           "programs load (PATH, LD_PRELOAD, ...)", metavar="NAME"),
+    Option("--pass-env", "list", "keep this credential variable (VAULT_TOKEN, ENVWRAP_...) in "
+           "the child's environment", metavar="NAME"),
+    Option("--start-timeout", "value", "how long to retry an unreachable store at start",
+           default="30s", metavar="DURATION"),
+    Option("--log-level", "value", "how much envwrap says on stderr", default="warning",
+           choices=("debug", "info", "warning", "error"), metavar="LEVEL"),
+    Option("--log-format", "value", "text or JSON lines", default="text",
+           choices=("text", "json"), metavar="FORMAT"),
+    Option("--debug", "flag", "add tracebacks to errors (never values)"),
+    Option("--audit-log", "value", "append one JSON line per secret access, rotation, restart "
+           "and signal ('-' for stderr)", metavar="PATH"),
+    Option("--require-example", "value", "fail unless every key of this example file is set",
+           metavar="PATH", commands=_RUN),
+    Option("--example", "value", "fail unless every key of this example file is set",
+           metavar="PATH", commands=frozenset({"check"})),
+    Option("--format", "value", "output format", default="dotenv",
+           choices=("dotenv", "json", "shell"), metavar="FORMAT",
+           commands=frozenset({"export"})),
+    Option("--init", "flag", "stay the parent: forward signals, reap zombies (as tini does)",
+           commands=_RUN),
+    Option("--watch", "flag", "stay the parent and apply secret rotations", commands=_RUN),
+    Option("--interval", "value", "how often to poll the stores", default="60s",
+           metavar="DURATION", commands=_WATCHING),
+    Option("--splay", "value", "wait a random time up to this before applying a change",
+           default="0s", metavar="DURATION", commands=_WATCHING),
+    Option("--on-change", "value", "what a rotation does to the child", default="restart",
+           choices=("restart", "signal", "exit"), metavar="ACTION", commands=_RUN),
+    Option("--reload-signal", "value", "the signal for --on-change signal and the sidecar",
+           default="SIGHUP", metavar="SIGNAL", commands=_WATCHING),
+    Option("--kill-signal", "value", "the signal that asks the child to stop",
+           default="SIGTERM", metavar="SIGNAL", commands=_RUN),
+    Option("--kill-timeout", "value", "how long the child may take to stop before SIGKILL",
+           default="10s", metavar="DURATION", commands=_RUN),
+    Option("--render", "list", "write the resolved secrets to this file, mode 0600 "
+           "(repeatable)", metavar="PATH", commands=_WATCHING),
+    Option("--render-format", "value", "format of --render files (auto: by extension)",
+           default="auto", choices=("auto", "dotenv", "json"), metavar="FORMAT",
+           commands=_WATCHING),
+    Option("--mask", "flag", "replace secret values in the child's stdout and stderr",
+           commands=_RUN),
+    Option("--target-pid-file", "value", "the process to signal: its pid file",
+           metavar="FILE", commands=frozenset({"sidecar"})),
+    Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
+           commands=frozenset({"sidecar"})),
+)
+_BY_FLAG = {option.flag: option for option in OPTIONS}
+
+
+class Settings:
+    """Every option, converted and checked. Durations are seconds, signals numbers."""
+
+    command: str = "run"
+    argv: list[str]
+    env_file: list[str]
+    no_env_file: bool = False
+    override: bool = False
+    from_: list[str]
+    allow_name: list[str]
+    pass_env: list[str]
+    start_timeout: float = 30.0
+    log_level: str = "warning"
+    log_format: str = "text"
+    debug: bool = False
+    audit_log: str | None = None
+    require_example: str | None = None
+    example: str | None = None
+    format: str = "dotenv"
+    init: bool = False
+    watch: bool = False
+    interval: float = 60.0
+    splay: float = 0.0
+    on_change: str = "restart"
+    reload_signal: int = 1
+    kill_signal: int = 15
+    kill_timeout: float = 10.0
+    render: list[str]
+    render_format: str = "auto"
+    mask: bool = False
+    target_pid_file: str | None = None
+    target_name: str | None = None
+
+    def __init__(self) -> None:
+        self.argv = []
+        self.env_file = []
+        self.from_ = []
+        self.allow_name = []
+        self.pass_env = []
+        self.render = []
+
+    @property
+    def supervise(self) -> bool:
+        return self.watch or self.init
+
+
+def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
+    """Build settings from ``ENVWRAP_*`` variables, then the command line, which wins.
+
+    Raises :class:`UsageError` (64) for an unknown option or a missing command,
+    :class:`ConfigError` (78) for a bad option value, naming its source.
+    """
+    settings = Settings()
+    command = "run"
+    index = 0
+    if argv and argv[0] in COMMANDS:
+        command = argv[0]
+        index = 1
+    settings.command = command
+    raw: dict[str, tuple[object, str]] = {}
+    for option in OPTIONS:
+        if command in option.commands and option.env_name in environ:
+            raw[option.dest] = (_from_env(option, environ[option.env_name]), option.env_name)
+    from_cli: set[str] = set()
+    while index < len(argv):
+        token = argv[index]
+        index += 1
+        if token == "--":
+            settings.argv = argv[index:]
+            break
+        if not token.startswith("-") or token == "-":
+            if command != "run":
+                raise UsageError(f"'envwrap {command}' takes no command; got {token!r}")
+            settings.argv = argv[index - 1 :]
+            break
+        name, has_value, value = token.partition("=")
+        option = _BY_FLAG.get(name)
+        if option is None:
+            raise UsageError(f"unknown option {name!r}", hint="see 'envwrap --help'")
+        if command not in option.commands:
+            raise UsageError(f"{name} does not apply to 'envwrap {command}'")
+        if option.kind == "flag":
+            if has_value:
+                raise UsageError(f"{name} takes no value")
+            raw[option.dest] = (True, name)
+            continue
+        if not has_value:
+            if index >= len(argv):
+                raise UsageError(f"{name} needs a value ({option.metavar})")
+            value = argv[index]
+            index += 1
+        if option.kind == "list":
+            previous = raw.get(option.dest, ([], ""))[0] if option.dest in from_cli else []
+            assert isinstance(previous, list)
+            raw[option.dest] = ([*previous, value], name)
+            from_cli.add(option.dest)
+        else:
+            raw[option.dest] = (value, name)
+    for dest, (value, source) in raw.items():
+        _apply(settings, _BY_FLAG["--" + dest.replace("_", "-")], value, source)
+    if command == "run" and not settings.argv:
+        raise UsageError("no command given", hint="usage: envwrap [OPTIONS] -- COMMAND [ARG...]")
+    if command == "sidecar":
+        if not settings.render:
+            raise UsageError("'envwrap sidecar' needs at least one --render PATH")
+        if settings.target_pid_file and settings.target_name:
+            raise UsageError("give --target-pid-file or --target-name, not both")
+    return settings
+
+
+def _from_env(option: Option, text: str) -> object:
+    if option.kind == "flag":
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{option.env_name} must be 1/true/yes/on or 0/false/no/off")
+    if option.kind == "list":
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def _apply(settings: Settings, option: Option, value: object, source: str) -> None:
+    dest = "from_" if option.dest == "from" else option.dest
+    if option.kind != "value":
+        setattr(settings, dest, value)
+        return
+    assert isinstance(value, str)
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{source}: {value!r} is not one of {', '.join(option.choices)}")
+    converted: object = value
+    if option.metavar == "DURATION":
+        converted = parse_duration(value, source)
+    elif option.metavar == "SIGNAL":
+        converted = parse_signal(value, source)
+    setattr(settings, dest, converted)
+
+
+_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+
+
+def parse_duration(text: str, source: str = "duration") -> float:
+    """``"30s"``, ``"500ms"``, ``"1m"``, ``"2h"`` or plain seconds -> seconds."""
+    cleaned = text.strip().lower()
+    for suffix, factor in _UNITS:
+        if cleaned.endswith(suffix) and not (suffix == "s" and cleaned.endswith("ms")):
+            cleaned, scale = cleaned[: -len(suffix)], factor
+            break
+    else:
+        scale = 1.0
+    try:
+        seconds = float(cleaned) * scale
+    except ValueError:
+        raise ConfigError(
+            f"{source}: {text!r} is not a duration (examples: 500ms, 30s, 5m, 1h)"
+        ) from None
+    if not 0 <= seconds < 10**7 or seconds != seconds:
+        raise ConfigError(f"{source}: {text!r} is out of range")
+    return seconds
+
+
+def parse_signal(text: str, source: str = "signal") -> int:
+    """``"SIGHUP"``, ``"HUP"`` or ``"1"`` -> 1."""
+    name = text.strip().upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        number = getattr(_signal, name if name.startswith("SIG") else "SIG" + name, -1)
+        if not isinstance(number, int) or name.startswith("SIG_"):
+            number = -1
+    if not 0 < number < _signal.NSIG:
+        raise ConfigError(f"{source}: {text!r} is not a signal (examples: SIGHUP, TERM, 15)")
+    return number
+
+
+def help_text() -> str:
+    lines = [
+        "usage: envwrap [OPTIONS] -- COMMAND [ARG...]   run COMMAND with its secrets",
+        "       envwrap check [OPTIONS]                 resolve everything, print a table",
+        "       envwrap export [--format F] [OPTIONS]   print the resolved environment",
+        "       envwrap sidecar --render PATH [OPTIONS] keep files fresh, signal a process",
+        "",
+        "References: vault://MOUNT/PATH[?version=N][#KEY], aws-sm://NAME[#KEY],",
+        "  aws-ssm://NAME, ref+file:///PATH[#KEY], inline ${REF}; see the README.",
+        "",
+        "Options (each also settable as ENVWRAP_<NAME>, lists comma-separated):",
+    ]
+    for option in OPTIONS:
+        flag = f"{option.flag} {option.metavar}".rstrip()
+        where = "" if option.commands == _ALL else f" [{'/'.join(sorted(option.commands))}]"
+        default = f" (default {option.default})" if option.default is not None else ""
+        choices = f" {{{'|'.join(option.choices)}}}" if option.choices else ""
+        lines.append(f"  {flag:<28} {option.help}{choices}{default}{where}")
+        lines.append(f"  {'':<28} env: {option.env_name}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,243 @@
+"""The program's environment: sources, references, ``--from`` imports, resolved values.
+
+:class:`SecretEnvironment` is what every mode works from. Loading it parses the
+sources and the references; :meth:`~SecretEnvironment.fetch` reads the stores;
+:meth:`~SecretEnvironment.compose` turns what was read into the final
+environment -- purely, so that ``--watch`` can compose again after a rotation
+and compare. Store code is imported only when some value holds a reference.
+"""
+
+from __future__ import annotations
+
+from envwrap import sources
+from envwrap.errors import InvalidValueError, ReferenceSyntaxError, UsageError
+from envwrap.refs import might_hold_reference
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
+    from collections.abc import Mapping
+
+    from envwrap.backends import BackendRegistry, Fetched
+    from envwrap.config import Settings
+    from envwrap.refs import Locator, Reference, Template
+
+__all__ = ["DANGEROUS_NAMES", "Composed", "SecretEnvironment", "is_valid_name"]
+
+#: names that change how programs load or run; --from may set them only with --allow-name
+DANGEROUS_NAMES = frozenset({
+    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT",
+    "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB", "RUBYOPT",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "HOME", "SHELL", "TMPDIR",
+})
+DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "ENVWRAP_")
+FROM_LABEL = "--from"
+
+
+def is_valid_name(name: str) -> bool:
+    """A POSIX shell variable name: letters, digits and '_', not starting with a digit."""
+    return (
+        bool(name)
+        and name.isascii()
+        and not name[0].isdigit()
+        and name.replace("_", "a").isalnum()
+    )
+
+
+def is_dangerous_name(name: str) -> bool:
+    return name in DANGEROUS_NAMES or name.startswith(DANGEROUS_PREFIXES)
+
+
+class Composed:
+    """The result of composing: the final environment and what envwrap put into it."""
+
+    __slots__ = ("contributed", "environment", "secret_values")
+
+    def __init__(
+        self, environment: dict[str, str], contributed: list[str], secret_values: list[str]
+    ) -> None:
+        #: every variable the program gets (before credential scrubbing)
+        self.environment = environment
+        #: the names envwrap set: from .env files, references and --from, in order
+        self.contributed = contributed
+        #: every resolved value (for --mask and redaction)
+        self.secret_values = secret_values
+
+
+class SecretEnvironment:
+    """Sources and references of one run; see the module docstring."""
+
+    def __init__(
+        self,
+        base: dict[str, str],
+        dotenv_names: list[str],
+        templates: dict[str, Template],
+        imports: list[Reference],
+        *,
+        override: bool = False,
+        allowed_names: frozenset[str] = frozenset(),
+    ) -> None:
+        self.base = base
+        self.dotenv_names = dotenv_names
+        self.templates = templates
+        self.imports = imports
+        self.override = override
+        self.allowed_names = allowed_names
+
+    @classmethod
+    def load(cls, settings: Settings, environ: Mapping[str, str]) -> SecretEnvironment:
+        """Read the ``.env`` files and parse every reference; no store is contacted.
+
+        Raises ConfigError (78) for a bad ``.env`` file and ReferenceSyntaxError
+        (64) for a malformed reference, naming the variable.
+        """
+        dotenv: dict[str, str] = {}
+        for path in sources.dotenv_files(settings.env_file, disabled=settings.no_env_file):
+            dotenv.update(sources.load_dotenv_file(path))
+        base = sources.merge(environ, dotenv, override=settings.override)
+        templates = parse_templates(base)
+        imports = [_parse_import(text) for text in settings.from_]
+        return cls(
+            base,
+            list(dotenv),
+            templates,
+            imports,
+            override=settings.override,
+            allowed_names=frozenset(settings.allow_name),
+        )
+
+    @property
+    def has_references(self) -> bool:
+        return bool(self.templates or self.imports)
+
+    def locators(self) -> list[Locator]:
+        """Every distinct secret, each once, in first-use order."""
+        found: dict[Locator, None] = {}
+        for template in self.templates.values():
+            for ref in template.references:
+                found.setdefault(ref.locator)
+        for ref in self.imports:
+            found.setdefault(ref.locator)
+        return list(found)
+
+    def describe(self, locator: Locator) -> tuple[str | None, str]:
+        """The first variable and reference that use ``locator``, for messages."""
+        for name, template in self.templates.items():
+            for ref in template.references:
+                if ref.locator == locator:
+                    return name, ref.text
+        for ref in self.imports:
+            if ref.locator == locator:
+                return FROM_LABEL, ref.text
+        return None, str(locator)
+
+    def uses(self) -> list[tuple[str, Reference]]:
+        """(variable, reference) pairs, one per use, for tables and audit records."""
+        pairs = [(name, ref) for name, t in self.templates.items() for ref in t.references]
+        pairs.extend((FROM_LABEL, ref) for ref in self.imports)
+        return pairs
+
+    def fetch(
+        self, registry: BackendRegistry, *, timeout: float, locators: list[Locator] | None = None
+    ) -> dict[Locator, Fetched]:
+        from envwrap.resolve import fetch_all
+
+        wanted = self.locators() if locators is None else locators
+        return fetch_all(wanted, registry, timeout=timeout, describe=self.describe)
+
+    def compose(self, fetched: Mapping[Locator, Fetched]) -> Composed:
+        """The final environment from what was fetched; pure.
+
+        Raises NotFoundError / InvalidValueError (65) naming the variable and the
+        reference for a missing key, a bad --from key, or a refused name.
+        """
+        environment = dict(self.base)
+        secret_values: list[str] = []
+        contributed = list(self.dotenv_names)
+        if self.templates:
+            from envwrap.resolve import render
+
+            for name, secret in render(self.templates, fetched).items():
+                environment[name] = secret.reveal()
+                secret_values.append(secret.reveal())
+                contributed.append(name)
+        for ref in self.imports:
+            for name, value in self._imported(ref, fetched).items():
+                secret_values.append(value)
+                if name in environment and not self.override:
+                    continue  # the explicit environment wins over --from
+                environment[name] = value
+                contributed.append(name)
+        return Composed(environment, list(dict.fromkeys(contributed)), secret_values)
+
+    def _imported(self, ref: Reference, fetched: Mapping[Locator, Fetched]) -> dict[str, str]:
+        import json
+
+        from envwrap.resolve import select
+        from envwrap.secret import Secret
+
+        data = fetched[ref.locator].data
+        document: object = data
+        if ref.key is not None or isinstance(data, str):
+            try:
+                document = json.loads(select(data, ref.key))
+            except ValueError:
+                document = None
+        if not isinstance(document, dict):
+            raise InvalidValueError(
+                "--from needs a key-value secret (a JSON object)",
+                variable=FROM_LABEL,
+                reference=ref.text,
+            )
+        imported: dict[str, str] = {}
+        for key, value in document.items():
+            if not is_valid_name(key):
+                raise InvalidValueError(
+                    f"the secret's key {_printable(key)!r} is not a valid variable name",
+                    variable=FROM_LABEL,
+                    reference=ref.text,
+                )
+            if is_dangerous_name(key) and key not in self.allowed_names:
+                raise InvalidValueError(
+                    f"the secret's key {key!r} would change how programs load",
+                    variable=FROM_LABEL,
+                    reference=ref.text,
+                    hint=f"pass --allow-name {key} if this is intended",
+                )
+            text = value if isinstance(value, str) else json.dumps(value)
+            imported[key] = Secret(text).reveal()
+        return imported
+
+
+def parse_templates(environment: Mapping[str, str]) -> dict[str, Template]:
+    """The variables whose values hold references, parsed; others are skipped cheaply."""
+    candidates = {n: v for n, v in environment.items() if might_hold_reference(v)}
+    if not candidates:
+        return {}
+    from envwrap.refs import parse_value
+
+    templates: dict[str, Template] = {}
+    for name, value in candidates.items():
+        try:
+            template = parse_value(value)
+        except ReferenceSyntaxError as err:
+            raise err.about(variable=name) from None
+        if template is not None:
+            templates[name] = template
+    return templates
+
+
+def _parse_import(text: str) -> Reference:
+    from envwrap.refs import parse_reference
+
+    ref = parse_reference(text)
+    if ref is None and not text.startswith("ref+"):
+        ref = parse_reference("ref+" + text) if "://" in text else None
+    if ref is None:
+        raise UsageError("--from needs a reference", variable=FROM_LABEL, reference=text)
+    return ref
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text[:80])

@@ -1,0 +1,128 @@
+"""The child's environment and exec mode (DESIGN §3, §5).
+
+Exec mode replaces envwrap with the command (``execvpe``): the command keeps
+envwrap's PID and envwrap leaves no process behind. Before that, the signal
+dispositions the Python runtime changed for itself are put back, and no
+descriptor beyond 0, 1 and 2 survives the exec.
+"""
+
+from __future__ import annotations
+
+import _signal
+import errno
+import os
+from envwrap.errors import EX_CANNOT_EXECUTE, EX_NOT_FOUND, CommandError, InvalidValueError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
+    from collections.abc import Iterable, Mapping
+    from typing import NoReturn
+
+__all__ = [
+    "SCRUBBED_NAMES",
+    "check_exec_limits",
+    "child_environment",
+    "exec_command",
+    "inherited_descriptors",
+    "restore_signal_defaults",
+]
+
+#: envwrap's own credentials, removed from the child unless --pass-env keeps them
+SCRUBBED_NAMES = frozenset({"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"})
+SCRUBBED_PREFIX = "ENVWRAP_"
+#: Linux MAX_ARG_STRLEN: one "NAME=value" string, NUL included (32 pages)
+MAX_STRING_BYTES = 128 * 1024
+_POINTER_BYTES = 8
+
+
+def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
+    """The environment without envwrap's credentials and ``ENVWRAP_*`` settings."""
+    kept = frozenset(keep)
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in kept or not (name in SCRUBBED_NAMES or name.startswith(SCRUBBED_PREFIX))
+    }
+
+
+def check_exec_limits(environment: Mapping[str, str], argv: list[str]) -> None:
+    """Refuse, naming the variable, what ``execve`` would refuse (DESIGN §2.5).
+
+    Raises :class:`InvalidValueError` (65) for a NUL byte, a string over
+    128 KiB, or an environment plus arguments over the system's ARG_MAX.
+    """
+    total = 0
+    for name, value in environment.items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidValueError("the value contains a NUL byte", variable=name)
+        size = len(os.fsencode(name)) + len(os.fsencode(value)) + 2
+        if size > MAX_STRING_BYTES:
+            raise InvalidValueError(
+                f"the value is {size} bytes; a program's environment takes at most "
+                f"{MAX_STRING_BYTES} bytes per variable",
+                variable=name,
+                hint="render it to a file with --render instead",
+            )
+        total += size + _POINTER_BYTES
+    total += sum(len(os.fsencode(arg)) + 1 + _POINTER_BYTES for arg in argv)
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        limit = 2 * 1024 * 1024
+    if limit > 0 and total > limit:
+        largest = max(environment, key=lambda n: len(environment[n]), default=None)
+        raise InvalidValueError(
+            f"the environment and arguments take {total} bytes, over the system's "
+            f"limit of {limit}",
+            variable=largest,
+            hint="the variable named is the largest; render large secrets to files",
+        )
+
+
+def restore_signal_defaults() -> None:
+    """Undo what the Python runtime did to signal dispositions for itself.
+
+    CPython ignores SIGPIPE and SIGXFSZ at start-up; ignored dispositions survive
+    ``exec``, so without this ``sh -c 'yes | head -1'`` would never end.
+    """
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        number = getattr(_signal, name, None)
+        if number is not None:
+            _signal.signal(number, _signal.SIG_DFL)
+
+
+def inherited_descriptors() -> list[int]:
+    """Open descriptors above 2 (Linux /proc, macOS /dev/fd)."""
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        return sorted(int(n) for n in names if n.isdigit() and int(n) > 2)
+    return []
+
+
+def _close_on_exec(fds: Iterable[int]) -> None:
+    for fd in fds:
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            pass  # the listing's own descriptor, closed already
+
+
+def exec_command(argv: list[str], environment: dict[str, str]) -> NoReturn:
+    """Replace this process with ``argv``; returns only by raising :class:`CommandError`."""
+    _close_on_exec(inherited_descriptors())
+    restore_signal_defaults()
+    try:
+        os.execvpe(argv[0], argv, environment)
+    except OSError as exc:
+        raise command_error(argv[0], exc) from None
+
+
+def command_error(program: str, exc: OSError) -> CommandError:
+    """126/127 as a shell gives them for a command that cannot run."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return CommandError(f"{program}: command not found", exit_code=EX_NOT_FOUND)
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return CommandError(f"{program}: cannot execute: {reason}", exit_code=EX_CANNOT_EXECUTE)

@@ -1,0 +1,211 @@
+"""Fetch every distinct secret once, concurrently, then render the variables.
+
+Fetching and rendering are separate so that ``--watch`` can re-fetch only what
+changed and re-render from what it holds: :func:`fetch_all` talks to the
+stores, :func:`render` is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from envwrap import log
+from envwrap.backends import BackendRegistry, Fetched
+from envwrap.errors import (
+    EnvwrapError,
+    InvalidValueError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from envwrap.refs import Locator, Reference, Template
+from envwrap.secret import Secret
+
+__all__ = ["Backoff", "fetch_all", "render", "select", "users_of"]
+
+
+class Backoff:
+    """Exponential backoff with full jitter, bounded by a deadline."""
+
+    def __init__(
+        self,
+        *,
+        first: float = 0.2,
+        cap: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.first = first
+        self.cap = cap
+        self.clock = clock
+        self.sleep = sleep
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def wait(self, deadline: float) -> bool:
+        """Sleep before the next try; ``False`` when the deadline leaves no time."""
+        remaining = deadline - self.clock()
+        if remaining <= 0:
+            return False
+        self.sleep(min(self.next_delay(), remaining))
+        return True
+
+
+def users_of(templates: Mapping[str, Template]) -> dict[Locator, list[tuple[str, Reference]]]:
+    """Every distinct locator, with the variables and references that use it."""
+    users: dict[Locator, list[tuple[str, Reference]]] = {}
+    for name, template in templates.items():
+        for ref in template.references:
+            users.setdefault(ref.locator, []).append((name, ref))
+    return users
+
+
+def fetch_all(
+    locators: Iterable[Locator],
+    registry: BackendRegistry,
+    *,
+    timeout: float,
+    describe: Callable[[Locator], tuple[str | None, str]] = lambda loc: (None, str(loc)),
+    backoff: Backoff | None = None,
+) -> dict[Locator, Fetched]:
+    """Read every locator, each once, all stores at the same time.
+
+    Transient failures (:attr:`EnvwrapError.retryable`) are retried with backoff
+    until ``timeout`` seconds have passed; the first permanent failure is raised
+    at once, named by ``describe(locator) -> (variable, reference)``.
+    """
+    backoff = backoff or Backoff()
+    deadline = backoff.clock() + timeout
+    pending = list(dict.fromkeys(locators))
+    results: dict[Locator, Fetched] = {}
+    while pending:
+        fetched, failures = _fetch_round(pending, registry)
+        results.update(fetched)
+        permanent = [(loc, err) for loc, err in failures.items() if not err.retryable]
+        if permanent:
+            locator, error = permanent[0]
+            variable, reference = describe(locator)
+            raise error.about(variable=variable, reference=reference)
+        pending = list(failures)
+        if not pending:
+            break
+        locator, error = next(iter(failures.items()))
+        variable, reference = describe(locator)
+        if not backoff.wait(deadline):
+            raise StoreUnavailableError(
+                f"store still unreachable after {timeout:g}s: {error.message}",
+                variable=variable,
+                reference=reference,
+                hint="check the store's address and network, or raise --start-timeout",
+            )
+        log.warning(
+            "store unreachable, retrying",
+            variable=variable,
+            reference=reference,
+            error=error.message,
+        )
+    return results
+
+
+def _fetch_round(
+    pending: list[Locator], registry: BackendRegistry
+) -> tuple[dict[Locator, Fetched], dict[Locator, EnvwrapError]]:
+    by_scheme: dict[str, list[Locator]] = {}
+    for locator in pending:
+        by_scheme.setdefault(locator.scheme, []).append(locator)
+    backends = {scheme: registry.get(scheme) for scheme in by_scheme}
+
+    def run(scheme: str) -> list[Fetched | EnvwrapError]:
+        return backends[scheme].read_many(by_scheme[scheme])
+
+    if len(by_scheme) == 1:
+        outcomes = {scheme: run(scheme) for scheme in by_scheme}
+    else:
+        with ThreadPoolExecutor(len(by_scheme), thread_name_prefix="envwrap-store") as pool:
+            outcomes = dict(zip(by_scheme, pool.map(run, by_scheme), strict=True))
+    failures: dict[Locator, EnvwrapError] = {}
+    fetched: dict[Locator, Fetched] = {}
+    for scheme, results in outcomes.items():
+        for locator, outcome in zip(by_scheme[scheme], results, strict=True):
+            if isinstance(outcome, EnvwrapError):
+                failures[locator] = outcome
+            else:
+                fetched[locator] = outcome
+    return fetched, failures
+
+
+def render(
+    templates: Mapping[str, Template], fetched: Mapping[Locator, Fetched]
+) -> dict[str, Secret]:
+    """Assemble each variable from its template; pure.
+
+    Raises :class:`NotFoundError` (65) naming the variable and reference when a
+    key or pointer selects nothing, :class:`InvalidValueError` when it selects
+    something that is not a text value.
+    """
+    values: dict[str, Secret] = {}
+    for name, template in templates.items():
+        pieces: list[str] = []
+        for part in template.parts:
+            if isinstance(part, str):
+                pieces.append(part)
+                continue
+            try:
+                pieces.append(select(fetched[part.locator].data, part.key))
+            except EnvwrapError as err:
+                raise err.about(variable=name, reference=part.text) from None
+        values[name] = Secret("".join(pieces))
+    return values
+
+
+def select(data: str | Mapping[str, Any], key: str | None) -> str:
+    """The text a reference stands for: the whole secret, a field, or a pointer."""
+    if key is None:
+        return data if isinstance(data, str) else _as_json(data)
+    document: Any = _as_document(data)
+    if key.startswith("/"):
+        for token in key[1:].split("/"):
+            token = token.replace("~1", "/").replace("~0", "~")
+            document = _step(document, token, key)
+    else:
+        document = _step(document, key, key)
+    return document if isinstance(document, str) else _as_json(document)
+
+
+def _as_document(data: str | Mapping[str, Any]) -> Any:
+    if not isinstance(data, str):
+        return data
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise InvalidValueError(
+            "a key was asked for, but the secret is plain text, not JSON",
+            hint="drop the '#KEY' to use the whole secret",
+        ) from None
+    if not isinstance(document, dict | list):
+        raise InvalidValueError("a key was asked for, but the secret is not a JSON object")
+    return document
+
+
+def _step(document: Any, token: str, key: str) -> Any:
+    if isinstance(document, Mapping):
+        if token in document:
+            return document[token]
+        raise NotFoundError(f"the secret has no key {key!r}")
+    if isinstance(document, list) and token.isdigit() and int(token) < len(document):
+        return document[int(token)]
+    raise NotFoundError(f"the secret has no key {key!r}")
+
+
+def _as_json(document: Any) -> str:
+    if document is None:
+        return ""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,147 @@
+"""Wires the modes: exec, supervise (--init / --watch), check, export, sidecar."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from envwrap import launch, log
+from envwrap.environment import SecretEnvironment
+from envwrap.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envwrap.backends import BackendRegistry, Fetched
+    from envwrap.config import Settings
+    from envwrap.environment import Composed
+    from envwrap.refs import Locator
+
+__all__ = ["dispatch"]
+
+
+def dispatch(settings: Settings, environ: dict[str, str]) -> int:
+    if settings.command == "check":
+        return check(settings, environ)
+    if settings.command == "export":
+        return export(settings, environ)
+    if settings.command == "sidecar":
+        from envwrap.sidecar import run_sidecar
+
+        return run_sidecar(settings, environ)
+    return run(settings, environ)
+
+
+class Resolved:
+    """An environment loaded and resolved once, with the registry that read it."""
+
+    def __init__(
+        self,
+        secrets: SecretEnvironment,
+        registry: BackendRegistry | None,
+        fetched: dict[Locator, Fetched],
+        composed: Composed,
+    ) -> None:
+        self.secrets = secrets
+        self.registry = registry
+        self.fetched = fetched
+        self.composed = composed
+
+
+def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
+    """Load the sources and resolve every reference; fail closed."""
+    secrets = SecretEnvironment.load(settings, environ)
+    registry = None
+    fetched: dict[Locator, Fetched] = {}
+    if secrets.has_references:
+        from envwrap.backends import BackendRegistry
+
+        registry = BackendRegistry(secrets.base)
+        log.capture_library_logs()
+        fetched = secrets.fetch(registry, timeout=settings.start_timeout)
+        for variable, ref in secrets.uses():
+            log.debug(
+                "resolved",
+                variable=variable,
+                store=ref.locator.scheme,
+                path=ref.locator.path,
+                key=ref.key,
+                version=fetched[ref.locator].version,
+            )
+    composed = secrets.compose(fetched)
+    example = settings.require_example or settings.example
+    if example:
+        from envwrap.sources import missing_example_keys
+
+        missing = missing_example_keys(example, composed.environment)
+        if missing:
+            raise ConfigError(
+                f"{example!r} lists variables that are not set: {', '.join(missing)}"
+            )
+    return Resolved(secrets, registry, fetched, composed)
+
+
+def run(settings: Settings, environ: dict[str, str]) -> int:
+    resolved = resolve(settings, environ)
+    child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
+    launch.check_exec_limits(child_env, settings.argv)
+    if not (settings.supervise or settings.mask):
+        if resolved.registry is not None:
+            resolved.registry.close()
+        launch.exec_command(settings.argv, child_env)
+    from envwrap.supervise_mode import run_supervised
+
+    return run_supervised(settings, resolved, child_env)
+
+
+def check(settings: Settings, environ: dict[str, str]) -> int:
+    resolved = resolve(settings, environ)
+    rows = [("VARIABLE", "STORE", "PATH", "KEY", "VERSION")]
+    for variable, ref in resolved.secrets.uses():
+        version = resolved.fetched[ref.locator].version
+        rows.append(
+            (variable, ref.locator.scheme, _path_with_query(ref.locator), ref.key or "-",
+             version or "-")
+        )
+    if len(rows) == 1:
+        sys.stdout.write("no references\n")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+    return 0
+
+
+def _path_with_query(locator: Locator) -> str:
+    query = "&".join(f"{k}={v}" for k, v in locator.params)
+    return locator.path + (f"?{query}" if query else "")
+
+
+def export(settings: Settings, environ: dict[str, str]) -> int:
+    """Print what envwrap contributes (``.env``, references, ``--from``), values included."""
+    resolved = resolve(settings, environ)
+    environment = resolved.composed.environment
+    names = resolved.composed.contributed
+    sys.stdout.write(format_environment({n: environment[n] for n in names}, settings.format))
+    return 0
+
+
+def format_environment(values: dict[str, str], fmt: str) -> str:
+    if fmt == "json":
+        import json
+
+        return json.dumps(values, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "shell":
+        import shlex
+
+        return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    # dotenv: single quotes, which python-dotenv reads back without ${VAR} expansion
+    lines = []
+    for name, value in values.items():
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        lines.append(f"{name}='{escaped}'\n")
+    return "".join(lines)
+
+
+def stdout_is_terminal() -> bool:
+    return os.isatty(1)

@@ -1,0 +1,93 @@
+"""Where variables come from (DESIGN §2): the process environment and ``.env`` files.
+
+``.env`` files are parsed with python-dotenv, so its quoting and ``${VAR}``
+expansion apply. A line that does not parse is an error naming the file and the
+line number -- never the line's content, which may hold a secret.
+python-dotenv is imported only when there is a file to read.
+"""
+
+from __future__ import annotations
+
+import os
+
+from envwrap.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
+    from collections.abc import Iterable, Mapping
+
+__all__ = ["DEFAULT_ENV_FILE", "dotenv_files", "load_dotenv_file", "merge", "missing_example_keys"]
+
+DEFAULT_ENV_FILE = ".env"
+
+
+def dotenv_files(explicit: Iterable[str], *, disabled: bool) -> list[str]:
+    """The ``.env`` files to read: the ``--env-file`` ones, else ``./.env`` if present."""
+    if disabled:
+        return []
+    files = list(explicit)
+    if files:
+        return files
+    return [DEFAULT_ENV_FILE] if os.path.isfile(DEFAULT_ENV_FILE) else []
+
+
+def load_dotenv_file(path: str) -> dict[str, str]:
+    """Parse one ``.env`` file, with python-dotenv's quoting and ``${VAR}`` expansion.
+
+    Raises :class:`ConfigError` (78) for a missing or unreadable file, or for a
+    line that does not parse (naming the line, not its content).
+    """
+    import io
+
+    from dotenv.main import DotEnv
+
+    text = _read(path)
+    _keys(path, text)
+    # override=True makes a file's own earlier values win over os.environ inside
+    # ${VAR} expansion, as `dotenv run` does.
+    values = DotEnv(None, stream=io.StringIO(text), interpolate=True, override=True).dict()
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"env file {path!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read env file {path!r}: {reason}") from None
+
+
+def _keys(path: str, text: str) -> list[str]:
+    """The keys a file sets, in order; raises on the first line that does not parse."""
+    import io
+
+    from dotenv.parser import parse_stream
+
+    keys: list[str] = []
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(
+                f"env file {path!r}, line {binding.original.line}: this line does not parse",
+                hint="check its quoting; the line is not shown because it may hold a secret",
+            )
+        if binding.key is not None:
+            keys.append(binding.key)
+    return keys
+
+
+def merge(
+    environ: Mapping[str, str], dotenv: Mapping[str, str], *, override: bool
+) -> dict[str, str]:
+    """The process environment wins over ``.env`` unless ``override``."""
+    if override:
+        return {**environ, **dotenv}
+    return {**dotenv, **environ}
+
+
+def missing_example_keys(example_path: str, environment: Mapping[str, str]) -> list[str]:
+    """The keys of an example file (``.env.example``) that ``environment`` lacks."""
+    keys = _keys(example_path, _read(example_path))
+    return [key for key in dict.fromkeys(keys) if key not in environment]

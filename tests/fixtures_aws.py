@@ -1,0 +1,1 @@
+"""moto server fixture (filled in by the AWS backend work)."""
