@@ -7,9 +7,9 @@ variables, processes or supervision. Its whole interface:
   error (never an SDK exception) when it cannot.
 * ``read_many(locators) -> list[Fetched | EnvwrapError]``: read several at once.
   The default runs ``read`` concurrently; a store with a batch API overrides it.
-* ``probe(locator) -> str | None`` (optional): a cheap change check for
-  ``--watch`` -- the current version id without the value, or ``None`` when the
-  store has none, in which case the watcher re-reads and compares.
+* ``probe(locator) -> str | None`` and ``probe_many`` (optional): a cheap change
+  check for ``--watch`` -- the current version id without the value, or ``None``
+  when the store has none, in which case the watcher re-reads and compares.
 * ``close()``.
 
 Backends are constructed with the merged environment (process environment plus
@@ -117,8 +117,21 @@ class Backend:
             return list(pool.map(lambda loc: _capture(self.read, loc), locators))
 
     def probe(self, locator: Locator) -> str | None:
-        """The current version id of ``locator``, cheaply; ``None``: re-read to compare."""
+        """The current version id of ``locator``, cheaply; ``None``: re-read to compare.
+
+        Raises an :mod:`envwrap.errors` error like ``read`` does.
+        """
         return None
+
+    def probe_many(self, locators: Sequence[Locator]) -> list[str | None | EnvwrapError]:
+        """``probe`` for several locators; a store with a batch API overrides it."""
+        results: list[str | None | EnvwrapError] = []
+        for locator in locators:
+            try:
+                results.append(self.probe(locator))
+            except EnvwrapError as err:
+                results.append(err)
+        return results
 
     def close(self) -> None:
         """Release connections; called once when envwrap is done with the store."""
