@@ -167,9 +167,10 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
         index = 1
     settings.command = command
     raw: dict[str, tuple[object, str]] = {}
-    for option in OPTIONS:
-        if command in option.commands and option.env_name in environ:
-            raw[option.dest] = (_from_env(option, environ[option.env_name]), option.env_name)
+    for candidate in OPTIONS:
+        if command in candidate.commands and candidate.env_name in environ:
+            text = environ[candidate.env_name]
+            raw[candidate.dest] = (_from_env(candidate, text), candidate.env_name)
     from_cli: set[str] = set()
     while index < len(argv):
         token = argv[index]
@@ -199,14 +200,14 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
             value = argv[index]
             index += 1
         if option.kind == "list":
-            previous = raw.get(option.dest, ([], ""))[0] if option.dest in from_cli else []
+            previous = raw[option.dest][0] if option.dest in from_cli else []
             assert isinstance(previous, list)
             raw[option.dest] = ([*previous, value], name)
             from_cli.add(option.dest)
         else:
             raw[option.dest] = (value, name)
-    for dest, (value, source) in raw.items():
-        _apply(settings, _BY_FLAG["--" + dest.replace("_", "-")], value, source)
+    for dest, (setting, source) in raw.items():
+        _apply(settings, _BY_FLAG["--" + dest.replace("_", "-")], setting, source)
     if command == "run" and not settings.argv:
         raise UsageError("no command given", hint="usage: envwrap [OPTIONS] -- COMMAND [ARG...]")
     if command == "sidecar":
@@ -264,7 +265,7 @@ def parse_duration(text: str, source: str = "duration") -> float:
         raise ConfigError(
             f"{source}: {text!r} is not a duration (examples: 500ms, 30s, 5m, 1h)"
         ) from None
-    if not 0 <= seconds < 10**7 or seconds != seconds:
+    if not 0 <= seconds < 10**7:  # also false for NaN
         raise ConfigError(f"{source}: {text!r} is out of range")
     return seconds
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _signal
 import errno
 import os
+
 from envwrap.errors import EX_CANNOT_EXECUTE, EX_NOT_FOUND, CommandError, InvalidValueError
 
 TYPE_CHECKING = False
@@ -104,7 +105,7 @@ def inherited_descriptors() -> list[int]:
 
 def _close_on_exec(fds: Iterable[int]) -> None:
     for fd in fds:
-        try:
+        try:  # noqa: SIM105 -- contextlib would cost start-up time
             os.set_inheritable(fd, False)
         except OSError:
             pass  # the listing's own descriptor, closed already

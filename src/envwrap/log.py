@@ -28,7 +28,7 @@ __all__ = [
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _NAMES = {number: name for name, number in LEVELS.items()}
-_state = {"level": LEVELS["warning"], "json": False}
+_state: dict[str, int | bool] = {"level": LEVELS["warning"], "json": False, "captured": False}
 
 
 def configure(level: str = "warning", fmt: str = "text") -> None:
@@ -87,15 +87,11 @@ def _quote(value: str) -> str:
     return value if value and " " not in value and '"' not in value else f'"{value}"'
 
 
-_captured = False
-
-
 def capture_library_logs() -> None:
     """Route the :mod:`logging` records of libraries through envwrap's redacting output."""
-    global _captured
-    if _captured:
+    if _state.get("captured"):
         return
-    _captured = True
+    _state["captured"] = True
     import logging
 
     class _Handler(logging.Handler):

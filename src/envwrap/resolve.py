@@ -172,8 +172,8 @@ def select(data: str | Mapping[str, Any], key: str | None) -> str:
         return data if isinstance(data, str) else _as_json(data)
     document: Any = _as_document(data)
     if key.startswith("/"):
-        for token in key[1:].split("/"):
-            token = token.replace("~1", "/").replace("~0", "~")
+        for raw_token in key[1:].split("/"):
+            token = raw_token.replace("~1", "/").replace("~0", "~")
             document = _step(document, token, key)
     else:
         document = _step(document, key, key)

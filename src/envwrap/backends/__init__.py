@@ -123,9 +123,9 @@ class Backend:
         """
         return None
 
-    def probe_many(self, locators: Sequence[Locator]) -> list[str | None | EnvwrapError]:
+    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
         """``probe`` for several locators; a store with a batch API overrides it."""
-        results: list[str | None | EnvwrapError] = []
+        results: list[str | EnvwrapError | None] = []
         for locator in locators:
             try:
                 results.append(self.probe(locator))

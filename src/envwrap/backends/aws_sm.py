@@ -1,0 +1,139 @@
+"""``aws-sm://NAME-OR-ARN[?version-stage=S|version-id=V][&region=R][#KEY]`` and
+``arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[#KEY]``: AWS Secrets Manager.
+
+* Secrets at their current version (AWSCURRENT) are read with
+  BatchGetSecretValue, 20 per call. That call returns current values only, so a
+  locator with ``?version-stage=`` or ``?version-id=`` is read on its own with
+  GetSecretValue. Where a policy denies the batch call, secrets are read one by
+  one with GetSecretValue.
+* ``Fetched.data`` is the SecretString as it is (the resolver selects
+  ``#KEY`` / ``#/pointer`` from JSON text); a SecretBinary must be UTF-8 text.
+* ``Fetched.version`` is the VersionId; :meth:`probe` returns the VersionId that
+  carries the referenced stage, from DescribeSecret, without reading the value.
+* AWSPENDING is read only when a reference asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from envwrap.backends import Fetched
+from envwrap.backends._aws import AwsBackend, _run_all, aws_errors, map_error_code
+from envwrap.errors import EnvwrapError, InvalidValueError, NotFoundError
+from envwrap.refs import Locator
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
+__all__ = ["SecretsManagerBackend"]
+
+CURRENT = "AWSCURRENT"
+#: the random suffix Secrets Manager appends to a secret's ARN: "-" and 6 characters
+_ARN_SUFFIX_LENGTH = 7
+
+
+class SecretsManagerBackend(AwsBackend):
+    scheme = "aws-sm"
+    service = "secretsmanager"
+    label = "AWS Secrets Manager"
+    batch_size = 20
+
+    def read(self, locator: Locator) -> Fetched:
+        client: SecretsManagerClient = self.client(locator)
+        version_id = locator.param("version-id")
+        stage = locator.param("version-stage")
+        with aws_errors(self.label):
+            if version_id:
+                response = client.get_secret_value(SecretId=locator.path, VersionId=version_id)
+            elif stage:
+                response = client.get_secret_value(SecretId=locator.path, VersionStage=stage)
+            else:
+                response = client.get_secret_value(SecretId=locator.path)
+        return _fetched(response)
+
+    def read_many(self, locators: Sequence[Locator]) -> list[Fetched | EnvwrapError]:
+        return self.batched(locators, self._batch_get, self.read, batchable=_is_current)
+
+    def _batch_get(self, client: Any, ids: Sequence[str]) -> dict[str, Fetched | EnvwrapError]:
+        sm: SecretsManagerClient = client
+        response = sm.batch_get_secret_value(SecretIdList=list(ids))
+        answered: dict[str, Fetched | EnvwrapError] = {}
+        for entry in response.get("SecretValues", []):
+            outcome: Fetched | EnvwrapError
+            try:
+                outcome = _fetched(entry)
+            except EnvwrapError as err:
+                outcome = err
+            for key in _ids_of(entry):
+                answered[key] = outcome
+        for error in response.get("Errors", []):
+            secret_id = error.get("SecretId")
+            if secret_id:
+                answered[secret_id] = map_error_code(error.get("ErrorCode", ""), self.label)
+        return answered
+
+    def probe(self, locator: Locator) -> str | None:
+        """The VersionId now carrying the referenced stage (DescribeSecret, no value).
+
+        A ``?version-id=`` reference never changes: it is returned without a call.
+        """
+        version_id = locator.param("version-id")
+        if version_id:
+            return version_id
+        stage = locator.param("version-stage") or CURRENT
+        client: SecretsManagerClient = self.client(locator)
+        with aws_errors(self.label):
+            response = client.describe_secret(SecretId=locator.path)
+        for candidate, stages in response.get("VersionIdsToStages", {}).items():
+            if stage in stages:
+                return candidate
+        raise NotFoundError(f"{self.label}: no version of the secret carries the stage {stage}")
+
+    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
+        # DescribeSecret has no batch form: one call per secret, concurrently
+        results: list[str | EnvwrapError | None] = [None] * len(locators)
+
+        def probe_one(index: int) -> None:
+            try:
+                results[index] = self.probe(locators[index])
+            except EnvwrapError as err:
+                results[index] = err
+
+        _run_all([partial(probe_one, i) for i in range(len(locators))])
+        return results
+
+
+def _is_current(locator: Locator) -> bool:
+    """Can BatchGetSecretValue (current values only) serve this locator?"""
+    return locator.param("version-id") is None and locator.param("version-stage") in (
+        None,
+        CURRENT,
+    )
+
+
+def _ids_of(entry: Mapping[str, Any]) -> list[str]:
+    """Every id a request may have used for this secret: name, ARN, partial ARN."""
+    ids = [str(entry[k]) for k in ("Name", "ARN") if entry.get(k)]
+    arn = entry.get("ARN")
+    if arn:
+        ids.append(str(arn)[:-_ARN_SUFFIX_LENGTH])
+    return ids
+
+
+def _fetched(entry: Mapping[str, Any]) -> Fetched:
+    version = entry.get("VersionId")
+    text = entry.get("SecretString")
+    if text is None:
+        binary = entry.get("SecretBinary")
+        if binary is None:
+            raise NotFoundError("AWS Secrets Manager: the secret version has no value")
+        try:
+            text = bytes(binary).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidValueError(
+                "AWS Secrets Manager: the secret is binary data, not UTF-8 text",
+                hint="store text in SecretString (base64-encode binary data)",
+            ) from None
+    return Fetched(str(text), version=str(version) if version else None)

@@ -1,0 +1,105 @@
+"""``aws-ssm://NAME[?region=R]`` and ``arn:aws:ssm:REGION:ACCOUNT:parameter/NAME``:
+AWS Systems Manager Parameter Store.
+
+* Parameters are read with GetParameters, 10 per call, SecureString decrypted
+  (WithDecryption); where a policy denies GetParameters, one by one with
+  GetParameter. String, StringList (its comma-separated text) and SecureString
+  values are used as they are.
+* A hierarchical name starts with '/': ``aws-ssm:///prod/db/password``. An ARN is
+  passed to AWS as it is, which is what parameters shared from another account need.
+* ``Fetched.version`` is the parameter's Version; :meth:`probe_many` reads the
+  versions with GetParameters too. That call returns the values as well -- SSM
+  has no batched metadata-only read (DescribeParameters filters by name but is
+  paginated and lists no shared parameters) -- and the values are dropped at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from envwrap.backends import Fetched
+from envwrap.backends._aws import AwsBackend, BatchCall, aws_errors, map_error_code
+from envwrap.errors import EnvwrapError, ReferenceSyntaxError
+from envwrap.refs import Locator
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm.client import SSMClient
+
+__all__ = ["ParameterStoreBackend"]
+
+T = TypeVar("T")
+
+
+class ParameterStoreBackend(AwsBackend):
+    scheme = "aws-ssm"
+    service = "ssm"
+    label = "AWS SSM Parameter Store"
+    batch_size = 10
+
+    def validate(self, locator: Locator) -> None:
+        name = locator.path
+        if "/" in name and not name.startswith(("/", "arn:")):
+            # AWS answers a bare ValidationException; say what is wrong instead
+            raise ReferenceSyntaxError(
+                "a parameter name with '/' must start with '/'",
+                hint=f"write aws-ssm:///{name}",
+            )
+
+    def read(self, locator: Locator) -> Fetched:
+        return self._read_one(locator, _fetched)
+
+    def read_many(self, locators: Sequence[Locator]) -> list[Fetched | EnvwrapError]:
+        return self.batched(locators, self._get_parameters(_fetched), self.read)
+
+    def probe(self, locator: Locator) -> str | None:
+        return self._read_one(locator, _version)
+
+    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
+        # GetParameters, 10 per call, like read_many; see the module docstring
+        found = self.batched(locators, self._get_parameters(_version), self.probe)
+        return list(found)
+
+    def _read_one(self, locator: Locator, extract: Callable[[Mapping[str, Any]], T]) -> T:
+        client: SSMClient = self.client(locator)
+        with aws_errors(self.label):
+            response = client.get_parameter(Name=locator.path, WithDecryption=True)
+        return extract(response["Parameter"])
+
+    def _get_parameters(
+        self, extract: Callable[[Mapping[str, Any]], T]
+    ) -> BatchCall[T]:
+        def call(client: Any, names: Sequence[str]) -> dict[str, T | EnvwrapError]:
+            ssm: SSMClient = client
+            response = ssm.get_parameters(Names=list(names), WithDecryption=True)
+            answered: dict[str, T | EnvwrapError] = {}
+            for parameter in response.get("Parameters", []):
+                value = extract(parameter)
+                for key in _ids_of(parameter):
+                    answered[key] = value
+            for name in response.get("InvalidParameters", []):
+                answered[name] = map_error_code("ParameterNotFound", self.label)
+            return answered
+
+        return call
+
+
+def _ids_of(parameter: Mapping[str, Any]) -> list[str]:
+    """Every name a request may have used: name or ARN, with its ':selector' if any."""
+    selector = str(parameter.get("Selector") or "")
+    ids = []
+    for key in ("Name", "ARN"):
+        if parameter.get(key):
+            ids.append(str(parameter[key]))
+            if selector:
+                ids.append(str(parameter[key]) + selector)
+    return ids
+
+
+def _fetched(parameter: Mapping[str, Any]) -> Fetched:
+    return Fetched(str(parameter.get("Value", "")), version=_version(parameter))
+
+
+def _version(parameter: Mapping[str, Any]) -> str | None:
+    version = parameter.get("Version")
+    return None if version is None else str(version)

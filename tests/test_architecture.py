@@ -1,0 +1,109 @@
+"""Import rules that keep envwrap's layers apart and its start-up lean."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "src" / "envwrap"
+SUPERVISION = {"posix", "child", "supervisor"}
+STORE_LIBRARIES = ("hvac", "boto3", "botocore", "psutil", "watchdog", "requests")
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def module_files() -> dict[str, Path]:
+    return {
+        str(p.relative_to(PACKAGE).with_suffix("")).replace("/", "."): p
+        for p in PACKAGE.rglob("*.py")
+    }
+
+
+@pytest.mark.parametrize("module", sorted(SUPERVISION))
+def test_supervision_never_imports_stores_or_secrets(module: str) -> None:
+    path = PACKAGE / f"{module}.py"
+    if not path.exists():
+        pytest.skip(f"{module}.py not written yet")
+    forbidden = ("envwrap.backends", "envwrap.resolve", "envwrap.environment", "envwrap.refs",
+                 "hvac", "boto3", "botocore")
+    bad = {name for name in imports_of(path) if name.startswith(forbidden)}
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_backends_never_import_supervision() -> None:
+    for name, path in module_files().items():
+        if not name.startswith("backends"):
+            continue
+        bad = {
+            imp for imp in imports_of(path)
+            if imp.split(".")[:2] in (["envwrap", m] for m in
+                                      (*SUPERVISION, "supervise_mode", "watch", "sidecar", "cli"))
+        }
+        assert not bad, f"{name} imports {bad}"
+
+
+def test_only_cli_exits() -> None:
+    for name, path in module_files().items():
+        if name in ("cli", "__main__"):
+            continue
+        text = path.read_text()
+        assert "sys.exit(" not in text and "SystemExit" not in text, name
+
+
+def imported_modules(args: list[str], cwd: Path) -> set[str]:
+    """Modules loaded by the time a real run would exec, read from ``sys.modules``.
+
+    (``-X importtime`` cannot be used: its buffered report is lost at exec.)
+    """
+    script = (
+        "import os, sys\n"
+        "from envwrap.cli import main\n"
+        "from envwrap import launch\n"
+        "def report(argv, env):\n"
+        "    print('\\n'.join(sorted(sys.modules)))\n"
+        "    raise SystemExit(0)\n"
+        "launch.exec_command = report\n"
+        "from envwrap import runner\n"
+        "runner.launch.exec_command = report\n"
+        f"main({args!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(result.stdout.split())
+
+
+def test_start_up_without_references_stays_lean(tmp_path: Path) -> None:
+    modules = imported_modules(["--", "true"], tmp_path)
+    heavy = {m for m in modules if m.split(".")[0] in STORE_LIBRARIES}
+    assert not heavy, heavy
+    for costly in ("importlib.metadata", "argparse", "logging", "dotenv", "dataclasses",
+                   "envwrap.backends", "envwrap.resolve", "concurrent.futures"):
+        assert costly not in modules, costly
+
+
+def test_builtin_schemes_do_not_scan_entry_points(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x")
+    (tmp_path / ".env").write_text(f"A=ref+file://{tmp_path}/pw\n")
+    modules = imported_modules(["--", "true"], tmp_path)
+    assert "envwrap.backends.file" in modules
+    assert "importlib.metadata" not in modules
+    assert not {m for m in modules if m.split(".")[0] in STORE_LIBRARIES}
