@@ -1,1 +1,262 @@
-"""moto server fixture (filled in by the AWS backend work)."""
+"""A real moto server for the AWS backends, and a loopback proxy in front of it.
+
+* ``moto_server`` (session): ``moto_server`` on a free loopback port; boto3 and
+  envwrap reach it through ``AWS_ENDPOINT_URL``, the standard setting.
+* ``aws`` (function): the same server, its state reset before and after the
+  test (``POST /moto-api/reset``), IAM enforcement off.
+* ``aws_proxy`` (function): an HTTP proxy between envwrap and moto that counts
+  the API calls (by ``X-Amz-Target``) and can answer chosen calls with an AWS
+  error -- a real HTTP response that botocore parses, not a mock of our code.
+
+The module is also imported by ``benchmarks/bench_aws.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, data: bytes = b"") -> None:
+    # not form-encoded: Flask would move the body out of request.data
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+class MotoServer:
+    """A running ``moto_server`` process and boto3 clients pointed at it."""
+
+    def __init__(self, log_path: Path) -> None:
+        binary = Path(sys.executable).parent / "moto_server"
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = open(log_path, "wb")  # noqa: SIM115 -- closed in stop()
+        self.process = subprocess.Popen(
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready(deadline=time.monotonic() + 30)
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            # never read the developer's own AWS files or the instance metadata service
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        self.sm = self.client("secretsmanager")
+        self.ssm = self.client("ssm")
+        self.iam = self.client("iam")
+
+    def client(self, service: str, region: str = REGION, **kwargs: Any) -> Any:
+        import boto3
+
+        settings: dict[str, Any] = {
+            "endpoint_url": self.endpoint,
+            "region_name": region,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        settings.update(kwargs)
+        return boto3.client(service, **settings)
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
+                    return
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not answer within 30s") from None
+                time.sleep(0.05)
+
+    def reset(self) -> None:
+        """Forget every resource and stop enforcing IAM."""
+        _post(f"{self.endpoint}/moto-api/reset")
+        self.enforce_auth(False)
+
+    def enforce_auth(self, on: bool = True) -> None:
+        """Make moto check signatures and IAM policies (from the next request on)."""
+        _post(f"{self.endpoint}/moto-api/reset-auth", b"0" if on else b"inf")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+class AwsProxy:
+    """A loopback HTTP proxy that counts AWS API calls and can inject AWS errors.
+
+    ``faults[operation] = (status, code, times)`` answers the next ``times``
+    calls of ``operation`` (e.g. ``"BatchGetSecretValue"``; ``times=None`` for
+    ever) with a JSON-protocol AWS error, as AWS itself would send it.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.calls: list[str] = []
+        self.faults: dict[str, tuple[int, str, int | None]] = {}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                proxy._handle(self)
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def count(self, operation: str | None = None) -> int:
+        with self._lock:
+            return len(self.calls) if operation is None else self.calls.count(operation)
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.calls)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def _take_fault(self, operation: str) -> tuple[int, str] | None:
+        with self._lock:
+            fault = self.faults.get(operation)
+            if fault is None:
+                return None
+            status, code, times = fault
+            if times is not None:
+                if times <= 1:
+                    del self.faults[operation]
+                else:
+                    self.faults[operation] = (status, code, times - 1)
+            return status, code
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length)
+        target = handler.headers.get("X-Amz-Target", "")
+        operation = target.rpartition(".")[2] or handler.path
+        with self._lock:
+            self.calls.append(operation)
+        fault = self._take_fault(operation)
+        if fault is not None:
+            status, code = fault
+            payload = json.dumps({"__type": code, "message": "injected by the test proxy"})
+            self._reply(handler, status, {"Content-Type": "application/x-amz-json-1.1"},
+                        payload.encode())
+            return
+        connection = http.client.HTTPConnection(self.upstream, timeout=30)
+        try:
+            headers = {k: v for k, v in handler.headers.items() if k.lower() != "connection"}
+            connection.request(handler.command, handler.path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            reply_headers = {
+                k: v
+                for k, v in response.getheaders()
+                if k.lower() not in ("connection", "transfer-encoding", "content-length")
+            }
+            self._reply(handler, response.status, reply_headers, data)
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _reply(
+        handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer) -> Iterator[MotoServer]:
+    """The moto server with empty state, for one test."""
+    moto_server.reset()
+    yield moto_server
+    moto_server.reset()
+
+
+@pytest.fixture
+def aws_proxy(aws: MotoServer) -> Iterator[AwsProxy]:
+    proxy = AwsProxy(aws.endpoint)
+    yield proxy
+    proxy.close()
+
+
+# --- helpers for the CLI tests ------------------------------------------------
+
+
+def child_environment(stdout: str) -> dict[str, str]:
+    """Parse the output of ``env -0`` run as envwrap's child."""
+    pairs = (item.partition("=") for item in stdout.split("\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def aws_env(base_env: dict[str, str], server: MotoServer, **extra: str) -> dict[str, str]:
+    """An environment for envwrap that reaches ``server`` (or a proxy via extra)."""
+    return {**base_env, **server.env, **extra}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
+import time
 
-from envwrap import launch, log
+from envwrap import audit, launch, log
 from envwrap.environment import SecretEnvironment
-from envwrap.errors import ConfigError
+from envwrap.errors import ConfigError, EnvwrapError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = ["dispatch"]
 
 
 def dispatch(settings: Settings, environ: dict[str, str]) -> int:
+    audit.configure(settings.audit_log)
     if settings.command == "check":
         return check(settings, environ)
     if settings.command == "export":
@@ -40,7 +41,10 @@ class Resolved:
         registry: BackendRegistry | None,
         fetched: dict[Locator, Fetched],
         composed: Composed,
+        environ: dict[str, str],
     ) -> None:
+        #: the process environment envwrap started with (to reload .env from)
+        self.environ = environ
         self.secrets = secrets
         self.registry = registry
         self.fetched = fetched
@@ -57,16 +61,14 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
 
         registry = BackendRegistry(secrets.base)
         log.capture_library_logs()
-        fetched = secrets.fetch(registry, timeout=settings.start_timeout)
-        for variable, ref in secrets.uses():
-            log.debug(
-                "resolved",
-                variable=variable,
-                store=ref.locator.scheme,
-                path=ref.locator.path,
-                key=ref.key,
-                version=fetched[ref.locator].version,
-            )
+        started = time.monotonic()
+        try:
+            fetched = secrets.fetch(registry, timeout=settings.start_timeout)
+        except EnvwrapError as err:
+            audit.record("access", variable=err.variable, reference=err.reference,
+                         outcome=audit.outcome_of(err.exit_code), detail=err.message)
+            raise
+        record_access(secrets, fetched, time.monotonic() - started)
     composed = secrets.compose(fetched)
     example = settings.require_example or settings.example
     if example:
@@ -77,13 +79,38 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
             raise ConfigError(
                 f"{example!r} lists variables that are not set: {', '.join(missing)}"
             )
-    return Resolved(secrets, registry, fetched, composed)
+    return Resolved(secrets, registry, fetched, composed, environ)
+
+
+def record_access(
+    secrets: SecretEnvironment,
+    fetched: dict[Locator, Fetched],
+    seconds: float,
+    locators: set[Locator] | None = None,
+) -> None:
+    """One debug line and one audit record per variable that read a secret."""
+    for variable, ref in secrets.uses():
+        if locators is not None and ref.locator not in locators:
+            continue
+        fields = {
+            "variable": variable,
+            "store": ref.locator.scheme,
+            "path": ref.locator.path,
+            "key": ref.key,
+            "version": fetched[ref.locator].version,
+        }
+        log.debug("resolved", **fields)
+        audit.record("access", **fields, outcome="ok", duration_ms=round(seconds * 1000, 1))
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
     resolved = resolve(settings, environ)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
+    if settings.render:
+        from envwrap.rotation import render_files
+
+        render_files(settings, resolved.composed)
     if not (settings.supervise or settings.mask):
         if resolved.registry is not None:
             resolved.registry.close()
@@ -141,7 +168,3 @@ def format_environment(values: dict[str, str], fmt: str) -> str:
         escaped = value.replace("\\", "\\\\").replace("'", "\\'")
         lines.append(f"{name}='{escaped}'\n")
     return "".join(lines)
-
-
-def stdout_is_terminal() -> bool:
-    return os.isatty(1)

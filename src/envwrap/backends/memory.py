@@ -68,6 +68,9 @@ class MemoryBackend(Backend):
 
     def probe(self, locator: Locator) -> str | None:
         with _lock:
+            fault = _faults.get(locator.path)
+            if fault is not None:
+                raise type(fault)(fault.message)
             current = len(_versions.get(locator.path, ()))
         if current == 0:
             raise NotFoundError("no such secret")

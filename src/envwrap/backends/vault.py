@@ -172,9 +172,8 @@ class VaultBackend(Backend):
             requested = _requested_version(locator)
             if requested is not None and requested > 0:
                 return str(requested)
-            try:
-                current = self._current_version(mount, _below(locator.path, mount))
-            except AuthError:
+            current = self._current_version(mount, _below(locator.path, mount))
+            if current is None:
                 return None  # metadata denied: the watcher re-reads and compares
             return str(_absolute(current, requested))
 
@@ -201,14 +200,17 @@ class VaultBackend(Backend):
                 try:
                     auth = _json(client.adapter.post("/v1/auth/token/renew-self"))["auth"]
                     renewed = int(auth.get("lease_duration") or 0)
-                except AuthError:
+                except hvac.exceptions.VaultError:
+                    if not self._can_login():
+                        raise
                     renewed = 0
                 # a renewal capped by the token's max TTL no longer extends it
                 if renewed > ttl or not self._can_login():
                     return float(renewed) if renewed else None
             if not self._can_login():
                 return None
-            return self._login(client)
+            with self._lock:
+                return self._login(client)
 
     def close(self) -> None:
         with self._lock:
@@ -263,19 +265,23 @@ class VaultBackend(Backend):
         requested = _requested_version(locator)
         if requested is None or requested > 0:
             return requested
-        try:
-            current = self._current_version(mount, name)
-        except AuthError:
+        current = self._current_version(mount, name)
+        if current is None:
             # metadata may be denied while data is allowed: learn the current
             # version from a read of the latest data instead
             current = int(self._read_kv2(mount, name, _without_version(locator)).version or 0)
         return _absolute(current, requested)
 
-    def _current_version(self, mount: Mount, name: str) -> int:
+    def _current_version(self, mount: Mount, name: str) -> int | None:
+        """The current version from the secret's metadata; ``None`` when that is denied."""
+        if not name:
+            raise NotFoundError("the path names a mount, not a secret in it")
         try:
             response = self._client_ready().adapter.get(
                 f"/v1/{_quoted(mount.path)}metadata/{_quoted(name)}"
             )
+        except hvac.exceptions.Forbidden:
+            return None
         except hvac.exceptions.InvalidPath:
             raise NotFoundError("no such secret") from None
         return int(_json(response)["data"]["current_version"])
@@ -315,7 +321,8 @@ class VaultBackend(Backend):
             return self._mount_locks.setdefault(segment, threading.Lock())
 
     def _detect(self, path: str) -> Mount | None:
-        self.detections += 1
+        with self._lock:
+            self.detections += 1
         try:
             response = self._client_ready().adapter.get(
                 f"/v1/sys/internal/ui/mounts/{_quoted(path)}"
@@ -328,9 +335,12 @@ class VaultBackend(Backend):
         mount_path = str(data.get("path") or "")
         if not mount_path:
             return None
+        relative = _relative_mount(path, mount_path)
+        if relative is None:
+            return None
         options = data.get("options") or {}
         kv2 = data.get("type") in ("kv", "generic") and str(options.get("version")) == "2"
-        return Mount(_relative_mount(path, mount_path), kv2)
+        return Mount(relative, kv2)
 
     # -- the client and login -------------------------------------------------------------
 
@@ -731,8 +741,8 @@ def _below(path: str, mount: Mount) -> str:
     return name[len("data/"):] if name.startswith("data/") else name
 
 
-def _relative_mount(path: str, mount_path: str) -> str:
-    """The mount path as the reference writes it.
+def _relative_mount(path: str, mount_path: str) -> str | None:
+    """The mount path as the reference writes it; ``None`` if it does not prefix ``path``.
 
     In a namespace the server may answer with the namespace in front of the
     mount; drop leading segments until it prefixes ``path``, as the Vault CLI does.
@@ -740,7 +750,7 @@ def _relative_mount(path: str, mount_path: str) -> str:
     candidate = mount_path if mount_path.endswith("/") else mount_path + "/"
     while candidate and not (path.startswith(candidate) or path + "/" == candidate):
         candidate = candidate.partition("/")[2]
-    return candidate or (mount_path if mount_path.endswith("/") else mount_path + "/")
+    return candidate or None
 
 
 def _quoted(path: str) -> str:
@@ -759,9 +769,12 @@ def _is_loopback(host: str) -> bool:
 def _safe_address(addr: str) -> str:
     """The address without any user:password part, for messages."""
     parts = urlsplit(addr)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
     if parts.hostname is None:
         return addr[:200]
-    port = f":{parts.port}" if parts.port else ""
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}{port}"
 

@@ -1,0 +1,98 @@
+"""``--render`` files: secrets written atomically, mode 0600, never through a symlink.
+
+The file is written to a temporary name in the same directory and renamed over
+the target, through a descriptor of the directory opened without following a
+final symlink, so that a link planted at the target (or a directory swapped in
+between two steps) cannot redirect the write. ``os.replace`` replaces a
+symlink at the target itself rather than writing through it. A file is
+rewritten only when its bytes change, so a watcher of the file sees real
+changes only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+from envwrap.errors import ConfigError
+
+__all__ = ["format_for", "render_bytes", "write_secret_file"]
+
+_EXTENSION_FORMATS = {".json": "json", ".env": "dotenv"}
+
+
+def format_for(path: str, requested: str = "auto") -> str:
+    """``dotenv`` or ``json``: as requested, else by the file's extension (dotenv by default)."""
+    if requested != "auto":
+        return requested
+    return _EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower(), "dotenv")
+
+
+def render_bytes(values: dict[str, str], fmt: str) -> bytes:
+    if fmt == "json":
+        return (json.dumps(values, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    lines = []
+    for name in sorted(values):
+        escaped = values[name].replace("\\", "\\\\").replace("'", "\\'")
+        lines.append(f"{name}='{escaped}'\n")
+    return "".join(lines).encode()
+
+
+def write_secret_file(path: str, content: bytes) -> bool:
+    """Write ``content`` to ``path`` atomically with mode 0600; ``False`` if unchanged.
+
+    Raises :class:`ConfigError` (78) naming the path when the directory does not
+    exist or cannot be written, or when the target is not a regular file.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"--render {path!r}: cannot open its directory ({exc.strerror})") from None
+    try:
+        if _current_bytes(name, dir_fd, path) == content:
+            return False
+        temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            raise ConfigError(f"--render {path!r}: cannot write ({exc.strerror})") from None
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary, dir_fd=dir_fd)
+            raise
+        os.close(fd)
+        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)  # make the rename itself durable
+        return True
+    finally:
+        os.close(dir_fd)
+
+
+def _current_bytes(name: str, dir_fd: int, path: str) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None  # a symlink or something odd: replace it with our own file
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"--render {path!r}: exists and is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
