@@ -406,9 +406,12 @@ def test_a_child_whose_reader_went_away_gets_sigpipe() -> None:
     dst_read, dst_write = os.pipe()
     masked = MaskedOutput(["abcd"], stdout_fd=dst_write, stderr_fd=dst_write)
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, sys\nsignal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
-         "while True: sys.stdout.write('y' * 4096 + '\\n')"],
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys\nsignal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+            "while True: sys.stdout.write('y' * 4096 + '\\n')",
+        ],
         stdout=masked.child_stdout_fd,
         stderr=masked.child_stderr_fd,
     )

@@ -86,14 +86,22 @@ class _ValueSet:
     assignment while a relay thread is in the middle of :meth:`Masker.feed`.
     """
 
-    __slots__ = ("_cache", "groups", "longest", "ordered", "probe", "probe_length",
-                 "short_prefixes", "values")
+    __slots__ = (
+        "_cache",
+        "groups",
+        "longest",
+        "ordered",
+        "probe",
+        "probe_length",
+        "short_prefixes",
+        "values",
+    )
 
     def __init__(self, values: frozenset[bytes]) -> None:
         self.values = values
         # longest first, so that a regex alternation (tried in order at each
         # position) takes the longest value that starts there
-        self.ordered = tuple(sorted(values, key=lambda v: (len(v), v)))
+        self.ordered = tuple(sorted(values, key=lambda v: (-len(v), v)))
         self.longest = len(self.ordered[0]) if values else 0
         self.probe_length = min(_PROBE_LENGTH, min((len(v) for v in values), default=1))
         k = self.probe_length
@@ -274,7 +282,12 @@ def relay(src_fd: int, dst_fd: int, masker: Masker) -> None:
     Neither descriptor is closed here.
     """
     while True:
-        data = os.read(src_fd, CHUNK_SIZE)  # EINTR is retried by Python (PEP 475)
+        try:
+            data = os.read(src_fd, CHUNK_SIZE)  # EINTR is retried by Python (PEP 475)
+        except OSError:
+            # EIO (a pty whose other side closed) or EBADF: the source is finished.
+            # Ending like EOF keeps a traceback from a relay thread off the terminal.
+            data = b""
         if not data:
             break
         out = masker.feed(data)
@@ -294,11 +307,19 @@ def _write_all(fd: int, data: bytes) -> bool:
         except BlockingIOError:
             # Somebody made our (shared) stdout non-blocking, as some parents do to
             # a TTY or pipe; wait until it can take more instead of losing output.
-            select.select([], [fd], [])
+            poller = select.poll()  # poll, not select: fd may be above FD_SETSIZE
+            poller.register(fd, select.POLLOUT)
+            poller.poll()
             continue
         except OSError as exc:
-            if exc.errno in (errno.EPIPE, errno.EBADF, errno.EIO, errno.ENOSPC,
-                             errno.EINVAL, errno.ECONNRESET):
+            if exc.errno in (
+                errno.EPIPE,
+                errno.EBADF,
+                errno.EIO,
+                errno.ENOSPC,
+                errno.EINVAL,
+                errno.ECONNRESET,
+            ):
                 return False
             raise
         view = view[written:]
@@ -344,12 +365,16 @@ class MaskedOutput:
             _grow_pipe(fd)
         self._threads = [
             threading.Thread(
-                target=self._run, args=(out_read, stdout_fd, self.stdout_masker),
-                name="envwrap-mask-stdout", daemon=True,
+                target=self._run,
+                args=(out_read, stdout_fd, self.stdout_masker),
+                name="envwrap-mask-stdout",
+                daemon=True,
             ),
             threading.Thread(
-                target=self._run, args=(err_read, stderr_fd, self.stderr_masker),
-                name="envwrap-mask-stderr", daemon=True,
+                target=self._run,
+                args=(err_read, stderr_fd, self.stderr_masker),
+                name="envwrap-mask-stderr",
+                daemon=True,
             ),
         ]
         # daemon: a grandchild that keeps the pipe open must not keep envwrap alive

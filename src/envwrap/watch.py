@@ -85,7 +85,10 @@ class Watcher:
     # -- life cycle -------------------------------------------------------
 
     def start(self) -> None:
-        self._start_file_events()
+        if self._start_file_events():
+            # a file may have changed between the first read and the watch set-up
+            self._files_changed.set()
+            self._wake.set()
         self._thread = threading.Thread(target=self._run, name="envwrap-watch", daemon=True)
         self._thread.start()
 
@@ -331,17 +334,18 @@ class Watcher:
             folders.setdefault(folder, set()).add(name)
         return folders
 
-    def _start_file_events(self) -> None:
+    def _start_file_events(self) -> bool:
+        """Watch the folders of file secrets and .env files; ``True`` if any is watched."""
         folders = self._watched_folders()
         if not folders:
-            return
+            return False
         try:
             from watchdog.events import FileSystemEvent, FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:
             log.warning("watchdog is not installed; files are polled only "
                         "(pip install 'envwrap[watch]')")
-            return
+            return False
         watcher = self
 
         class Handler(FileSystemEventHandler):  # type: ignore[misc]
@@ -365,3 +369,4 @@ class Watcher:
         observer.daemon = True
         observer.start()
         self._observer = observer
+        return True
