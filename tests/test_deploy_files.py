@@ -88,3 +88,10 @@ def test_example_env_files_parse(name: str) -> None:
     assert set(example) <= set(values)
     for value in values.values():
         parse_value(value)
+
+
+def test_readme_documents_every_option_and_its_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"`{option.flag}" in readme, option.flag
+        assert option.env_name in readme, option.env_name

@@ -279,8 +279,42 @@ def default_region(environ: Mapping[str, str]) -> str | None:
     return environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
 
 
+_ENDPOINT_VARIABLES = {
+    "secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "ssm": "AWS_ENDPOINT_URL_SSM",
+}
+
+
+#: one boto3 session per distinct set of settings -- in practice one per process,
+#: shared by both backends, so that credentials are resolved once (an SSO token
+#: read, an instance-metadata call). Its lock guards client creation too:
+#: boto3 sessions are not thread-safe, their clients are.
+_sessions: dict[tuple[tuple[str, str | None], ...], boto3.Session] = {}
+_session_lock = threading.Lock()
+
+
+def _session_settings(env: Mapping[str, str]) -> tuple[tuple[str, str | None], ...]:
+    key_id = _from_dotenv(env, "AWS_ACCESS_KEY_ID")
+    secret = env.get("AWS_SECRET_ACCESS_KEY") if key_id else None
+    return (
+        ("aws_access_key_id", key_id if secret else None),
+        ("aws_secret_access_key", secret),
+        ("aws_session_token", env.get("AWS_SESSION_TOKEN") if key_id and secret else None),
+        ("region_name", default_region(env)),
+        ("profile_name", _from_dotenv(env, "AWS_PROFILE")),
+    )
+
+
+def _shared_session_locked(env: Mapping[str, str]) -> boto3.Session:
+    settings = _session_settings(env)
+    session = _sessions.get(settings)
+    if session is None:
+        session = _sessions[settings] = boto3.Session(**dict(settings))  # type: ignore[arg-type]
+    return session
+
+
 class Clients:
-    """One boto3 session and one client per region for one service; thread-safe.
+    """The shared boto3 session and one client per region for one service; thread-safe.
 
     The session and the clients are created on first use: creating a session
     reads the AWS config files, creating a client loads the service model.
@@ -289,37 +323,20 @@ class Clients:
     def __init__(self, service: str, environ: Mapping[str, str]) -> None:
         self.service = service
         self._environ = environ
-        self._lock = threading.Lock()
-        self._session: boto3.Session | None = None
         self._clients: dict[str, Any] = {}
 
     def session(self) -> boto3.Session:
-        with self._lock:
-            return self._session_locked()
-
-    def _session_locked(self) -> boto3.Session:
-        if self._session is None:
-            env = self._environ
-            key_id = _from_dotenv(env, "AWS_ACCESS_KEY_ID")
-            secret = env.get("AWS_SECRET_ACCESS_KEY") if key_id else None
-            self._session = boto3.Session(
-                aws_access_key_id=key_id if secret else None,
-                aws_secret_access_key=secret,
-                aws_session_token=env.get("AWS_SESSION_TOKEN") if key_id and secret else None,
-                region_name=default_region(env),
-                profile_name=_from_dotenv(env, "AWS_PROFILE"),
-            )
-        return self._session
+        with _session_lock:
+            return _shared_session_locked(self._environ)
 
     def default_region(self) -> str | None:
         return self.session().region_name
 
     def client(self, region: str) -> Any:
-        with self._lock:
+        with _session_lock:
             client = self._clients.get(region)
             if client is None:
-                # boto3 sessions are not thread-safe; clients are
-                client = self._session_locked().client(
+                client = _shared_session_locked(self._environ).client(
                     self.service,  # type: ignore[call-overload]
                     region_name=region,
                     config=CLIENT_CONFIG,
@@ -329,13 +346,14 @@ class Clients:
             return client
 
     def _endpoint_from_dotenv(self) -> str | None:
-        specific = "AWS_ENDPOINT_URL_" + self.service.upper().replace("MANAGER", "_MANAGER")
+        # botocore's names: AWS_ENDPOINT_URL_<service id, upper case, '_' for ' '>
+        specific = _ENDPOINT_VARIABLES.get(self.service, "")
         return _from_dotenv(self._environ, specific) or _from_dotenv(
             self._environ, "AWS_ENDPOINT_URL"
         )
 
     def close(self) -> None:
-        with self._lock:
+        with _session_lock:
             clients = list(self._clients.values())
             self._clients.clear()
         for client in clients:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The demo, from a fresh clone: set-up, then a local OpenBao dev server, the
+# team's Node.js service run through `envwrap --watch`, a secret rotation, and
+# the service coming back with the new value. Cleans up after itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python scripts/demo.py "$@"

@@ -1,0 +1,450 @@
+"""The OS layer of supervise mode: spawn, prctl, reap, terminal hand-off.
+
+Everything here is a thin, documented wrapper over one POSIX or Linux call, so
+that :mod:`envwrap.child` and :mod:`envwrap.supervisor` read as policy. Nothing
+here knows about secrets; the environment is an opaque mapping.
+
+Start-up cost matters (``envwrap --init`` should start within 1.5x of exec
+mode), so this module imports only C modules: ``_signal`` rather than
+``signal`` (which imports :mod:`enum`), ``_ctypes`` rather than :mod:`ctypes`
+(5 ms), no :mod:`subprocess`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only; `typing` costs start-up time
+    import signal as _signal  # the stubs of the C module below
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import NoReturn
+else:
+    import _signal  # not `signal`, which imports enum
+
+__all__ = [
+    "ENVWRAP_IGNORES",
+    "FORWARDABLE",
+    "CleanSlate",
+    "controlling_terminal",
+    "exit_code_of",
+    "reap",
+    "set_child_subreaper",
+    "signal_name",
+    "spawn",
+    "take_terminal",
+    "terminal_owner",
+]
+
+SIGKILL = _signal.SIGKILL
+SIG_DFL = _signal.SIG_DFL
+SIG_IGN = _signal.SIG_IGN
+
+#: Faults that only make sense for the process that caused them; envwrap leaves
+#: them at their defaults, as tini does (tini.c excludes the same set from the
+#: signals it waits for), so a bug in envwrap still dumps core.
+_SYNCHRONOUS = frozenset(
+    getattr(_signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+    if hasattr(_signal, name)
+)
+#: envwrap ignores these for itself and never forwards them:
+#: SIGPIPE/SIGXFSZ as CPython does (a write fails with EPIPE/EFBIG instead), and
+#: SIGTTIN/SIGTTOU because envwrap runs in a background process group once the
+#: child owns the terminal: tcsetpgrp(3) and write(2) to the terminal from a
+#: background group raise SIGTTOU unless it is ignored or blocked, and a caught
+#: SIGTTOU would make CPython retry the call forever (PEP 475).
+ENVWRAP_IGNORES = frozenset(
+    getattr(_signal, name)
+    for name in ("SIGPIPE", "SIGXFSZ", "SIGTTIN", "SIGTTOU")
+    if hasattr(_signal, name)
+)
+#: dispositions CPython sets for itself at start-up (SIG_IGN); the child gets
+#: the default back, as in exec mode (launch.restore_signal_defaults)
+_PYTHON_IGNORES = frozenset(
+    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
+)
+_UNCATCHABLE = frozenset((_signal.SIGKILL, _signal.SIGSTOP))
+
+
+def _forwardable() -> frozenset[int]:
+    found = set()
+    for signum in _signal.valid_signals():
+        number = int(signum)
+        if number in _UNCATCHABLE or number in _SYNCHRONOUS or number in ENVWRAP_IGNORES:
+            continue
+        found.add(number)
+    return frozenset(found)
+
+
+#: every signal envwrap catches in supervise mode (SIGCHLD included, which it
+#: never forwards); glibc reserves 32 and 33 for its threads, so valid_signals()
+#: already leaves them out
+FORWARDABLE = _forwardable()
+
+# --- prctl (Linux) --------------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+
+_prctl_cache: list[Callable[..., int] | None] = []
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """``prctl(2)`` from the C library, or ``None`` where there is none (macOS).
+
+    Built on ``_ctypes``, the C half of :mod:`ctypes`: the Python half costs 5 ms
+    of start-up, about a third of envwrap's whole budget, for two type classes.
+    Falls back to :mod:`ctypes` if the private layout ever changes.
+    """
+    if _prctl_cache:
+        return _prctl_cache[0]
+    function: Callable[..., int] | None = None
+    try:
+        function = _lean_prctl()
+    except Exception:  # the private _ctypes layout moved; pay for the public module
+        try:
+            import ctypes
+
+            function = ctypes.CDLL(None, use_errno=True).prctl
+            function.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)
+            function.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            function = None
+    _prctl_cache.append(function)
+    return function
+
+
+def _lean_prctl() -> Callable[..., int] | None:
+    import _ctypes
+
+    if TYPE_CHECKING:
+        _Scalar = _ctypes._SimpleCData[int]
+    else:  # not subscriptable at run time
+        _Scalar = _ctypes._SimpleCData
+
+    class _Int(_Scalar):
+        _type_ = "i"
+
+    class _ULong(_Scalar):
+        _type_ = "L"
+
+    class _Function(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = _Int
+        # prctl is variadic; every argument after the option is an unsigned long
+        # (prctl(2)), and a C int would leave the register's upper half undefined
+        _argtypes_ = (_Int, _ULong, _ULong, _ULong, _ULong)
+
+    class _Library:
+        def __init__(self) -> None:
+            # dlopen(NULL): the symbols of the process itself (dlopen(3))
+            self._handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
+
+    try:
+        function = _Function(("prctl", _Library()))  # type: ignore[arg-type]
+    except AttributeError:  # no such symbol: not Linux
+        return None
+    return function  # type: ignore[no-any-return]
+
+
+def _prctl(option: int, value: int) -> int:
+    """Call ``prctl(option, value, 0, 0, 0)``; raise OSError on failure."""
+    function = _load_prctl()
+    if function is None:
+        raise OSError(errno.ENOSYS, "prctl is not available on this system")
+    if function(option, value, 0, 0, 0) != 0:
+        import _ctypes
+
+        number = _ctypes.get_errno()
+        raise OSError(number, os.strerror(number))
+    return 0
+
+
+def set_child_subreaper() -> bool:
+    """Make this process adopt its orphaned descendants (Linux 3.4+, prctl(2)).
+
+    Without it an orphan of the child is re-parented to PID 1 (or the nearest
+    other subreaper), out of envwrap's reach: envwrap could neither reap it nor
+    wait for it before starting the next generation. Returns False where the
+    call does not exist.
+    """
+    try:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:
+        return False
+    return True
+
+
+# --- the clean slate the child starts from ----------------------------------------------
+
+
+class CleanSlate:
+    """The signal mask and dispositions envwrap was started with, for its children.
+
+    Captured before supervise mode changes anything. ``dispositions`` maps
+    every signal the supervisor may touch to what the child must get back:
+    SIG_IGN where envwrap was started with the signal ignored (``nohup``, a
+    background job of a non-interactive shell), SIG_DFL otherwise -- including
+    SIGPIPE and SIGXFSZ, which CPython ignores for itself whatever it was given.
+    """
+
+    __slots__ = ("dispositions", "ignored_at_start", "mask")
+
+    def __init__(self) -> None:
+        # pthread_sigmask(3) with SIG_BLOCK and no signals only reads the mask
+        self.mask: frozenset[int] = frozenset(
+            int(s) for s in _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
+        )
+        ignored = set()
+        for number in FORWARDABLE | ENVWRAP_IGNORES:
+            try:
+                handler = _signal.getsignal(number)
+            except (OSError, ValueError):
+                continue
+            if handler is SIG_IGN and number not in _PYTHON_IGNORES:
+                ignored.add(number)
+        self.ignored_at_start: frozenset[int] = frozenset(ignored)
+        self.dispositions: tuple[tuple[int, int], ...] = tuple(
+            (number, SIG_IGN if number in ignored else SIG_DFL)
+            for number in sorted(FORWARDABLE | ENVWRAP_IGNORES)
+        )
+
+
+# --- spawn ------------------------------------------------------------------------------
+
+
+def exec_candidates(program: str, environment: Mapping[str, str]) -> list[bytes]:
+    """The paths ``execvpe`` would try, searched in the *child's* PATH."""
+    if os.sep in program:
+        return [os.fsencode(program)]
+    folders = environment.get("PATH", os.defpath).split(os.pathsep)
+    return [os.fsencode(os.path.join(folder or os.curdir, program)) for folder in folders]
+
+
+def spawn(
+    argv: Sequence[str],
+    environment: Mapping[str, str],
+    slate: CleanSlate,
+    *,
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+    terminal: int | None = None,
+    death_signal: int = _signal.SIGKILL,
+) -> int:
+    """Start ``argv`` in a new process group and return its PID.
+
+    The child gets: its own process group (so that signals can go to all of it
+    with killpg); the terminal ``terminal`` (a descriptor) as its foreground
+    group, before it runs a single instruction of the program; ``death_signal``
+    when envwrap dies (Linux); the fds of ``stdio`` on 0, 1, 2 where given, and
+    no other descriptor; the signal mask and dispositions of ``slate``.
+
+    Raises :class:`OSError` with the ``execve`` errno when the program cannot
+    be run (the caller maps it to 126/127); the failed child is reaped here.
+
+    Why fork and not ``os.posix_spawn`` (vfork) or ``subprocess``:
+    ``PR_SET_PDEATHSIG`` and the ``tcsetpgrp`` that must precede the program
+    can only be done *in the child*, and neither posix_spawn nor subprocess
+    (short of ``preexec_fn``, unsafe with threads) can run anything there.
+    ``setpriv --pdeathsig`` could, but costs an extra exec, is missing from
+    slim images, and leaves the race below open. So the child is forked here and
+    runs a short, fixed path before ``execve``: no imports, no locks, no
+    allocations it could deadlock on -- glibc's and musl's fork reset malloc's
+    locks in the child, CPython holds the GIL and the import lock across
+    fork, and everything the child calls (setpgid, tcsetpgrp, prctl through a
+    function pointer resolved *before* the fork, getppid, dup2, close_range,
+    sigaction, sigprocmask, execve) is a plain system call. Locks that watcher
+    threads may hold at fork time (OpenSSL, the resolver) are never touched by
+    the child. All signals are blocked across fork so that no Python handler
+    runs in the child before exec (its byte would land in envwrap's wakeup pipe,
+    which the child shares).
+    """
+    candidates = exec_candidates(argv[0], environment)
+    arguments = [os.fsencode(arg) for arg in argv]
+    env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in environment.items()}
+    prctl = _load_prctl() if death_signal else None
+    parent = os.getpid()
+    error_read, error_write = os.pipe()  # O_CLOEXEC (PEP 446): EOF once exec succeeds
+    previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
+            _child(candidates, arguments, env_bytes, slate, stdio, terminal,
+                   prctl, death_signal, parent, error_write)
+    except BaseException:
+        os.close(error_read)
+        raise
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
+        os.close(error_write)
+    # setpgid in both parent and child, the classic job-control race fix
+    # (setpgid(2), APUE 9.4): whoever runs first creates the group, so the
+    # parent can signal the group as soon as spawn returns. EACCES: the child
+    # has exec'd already (and has set it itself); ESRCH: it is gone already.
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    report = b""
+    try:
+        while chunk := os.read(error_read, 16):
+            report += chunk
+    finally:
+        os.close(error_read)
+    if not report:
+        return pid
+    os.waitpid(pid, 0)  # the failed child; nobody else may see it
+    number = int.from_bytes(report[:4], "little") or errno.ENOEXEC
+    raise OSError(number, os.strerror(number), argv[0])
+
+
+def _child(
+    candidates: list[bytes],
+    arguments: list[bytes],
+    environment: dict[bytes, bytes],
+    slate: CleanSlate,
+    stdio: tuple[int | None, int | None, int | None],
+    terminal: int | None,
+    prctl: Callable[..., int] | None,
+    death_signal: int,
+    parent: int,
+    error_write: int,
+) -> NoReturn:  # pragma: no cover -- runs in the forked child
+    number = errno.ENOEXEC
+    try:
+        os.setpgid(0, 0)
+        if terminal is not None:
+            # The child makes itself the terminal's foreground group, as tini
+            # does, so that it can never read the terminal before owning it
+            # (it would be stopped by SIGTTIN). SIGTTOU is ignored here.
+            try:
+                os.tcsetpgrp(terminal, os.getpid())
+            except OSError:
+                pass  # ENOTTY, or no longer our terminal: run without it
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+            # The death signal fires only if the parent dies *after* prctl: if
+            # envwrap died in between, we are an orphan already (prctl(2)).
+            if os.getppid() != parent:
+                os._exit(1)
+        for target, fd in enumerate(stdio):
+            if fd is not None and fd != target:
+                os.dup2(fd, target)  # the copy on 0/1/2 is inheritable (dup2(2))
+        # no descriptor beyond 0, 1, 2 -- except the CLOEXEC error pipe, which
+        # exec closes; close_range(2) makes this one system call
+        os.closerange(3, error_write)
+        os.closerange(error_write + 1, _max_fd())
+        for signum, disposition in slate.dispositions:
+            _signal.signal(signum, disposition)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, slate.mask)
+        saved = 0
+        for path in candidates:
+            try:
+                os.execve(path, arguments, environment)
+            except OSError as exc:  # the same choice as os.execvpe / a shell
+                number = exc.errno or errno.ENOEXEC
+                if number not in (errno.ENOENT, errno.ENOTDIR) and not saved:
+                    saved = number
+        if saved:
+            number = saved
+    except OSError as exc:
+        number = exc.errno or errno.EIO
+    finally:
+        try:
+            os.write(error_write, number.to_bytes(4, "little"))
+        finally:
+            os._exit(127)
+
+
+def _max_fd() -> int:
+    try:
+        limit = os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        limit = 0
+    return max(limit, 1024)
+
+
+# --- reaping --------------------------------------------------------------------------
+
+
+def reap(watch_stops: bool) -> tuple[list[tuple[int, int]], bool]:
+    """Collect every child that changed state, without blocking.
+
+    Returns ``(changes, more)``: the (pid, status) pairs, and whether any child
+    is left at all (``waitpid`` gives ECHILD when none is). With
+    ``watch_stops``, stopped and continued children are reported too
+    (WUNTRACED, WCONTINUED) for job control. This must be the only place
+    envwrap calls ``waitpid`` in supervise mode: a second caller would steal
+    the main child's exit status.
+    """
+    options = os.WNOHANG
+    if watch_stops:
+        options |= os.WUNTRACED | os.WCONTINUED
+    changes: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, options)
+        except ChildProcessError:
+            return changes, False
+        if pid == 0:
+            return changes, True
+        changes.append((pid, status))
+
+
+def exit_code_of(status: int) -> int:
+    """A shell's view of a wait status: the exit code, or 128+N for signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+# --- terminal ---------------------------------------------------------------------------
+
+
+def controlling_terminal(fds: Iterable[int] = (0, 1, 2)) -> int | None:
+    """The first of ``fds`` that is envwrap's controlling terminal, or None.
+
+    ``tcgetpgrp`` fails (ENOTTY) on a terminal that is not the caller's
+    controlling terminal, so this also rules out a stray tty passed as stdout.
+    Whether envwrap may hand it to the child is decided at each start, with
+    :func:`terminal_owner`: a background job (``envwrap --init -- cmd &``) must
+    not take the terminal from the shell.
+    """
+    for fd in fds:
+        try:
+            if os.isatty(fd):
+                os.tcgetpgrp(fd)
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def terminal_owner(fd: int) -> int | None:
+    """The terminal's foreground process group, or None when it cannot be read."""
+    try:
+        return os.tcgetpgrp(fd)
+    except OSError:
+        return None
+
+
+def take_terminal(fd: int, group: int) -> bool:
+    """Make ``group`` the terminal's foreground group (SIGTTOU is ignored, see above)."""
+    try:
+        os.tcsetpgrp(fd, group)
+    except OSError:
+        return False
+    return True
+
+
+_names: dict[int, str] = {}
+
+
+def signal_name(signum: int) -> str:
+    """``15`` -> ``"SIGTERM"``, for messages (without importing enum)."""
+    if not _names:
+        for name in dir(_signal):
+            if name.startswith("SIG") and not name.startswith("SIG_"):
+                _names.setdefault(int(getattr(_signal, name)), name)
+    return _names.get(signum, str(signum))

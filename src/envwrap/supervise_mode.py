@@ -1,0 +1,65 @@
+"""Supervise mode (``--init``, ``--watch``, ``--mask``): the glue around the supervisor.
+
+The :class:`~envwrap.supervisor.Supervisor` knows processes, never secrets.
+Two seams plug into it here:
+
+- ``--watch``: :func:`envwrap.rotation.start_watching` gets the supervisor as
+  its ``ChildControl`` and calls its thread-safe ``replace`` / ``send`` /
+  ``request_exit`` from the watcher's threads.
+- ``--mask``: the program's stdout and stderr are pipes that
+  :class:`envwrap.mask.MaskedOutput` relays; the supervisor puts their write
+  ends on fds 1 and 2 of every generation.
+"""
+
+from __future__ import annotations
+
+from envwrap.supervisor import Supervisor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envwrap.config import Settings
+    from envwrap.mask import MaskedOutput
+    from envwrap.runner import Resolved
+    from envwrap.watch import Watcher
+
+__all__ = ["run_supervised"]
+
+
+def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, str]) -> int:
+    """Run ``settings.argv`` as envwrap's child and return envwrap's exit code.
+
+    Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
+    cannot be started.
+    """
+    masked: MaskedOutput | None = None
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+    if settings.mask:
+        from envwrap.mask import MaskedOutput
+
+        masked = MaskedOutput(resolved.composed.secret_values)
+        stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd)
+    supervisor = Supervisor(
+        settings.argv,
+        child_env,
+        kill_signal=settings.kill_signal,
+        kill_timeout=settings.kill_timeout,
+        stdio=stdio,
+    )
+    watcher: Watcher | None = None
+    try:
+        if settings.watch:
+            from envwrap.rotation import start_watching
+
+            watcher = start_watching(
+                settings, resolved, child_env, supervisor,
+                on_values=masked.update if masked is not None else None,
+            )
+        elif resolved.registry is not None:
+            resolved.registry.close()  # nothing will read the stores again
+        return supervisor.run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if masked is not None:
+            masked.close_child_ends()
+            masked.join(timeout=5)

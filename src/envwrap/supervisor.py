@@ -1,0 +1,471 @@
+"""Supervise mode's main-thread loop: signals, reaping, and requests from threads.
+
+envwrap stays the parent of the program (``--init``, ``--watch``, ``--mask``)
+and does, at least, what tini and dumb-init do (DESIGN §3):
+
+- The program runs in its own process group. Every catchable signal envwrap
+  receives is forwarded to that group exactly once, in arrival order --
+  except SIGCHLD (envwrap's own), the stop signals (below), and signals that
+  envwrap was started with ignored (they stay ignored, for the program too).
+- SIGTERM or SIGINT to envwrap means "stop": the program gets
+  ``--kill-signal``; if it or anything it started is still running after
+  ``--kill-timeout``, every descendant is sent SIGKILL; envwrap then exits
+  with the program's code (128+N for death by signal N).
+- envwrap is PID 1 or a child subreaper, and reaps every process that ends up
+  its child. This loop is the only caller of ``waitpid``; the program is
+  recognised by its PID, so its status is never lost to the reaper.
+- In a terminal, the program owns it (its group is the foreground group), so
+  Ctrl-C and Ctrl-Z reach it directly; when it is stopped, envwrap takes the
+  terminal back and stops itself, so the shell that started envwrap regains
+  control; ``fg`` resumes envwrap, which hands the terminal back and resumes
+  the program (dumb-init's behaviour; tini leaves the shell hanging).
+
+Signal handling design: CPython runs Python signal handlers only in the main
+thread, between bytecodes, but its C-level handler writes the signal's number
+to the fd given to :func:`signal.set_wakeup_fd` at once, from whichever thread
+the kernel picked. So every catchable signal gets a no-op Python handler, and
+the loop blocks in ``poll`` on that pipe: each byte is one delivered signal,
+in order. Commands from other threads (:meth:`Supervisor.replace`,
+:meth:`~Supervisor.send`, :meth:`~Supervisor.request_exit`) are queued under a
+lock and wake the loop with a zero byte on the same pipe (no signal is 0).
+Idle, the loop sleeps in one ``poll`` with no timeout: no polling, no CPU.
+(Blocking signals and ``sigtimedwait``, as tini does, needs every thread to
+block them too, and threads already started by the resolver would not.)
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import select
+import time
+
+from envwrap import log, posix
+from envwrap.child import Child
+from envwrap.launch import command_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    from collections.abc import Callable, Mapping, Sequence
+    from types import FrameType
+
+    Done = Callable[[object], None]
+else:
+    import _signal
+
+__all__ = ["KILL_GRACE", "STOP_SIGNALS", "Supervisor"]
+
+#: the signals that tell envwrap itself to stop
+STOP_SIGNALS = frozenset((_signal.SIGTERM, _signal.SIGINT))
+#: after SIGKILL, how long to wait for the killed processes to be reaped before
+#: giving up on them (a process in uninterruptible sleep cannot die at once)
+KILL_GRACE = 5.0
+
+_WAKE = b"\0"
+# why a stop is in progress; a "stop" or "exit" supersedes a "replace"
+_REPLACE, _EXIT, _STOP = "replace", "exit", "stop"
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler; the work is done from the wakeup pipe."""
+
+
+class Supervisor:
+    """Run ``argv`` as envwrap's child until it ends; one generation at a time.
+
+    Construct and :meth:`run` on the main thread. :meth:`replace`,
+    :meth:`send` and :meth:`request_exit` may be called from any thread, at any
+    time (before :meth:`run` too); they return at once, and the optional
+    ``done`` callback is called later, on the main thread, with the outcome.
+    It must be quick and must not call back into the supervisor synchronously.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        environment: Mapping[str, str],
+        *,
+        kill_signal: int = _signal.SIGTERM,
+        kill_timeout: float = 10.0,
+        stdio: tuple[int | None, int | None, int | None] = (None, None, None),
+        use_terminal: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.argv = list(argv)
+        self.kill_signal = kill_signal
+        self.kill_timeout = kill_timeout
+        self.stdio = stdio
+        self._environment = dict(environment)
+        self._use_terminal = use_terminal
+        self._clock = clock
+        self._read_fd, self._write_fd = os.pipe()  # O_CLOEXEC (PEP 446)
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)  # set_wakeup_fd requires it
+        self._lock = _thread.allocate_lock()
+        self._commands: list[tuple[str, object, Done | None]] = []
+        self._closed = False
+        self._intercepts: dict[int, Callable[[int], None]] = {}
+        self._previous: dict[int, object] = {}
+        self._slate: posix.CleanSlate | None = None
+        self._child: Child | None = None
+        self._terminal: int | None = None
+        self._adopts_orphans = False
+        self._children_left = True
+        self._result: int | None = None
+        # the stop in progress
+        self._stopping: str | None = None
+        self._deadline: float | None = None
+        self._escalated = False
+        self._abandoned = False
+        self._exit_code: int | None = None
+        self._next_environment: dict[str, str] | None = None
+        self._replace_done: list[Done] = []
+
+    # --- requests, from any thread ---------------------------------------------------
+
+    def replace(self, environment: Mapping[str, str], done: Done | None = None) -> None:
+        """Stop the running generation, wait until its whole tree is gone, start
+        a new one with ``environment``. Requests that arrive while one is in
+        progress are merged: the last environment wins. ``done`` gets the new
+        PID, or None if envwrap stopped instead.
+        """
+        self._request(_REPLACE, dict(environment), done)
+
+    def send(self, signum: int, done: Done | None = None) -> None:
+        """Send ``signum`` to the program's process group; ``done`` gets whether
+        there was a program to send it to."""
+        self._request("send", signum, done)
+
+    def request_exit(self, code: int, done: Done | None = None) -> None:
+        """Stop the program (as on SIGTERM), then make :meth:`run` return ``code``."""
+        self._request(_EXIT, code, done)
+
+    def _request(self, kind: str, value: object, done: Done | None) -> None:
+        with self._lock:
+            if not self._closed:
+                self._commands.append((kind, value, done))
+                try:
+                    os.write(self._write_fd, _WAKE)
+                except BlockingIOError:
+                    pass  # the pipe is full of unread wake-ups already
+                return
+        if done is not None:
+            done(None)
+
+    # --- main thread -----------------------------------------------------------------
+
+    def intercept(self, signum: int, callback: Callable[[int], None]) -> None:
+        """Handle ``signum`` with ``callback`` (on the main thread) instead of
+        forwarding it, e.g. a reload signal for envwrap itself. Call before run."""
+        self._intercepts[signum] = callback
+
+    @property
+    def pid(self) -> int | None:
+        """The running program's PID (None between generations)."""
+        child = self._child
+        return child.pid if child is not None and child.alive else None
+
+    def run(self) -> int:
+        """Start the program and supervise it; return envwrap's exit code.
+
+        Raises :class:`~envwrap.errors.CommandError` (126/127) when the first
+        generation cannot be executed. Must be called on the main thread.
+        """
+        self._slate = posix.CleanSlate()
+        self._become_reaper()
+        if self._use_terminal:
+            self._terminal = posix.controlling_terminal()
+        self._install()
+        try:
+            try:
+                self._spawn(self._environment)
+            except OSError as exc:
+                raise command_error(self.argv[0], exc) from None
+            while self._result is None:
+                self._step(self._wait())
+            return self._result
+        except BaseException:
+            child = self._child
+            if child is not None and child.alive and self._result is None:
+                child.kill_tree()  # a bug in envwrap must not leave the program behind
+            raise
+        finally:
+            self._uninstall()
+
+    def _become_reaper(self) -> None:
+        if os.getpid() == 1:
+            self._adopts_orphans = True  # the kernel re-parents orphans to PID 1
+            return
+        self._adopts_orphans = posix.set_child_subreaper()
+        if not self._adopts_orphans:
+            log.debug("cannot become a child subreaper; orphans go to PID 1")
+
+    def _install(self) -> None:
+        assert self._slate is not None
+        for signum in posix.FORWARDABLE:
+            if signum in self._slate.ignored_at_start:
+                continue  # ignored when envwrap started: the program ignores it too
+            self._previous[signum] = _signal.signal(signum, _ignore_signal)
+        for signum in posix.ENVWRAP_IGNORES:
+            self._previous[signum] = _signal.signal(signum, _signal.SIG_IGN)
+        self._previous_wakeup = _signal.set_wakeup_fd(
+            self._write_fd, warn_on_full_buffer=False
+        )
+
+    def _uninstall(self) -> None:
+        _signal.set_wakeup_fd(self._previous_wakeup)
+        for signum, handler in self._previous.items():
+            try:
+                _signal.signal(signum, handler)  # type: ignore[arg-type]
+            except (OSError, TypeError, ValueError):
+                pass  # pragma: no cover -- a handler installed outside Python
+        with self._lock:
+            self._closed = True
+            commands, self._commands = self._commands, []
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+        for _kind, _value, done in commands:
+            if done is not None:
+                done(None)
+        for done in self._replace_done:
+            done(None)
+        self._replace_done = []
+        if self._terminal is not None and self._child is not None:
+            self._reclaim_terminal(self._child)
+
+    def _wait(self) -> bytes:
+        """Block until a signal, a request or the stop deadline; return the bytes read."""
+        timeout_ms = None
+        if self._deadline is not None:
+            timeout_ms = max(0, int((self._deadline - self._clock()) * 1000) + 1)
+        poller = select.poll()  # not select(): it fails on fds over 1023
+        poller.register(self._read_fd, select.POLLIN)
+        if not poller.poll(timeout_ms):
+            return b""
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self._read_fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _step(self, data: bytes) -> None:
+        for byte in data:
+            if byte:
+                self._on_signal(byte)
+        self._reap()
+        self._on_commands()
+        self._on_time()
+        self._advance()
+
+    # --- signals ---------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == _signal.SIGCHLD:
+            return  # reaped in every step
+        callback = self._intercepts.get(signum)
+        if callback is not None:
+            callback(signum)
+            return
+        if signum in STOP_SIGNALS and self._stopping in (None, _REPLACE):
+            log.info("stopping the program", signal=posix.signal_name(signum))
+            self._begin_stop(_STOP)
+            return
+        if signum == _signal.SIGCONT:
+            self._hand_terminal_back()
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> bool:
+        child = self._child
+        if child is None or not child.alive:
+            log.debug("no program to forward a signal to", signal=posix.signal_name(signum))
+            return False
+        if log.enabled("debug"):
+            log.debug("forwarding", signal=posix.signal_name(signum), pid=child.pid)
+        return child.signal(signum)
+
+    # --- children --------------------------------------------------------------------
+
+    def _spawn(self, environment: dict[str, str]) -> None:
+        assert self._slate is not None
+        terminal = self._terminal
+        if terminal is not None and posix.terminal_owner(terminal) != os.getpgrp():
+            terminal = None  # a background job does not take the terminal
+        self._child = Child.start(
+            self.argv, environment, self._slate, stdio=self.stdio, terminal=terminal
+        )
+        self._environment = environment
+        log.info("started the program", program=self.argv[0], pid=self._child.pid)
+
+    def _reap(self) -> None:
+        changes, self._children_left = posix.reap(watch_stops=True)
+        for pid, status in changes:
+            child = self._child
+            if child is None or pid != child.pid or not child.alive:
+                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                    log.debug("reaped an orphan", pid=pid)
+                continue
+            if os.WIFSTOPPED(status):
+                child.stopped = True
+                self._on_child_stopped(child)
+            elif os.WIFCONTINUED(status):
+                child.stopped = False
+            else:
+                child.exited(status)
+                self._on_child_exited(child)
+
+    def _on_child_exited(self, child: Child) -> None:
+        log.info("the program exited", pid=child.pid, code=child.exit_code)
+        self._reclaim_terminal(child)
+        if self._stopping is not None:
+            return  # _advance waits for the rest of the tree
+        # It ended on its own, which ends envwrap (DESIGN §3). What it left in
+        # its process group gets the kill signal, as dumb-init does, but is not
+        # waited for: the program's exit must not be delayed by its leftovers.
+        child.signal(self.kill_signal)
+        self._result = child.exit_code
+
+    def _on_child_stopped(self, child: Child) -> None:
+        """Job control: the program was stopped (Ctrl-Z, SIGTTIN, SIGSTOP)."""
+        terminal = self._terminal
+        if terminal is None:
+            return  # no terminal, no shell to hand control to (tini does the same)
+        if posix.terminal_owner(terminal) == child.pid:
+            posix.take_terminal(terminal, os.getpgrp())
+        if os.getpid() == 1:
+            # Nobody can resume PID 1 (the kernel ignores SIGSTOP sent to it by its
+            # own namespace), so resume the program instead of leaving it hanging.
+            self._hand_terminal_back()
+            child.signal(_signal.SIGCONT)
+            return
+        log.debug("the program was stopped; stopping envwrap too", pid=child.pid)
+        # Stop envwrap so that the shell sees its job stopped and takes the
+        # terminal; the shell's `fg` or `bg` sends SIGCONT, handled in the loop.
+        os.kill(os.getpid(), _signal.SIGSTOP)
+
+    def _hand_terminal_back(self) -> None:
+        """On SIGCONT: if envwrap is now in the foreground, the program gets the terminal."""
+        terminal, child = self._terminal, self._child
+        if terminal is None or child is None or not child.alive:
+            return
+        if posix.terminal_owner(terminal) == os.getpgrp():
+            posix.take_terminal(terminal, child.pid)
+
+    def _reclaim_terminal(self, child: Child) -> None:
+        terminal = self._terminal
+        if terminal is not None and posix.terminal_owner(terminal) == child.pid:
+            posix.take_terminal(terminal, os.getpgrp())
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def _begin_stop(self, reason: str) -> None:
+        if self._stopping is not None:
+            if self._stopping == _REPLACE and reason != _REPLACE:
+                self._stopping = reason  # the program is on its way out already
+            return
+        self._stopping = reason
+        self._deadline = self._clock() + self.kill_timeout
+        self._escalated = self._abandoned = False
+        child = self._child
+        if child is not None and child.alive:
+            log.debug("asking the program to stop", pid=child.pid,
+                      signal=posix.signal_name(self.kill_signal))
+            child.signal(self.kill_signal)
+            if child.stopped and self.kill_signal != _signal.SIGCONT:
+                child.signal(_signal.SIGCONT)  # a stopped process acts on nothing else
+
+    def _on_time(self) -> None:
+        if self._stopping is None or self._deadline is None:
+            return
+        now = self._clock()
+        if now < self._deadline:
+            return
+        child = self._child
+        if not self._escalated:
+            killed = child.kill_tree() if child is not None else 0
+            log.warning(
+                f"the program did not stop within {self.kill_timeout:g}s of "
+                f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
+                processes=killed,
+            )
+            self._escalated = True
+            self._deadline = now + KILL_GRACE
+        else:
+            log.error("processes of the program survive SIGKILL; no longer waiting for them")
+            self._abandoned = True
+
+    def _advance(self) -> None:
+        """Finish a stop once the program and every process it left are gone."""
+        if self._stopping is None:
+            return
+        child = self._child
+        if child is not None and child.alive and not self._abandoned:
+            return
+        if self._children_left and self._adopts_orphans and not self._abandoned:
+            return  # orphans of this generation still run (envwrap adopted them)
+        reason = self._stopping
+        self._stopping = self._deadline = None
+        self._escalated = self._abandoned = False
+        if child is None:
+            code = 0
+        elif child.alive:
+            code = 128 + _signal.SIGKILL
+        else:
+            code = child.exit_code
+        if reason == _STOP:
+            self._result = code
+        elif reason == _EXIT:
+            self._result = self._exit_code if self._exit_code is not None else code
+        else:
+            self._start_next()
+
+    def _start_next(self) -> None:
+        environment = self._next_environment or self._environment
+        waiting, self._replace_done = self._replace_done, []
+        self._next_environment = None
+        try:
+            self._spawn(environment)
+        except OSError as exc:
+            error = command_error(self.argv[0], exc)
+            log.error(f"cannot restart the program: {error}")
+            self._result = error.exit_code
+            outcome: int | None = None
+        else:
+            assert self._child is not None
+            outcome = self._child.pid
+        for done in waiting:
+            done(outcome)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _on_commands(self) -> None:
+        with self._lock:
+            commands, self._commands = self._commands, []
+        for kind, value, done in commands:
+            if kind == _REPLACE:
+                assert isinstance(value, dict)
+                if self._result is not None or self._stopping in (_STOP, _EXIT):
+                    if done is not None:
+                        done(None)
+                    continue
+                self._next_environment = value
+                if done is not None:
+                    self._replace_done.append(done)
+                self._begin_stop(_REPLACE)
+            elif kind == "send":
+                assert isinstance(value, int)
+                delivered = self._forward(value)
+                if done is not None:
+                    done(delivered)
+            else:
+                assert isinstance(value, int)
+                if self._exit_code is None and self._stopping in (None, _REPLACE):
+                    self._exit_code = value
+                    self._begin_stop(_EXIT)
+                if done is not None:
+                    done(value)
