@@ -138,31 +138,43 @@ class OpenBao:
                 self.process.wait(5)
 
 
-def start_openbao(workdir: Path, *, timeout: float = 20) -> OpenBao:
-    """Start ``bao server -dev`` on a free port and wait until it is unsealed."""
+def start_openbao(workdir: Path, *, timeout: float = 20, tls: bool = False) -> OpenBao:
+    """Start ``bao server -dev`` on a free port and wait until it is unsealed.
+
+    With ``tls`` the server listens on https with a generated CA, written to
+    ``workdir/tls/vault-ca.pem``.
+    """
     binary = find_bao()
     if binary is None:
         raise FileNotFoundError("bao")
     token = secrets.token_hex(16)
     port = free_port()
-    addr = f"http://127.0.0.1:{port}"
+    addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    tls_args = ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"] if tls else []
+    if tls:
+        (workdir / "tls").mkdir(parents=True, exist_ok=True)
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     log = (workdir / "openbao.log").open("wb")
     process = subprocess.Popen(
         [binary, "server", "-dev", f"-dev-root-token-id={token}",
-         f"-dev-listen-address=127.0.0.1:{port}", "-log-level=warn"],
+         f"-dev-listen-address=127.0.0.1:{port}", "-log-level=warn", *tls_args],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         # its own HOME: a dev server stores its token in ~/.vault-token
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
     )
     log.close()
     server = OpenBao(process, addr, token)
-    _wait_healthy(server, workdir / "openbao.log", timeout)
+    _wait_healthy(server, workdir / "openbao.log", timeout, workdir / "tls" / "vault-ca.pem")
+    if tls:
+        import hvac
+
+        server.client = hvac.Client(url=addr, token=token, timeout=10,
+                                    verify=str(workdir / "tls" / "vault-ca.pem"))
     return server
 
 
-def _wait_healthy(server: OpenBao, log_path: Path, timeout: float) -> None:
+def _wait_healthy(server: OpenBao, log_path: Path, timeout: float, ca: Path) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
@@ -170,7 +182,9 @@ def _wait_healthy(server: OpenBao, log_path: Path, timeout: float) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"bao server exited: {log_path.read_text()[-2000:]}")
         try:
-            if requests.get(f"{server.addr}/v1/sys/health", timeout=1).status_code == 200:
+            verify: bool | str = str(ca) if ca.exists() else True
+            health = requests.get(f"{server.addr}/v1/sys/health", timeout=1, verify=verify)
+            if health.status_code == 200:
                 return
         except requests.RequestException:
             pass

@@ -464,6 +464,34 @@ def test_unreachable_server_is_retryable_and_fast() -> None:
     assert time.monotonic() - started < 2
 
 
+@pytest.fixture(scope="module")
+def openbao_tls(tmp_path_factory: pytest.TempPathFactory, openbao: OpenBao) -> Any:
+    """A second dev server, on https with its own CA (``openbao`` first: skips alike)."""
+    from tests.fixtures_vault import start_openbao
+
+    folder = tmp_path_factory.mktemp("openbao-tls")
+    server = start_openbao(folder, tls=True)
+    yield server, folder / "tls" / "vault-ca.pem"
+    server.stop()
+
+
+def test_tls_with_vault_cacert_and_skip_verify(openbao_tls: tuple[OpenBao, Path]) -> None:
+    server, ca = openbao_tls
+    value = canary()
+    server.kv2_put("tls", {"k": value})
+    environ = {"VAULT_ADDR": server.addr, "VAULT_TOKEN": server.token}
+    for extra in ({"VAULT_CACERT": str(ca)}, {"VAULT_CAPATH": str(ca)},
+                  {"VAULT_SKIP_VERIFY": "1"}):
+        backend = VaultBackend({**environ, **extra})
+        assert select(backend.read(loc("secret/tls")).data, "k") == value
+        backend.close()
+    untrusted = VaultBackend(environ)
+    with pytest.raises(ConfigError, match="VAULT_CACERT") as caught:
+        untrusted.read(loc("secret/tls"))
+    assert not caught.value.retryable  # a wrong CA is not retried until --start-timeout
+    assert_not_leaked(value, str(caught.value))
+
+
 def test_plain_http_to_another_machine_warns(capsys: pytest.CaptureFixture[str]) -> None:
     for addr in ("http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200",
                  "https://vault.example.com"):

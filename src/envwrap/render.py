@@ -49,7 +49,9 @@ def write_secret_file(path: str, content: bytes) -> bool:
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError(f"--render {path!r}: cannot open its directory ({exc.strerror})") from None
+        raise ConfigError(
+            f"--render {path!r}: cannot open its directory ({exc.strerror})"
+        ) from None
     try:
         if _current_bytes(name, dir_fd, path) == content:
             return False
@@ -79,8 +81,9 @@ def write_secret_file(path: str, content: bytes) -> bool:
 
 def _current_bytes(name: str, dir_fd: int, path: str) -> bytes | None:
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                     dir_fd=dir_fd)
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
     except FileNotFoundError:
         return None
     except OSError:

@@ -110,8 +110,10 @@ class SidecarHandler:
             return
         pids = self.target.wait(TARGET_WAIT, self.stopping)
         if not pids:
-            log.warning("no target process to signal; it will read the new files when it starts",
-                        target=self.target.describe())
+            log.warning(
+                "no target process to signal; it will read the new files when it starts",
+                target=self.target.describe(),
+            )
             return
         for pid in pids:
             try:
@@ -120,8 +122,9 @@ class SidecarHandler:
                 continue
             except PermissionError:
                 log.error("not allowed to signal the target process", pid=pid)
-                audit.record("signal", pid=pid, signal=self.settings.reload_signal,
-                             outcome="denied")
+                audit.record(
+                    "signal", pid=pid, signal=self.settings.reload_signal, outcome="denied"
+                )
                 continue
             log.info("signalled the target", pid=pid, signal=self.settings.reload_signal)
             audit.record("signal", pid=pid, signal=self.settings.reload_signal, outcome="ok")
@@ -154,12 +157,14 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
         interval=settings.interval,
         splay=settings.splay,
         reload=lambda: SecretEnvironment.load(settings, environ),
-        dotenv_paths=tuple(sources.dotenv_files(settings.env_file,
-                                                disabled=settings.no_env_file)),
+        dotenv_paths=tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file)),
     )
     watcher.start()
-    log.info("sidecar running", files=", ".join(settings.render),
-             target=target.describe() if target.configured else None)
+    log.info(
+        "sidecar running",
+        files=", ".join(settings.render),
+        target=target.describe() if target.configured else None,
+    )
     stopping.wait()
     watcher.stop()
     return 0

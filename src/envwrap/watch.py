@@ -66,9 +66,7 @@ class Watcher:
         self.reload = reload
         self.dotenv_paths = tuple(os.path.abspath(p) for p in dotenv_paths)
         self.clock = clock
-        self.versions: dict[Locator, str | None] = {
-            loc: f.version for loc, f in fetched.items()
-        }
+        self.versions: dict[Locator, str | None] = {loc: f.version for loc, f in fetched.items()}
         self.composed: Composed | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -233,8 +231,12 @@ class Watcher:
             return
         for locator in changed:
             variable, reference = self.secrets.describe(locator)
-            log.info("secret changed", variable=variable, reference=reference,
-                     version=self.fetched[locator].version)
+            log.info(
+                "secret changed",
+                variable=variable,
+                reference=reference,
+                version=self.fetched[locator].version,
+            )
         self.composed = composed
         self.on_change(composed, changed)
 
@@ -247,8 +249,9 @@ class Watcher:
             if missing:
                 from envwrap.resolve import fetch_all
 
-                fetched = fetch_all(missing, self.registry, timeout=self.interval,
-                                    describe=secrets.describe)
+                fetched = fetch_all(
+                    missing, self.registry, timeout=self.interval, describe=secrets.describe
+                )
                 self.fetched.update(fetched)
                 self.versions.update({loc: f.version for loc, f in fetched.items()})
                 self._schedule_leases(fetched)
@@ -343,8 +346,9 @@ class Watcher:
             from watchdog.events import FileSystemEvent, FileSystemEventHandler
             from watchdog.observers import Observer
         except ImportError:
-            log.warning("watchdog is not installed; files are polled only "
-                        "(pip install 'envwrap[watch]')")
+            log.warning(
+                "watchdog is not installed; files are polled only (pip install 'envwrap[watch]')"
+            )
             return False
         watcher = self
 
@@ -352,7 +356,10 @@ class Watcher:
             def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return
-                paths = {os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", b"") or "")}
+                paths = {
+                    os.fsdecode(event.src_path),
+                    os.fsdecode(getattr(event, "dest_path", b"") or ""),
+                }
                 if any(os.path.abspath(p) in watcher.dotenv_paths for p in paths if p):
                     watcher._dotenv_changed.set()
                 watcher._files_changed.set()

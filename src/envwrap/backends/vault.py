@@ -639,6 +639,17 @@ def _new_client(settings: Settings) -> hvac.Client:
     # os.environ (nor ~/.netrc, whose credentials must not be sent to Vault)
     session.trust_env = False
     session.proxies = dict(settings.proxies)
+    # hvac lets a given session's verify/cert win over its own arguments, and a
+    # new session's verify is True: set them on the session, or VAULT_CACERT is lost
+    session.verify = settings.verify
+    session.cert = settings.cert
+    if settings.verify is False:
+        # urllib3 would warn on every request; say it once, our way
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        log.warning("VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not checked",
+                    address=_safe_address(settings.addr))
     # one connection per reader thread; requests' default pool keeps only 10
     pool = requests.adapters.HTTPAdapter(
         pool_connections=4, pool_maxsize=VaultBackend.max_concurrency, max_retries=0
