@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 from pathlib import Path
 
 from tests.conftest import envwrap_command
@@ -51,3 +52,28 @@ def wait_until(condition: Callable[[], object], timeout: float = 10, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+class LineCollector:
+    """Collects a stream's lines in a thread, so tests can wait for one without blocking."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, fragment: str, timeout: float = 10) -> None:
+        wait_until(lambda: fragment in self.text(), timeout=timeout)
+
+    def join(self, timeout: float = 10) -> str:
+        self._thread.join(timeout)
+        return self.text()

@@ -34,6 +34,13 @@ def _parse_signal(text: str) -> int:
     return int(getattr(signal, name if name.startswith("SIG") else "SIG" + name))
 
 
+def _name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # real-time signals have no name
+        return f"SIG{signum}"
+
+
 def _say(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
@@ -65,19 +72,22 @@ def main(argv: list[str]) -> int:
     if not die_on:
         die_on.add(signal.SIGTERM)
 
-    def on_signal(signum: int, frame: object) -> None:
-        _say(signal.Signals(signum).name)
-        if signum in die_on:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
+    # Signals are blocked and taken with sigwaitinfo, one at a time, in the
+    # kernel's order: handlers would run in reverse order when several signals
+    # are pending at once (Linux stacks the handler frames).
+    catch = set()
     for number in signal.valid_signals():
         if number in _SKIP or number in default:
             continue
         try:
-            signal.signal(number, signal.SIG_IGN if number in ignore else on_signal)
+            if number in ignore:
+                signal.signal(number, signal.SIG_IGN)
+            else:
+                signal.signal(number, signal.SIG_DFL)
+                catch.add(number)
         except (OSError, ValueError):
             continue
+    signal.pthread_sigmask(signal.SIG_BLOCK, catch)
     extra = ""
     if lock is not None:
         import fcntl
@@ -93,13 +103,8 @@ def main(argv: list[str]) -> int:
     if grandchild:
         pid = os.fork()
         if pid == 0:  # quiet: default dispositions, but deaf to SIGTERM
-            for number in signal.valid_signals():
-                if number not in _SKIP:
-                    try:
-                        signal.signal(number, signal.SIG_DFL)
-                    except (OSError, ValueError):
-                        continue
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
             while True:
                 time.sleep(3600)
         extra = f" grandchild={pid}"
@@ -107,7 +112,11 @@ def main(argv: list[str]) -> int:
         _say(f"tty pgrp={os.getpgrp()} fg={os.tcgetpgrp(0)}")
     _say(f"ready {os.getpid()}{extra}" + (f" {tag}" if tag else ""))
     while True:
-        time.sleep(3600)
+        signum = signal.sigwaitinfo(catch).si_signo
+        _say(_name(signum))
+        if signum in die_on:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+            os.kill(os.getpid(), signum)  # default action: death by this signal
 
 
 if __name__ == "__main__":

@@ -35,22 +35,23 @@ def test_every_signal_is_forwarded_once_and_in_order(
     try:
         ew.ready()
         # ascending numbers: the kernel delivers pending standard signals lowest
-        # first, so sending them in that order makes the expected order certain
+        # first, so sending them in that order makes the expected order certain.
+        # (SIGCONT is sent on its own: a pending SIGCONT is discarded when a
+        # stop signal such as SIGTSTP is generated, and vice versa -- signal(7).)
         burst = [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                 signal.SIGALRM, signal.SIGCONT, signal.SIGTSTP, signal.SIGWINCH]
+                 signal.SIGALRM, signal.SIGTSTP, signal.SIGWINCH]
         for signum in burst:
             ew.signal(signum)
         got = [ew.lines.next() for _ in burst]
         assert got == [s.name for s in burst]
-        # SIGCHLD is envwrap's own; a real-time signal is forwarded too; the
-        # marker proves that nothing else (no duplicate) came in between
+        ew.signal(signal.SIGCONT)
+        assert ew.lines.next() == "SIGCONT"
+        # SIGCHLD is envwrap's own: had it been forwarded, the child would print
+        # it before the real-time signal sent after it (and no duplicate of the
+        # burst may come in between either)
         ew.signal(signal.SIGCHLD)
         ew.signal(signal.SIGRTMIN + 2)
-        ew.signal(signal.SIGPROF)
-        assert ew.lines.next() == "SIGRTMIN+2" if False else True
-        rest = [ew.lines.next(), ew.lines.next()]
-        assert sorted(rest) == sorted([signal.Signals(signal.SIGRTMIN + 2).name
-                                       if False else "", "SIGPROF"]) or True
+        assert ew.lines.next() == f"SIG{signal.SIGRTMIN + 2}"
         ew.signal(signal.SIGTERM)
         assert ew.lines.next() == "SIGTERM"
         assert ew.wait() == 128 + signal.SIGTERM

@@ -271,8 +271,9 @@ def spawn(
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
-            _child(candidates, arguments, env_bytes, slate, stdio, terminal,
-                   prctl, death_signal, parent, error_write)
+            _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
+                   prctl=prctl, death_signal=death_signal, parent=parent,
+                   error_write=error_write)
     except BaseException:
         os.close(error_read)
         raise
@@ -283,7 +284,7 @@ def spawn(
     # (setpgid(2), APUE 9.4): whoever runs first creates the group, so the
     # parent can signal the group as soon as spawn returns. EACCES: the child
     # has exec'd already (and has set it itself); ESRCH: it is gone already.
-    try:
+    try:  # noqa: SIM105 -- contextlib would cost start-up time
         os.setpgid(pid, pid)
     except OSError:
         pass
@@ -305,6 +306,7 @@ def _child(
     arguments: list[bytes],
     environment: dict[bytes, bytes],
     slate: CleanSlate,
+    *,
     stdio: tuple[int | None, int | None, int | None],
     terminal: int | None,
     prctl: Callable[..., int] | None,
@@ -319,7 +321,7 @@ def _child(
             # The child makes itself the terminal's foreground group, as tini
             # does, so that it can never read the terminal before owning it
             # (it would be stopped by SIGTTIN). SIGTTOU is ignored here.
-            try:
+            try:  # noqa: SIM105 -- no imports in the forked child
                 os.tcsetpgrp(terminal, os.getpid())
             except OSError:
                 pass  # ENOTTY, or no longer our terminal: run without it

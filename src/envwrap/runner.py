@@ -97,7 +97,7 @@ def record_access(
         fields = {
             "variable": variable,
             "store": ref.locator.scheme,
-            "path": ref.locator.path,
+            "path": _path_with_query(ref.locator),
             "key": ref.key,
             "version": fetched[ref.locator].version,
         }

@@ -31,20 +31,21 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
     cannot be started.
     """
-    masked: MaskedOutput | None = None
-    stdio: tuple[int | None, int | None, int | None] = (None, None, None)
-    if settings.mask:
-        from envwrap.mask import MaskedOutput
-
-        masked = MaskedOutput(resolved.composed.secret_values)
-        stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd)
+    # First, before any thread exists: the supervisor blocks the signals it
+    # takes, and only threads started afterwards (mask relays, the watcher)
+    # inherit that block.
     supervisor = Supervisor(
         settings.argv,
         child_env,
         kill_signal=settings.kill_signal,
         kill_timeout=settings.kill_timeout,
-        stdio=stdio,
     )
+    masked: MaskedOutput | None = None
+    if settings.mask:
+        from envwrap.mask import MaskedOutput
+
+        masked = MaskedOutput(resolved.composed.secret_values)
+        supervisor.stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd)
     watcher: Watcher | None = None
     try:
         if settings.watch:

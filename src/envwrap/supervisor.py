@@ -20,24 +20,29 @@ and does, at least, what tini and dumb-init do (DESIGN §3):
   control; ``fg`` resumes envwrap, which hands the terminal back and resumes
   the program (dumb-init's behaviour; tini leaves the shell hanging).
 
-Signal handling design: CPython runs Python signal handlers only in the main
-thread, between bytecodes, but its C-level handler writes the signal's number
-to the fd given to :func:`signal.set_wakeup_fd` at once, from whichever thread
-the kernel picked. So every catchable signal gets a no-op Python handler, and
-the loop blocks in ``poll`` on that pipe: each byte is one delivered signal,
-in order. Commands from other threads (:meth:`Supervisor.replace`,
-:meth:`~Supervisor.send`, :meth:`~Supervisor.request_exit`) are queued under a
-lock and wake the loop with a zero byte on the same pipe (no signal is 0).
-Idle, the loop sleeps in one ``poll`` with no timeout: no polling, no CPU.
-(Blocking signals and ``sigtimedwait``, as tini does, needs every thread to
-block them too, and threads already started by the resolver would not.)
+Signal handling design, tini's: every signal envwrap catches is *blocked* in
+the main thread, before any thread exists (threads inherit the mask, so the
+kernel can deliver them to no thread), and the loop takes them one at a time
+with ``sigwaitinfo`` -- or ``sigtimedwait`` while a stop has a deadline. Each
+is handled once, in the order the kernel queues them (arrival order; lowest
+number first among signals pending at the same moment -- signal(7)).
+Handlers would not do: when several signals are pending, Linux stacks their
+handler frames, so they would run in reverse order. Requests from other
+threads (:meth:`Supervisor.replace`, :meth:`~Supervisor.send`,
+:meth:`~Supervisor.request_exit`) are queued under a lock and wake the loop
+with a SIGCHLD sent to the main thread (``pthread_kill``), which the loop
+takes as "reap, then look at the queue". Idle, the loop sleeps in one
+``sigwaitinfo``: no polling, no CPU. Where ``sigwaitinfo`` does not exist
+(macOS), Python handlers write to a wakeup pipe instead, and the loop polls it.
+
+The signals stay blocked once :meth:`Supervisor.run` returns: envwrap is
+about to exit, and a late SIGTERM must not replace the program's exit code.
 """
 
 from __future__ import annotations
 
 import _thread
 import os
-import select
 import time
 
 from envwrap import log, posix
@@ -62,19 +67,90 @@ STOP_SIGNALS = frozenset((_signal.SIGTERM, _signal.SIGINT))
 #: giving up on them (a process in uninterruptible sleep cannot die at once)
 KILL_GRACE = 5.0
 
-_WAKE = b"\0"
 # why a stop is in progress; a "stop" or "exit" supersedes a "replace"
 _REPLACE, _EXIT, _STOP = "replace", "exit", "stop"
 
 
+class _SignalWait:
+    """Signals blocked, taken one at a time with sigwaitinfo(2) (Linux, BSDs)."""
+
+    def __init__(self, signals: frozenset[int]) -> None:
+        self.signals = signals
+        self.main = _thread.get_ident()
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
+
+    def wait(self, timeout: float | None) -> list[int]:
+        """Block until a signal (or ``timeout`` seconds); CPython retries on EINTR."""
+        if timeout is None:
+            return [_signal.sigwaitinfo(self.signals).si_signo]
+        info = _signal.sigtimedwait(self.signals, timeout)
+        return [] if info is None else [info.si_signo]
+
+    def wake(self) -> None:
+        """From any thread: SIGCHLD, pending on the main thread, ends its wait."""
+        _signal.pthread_kill(self.main, _signal.SIGCHLD)
+
+    def close(self) -> None:
+        """Nothing: the signals stay blocked (see the module's docstring)."""
+
+
 def _ignore_signal(signum: int, frame: FrameType | None) -> None:
-    """The Python-level handler; the work is done from the wakeup pipe."""
+    """The Python-level handler of :class:`_WakeupPipe`: the pipe does the work."""
+
+
+class _WakeupPipe:
+    """Where there is no sigwaitinfo (macOS): handlers and :func:`signal.set_wakeup_fd`.
+
+    CPython's C handler writes the signal number to the pipe, a zero byte is a
+    wake-up from another thread. Order among signals pending at once is not
+    kept (the handler frames stack), and a signal that arrives while the loop is
+    busy is still taken.
+    """
+
+    def __init__(self, signals: frozenset[int]) -> None:
+        self.read_fd, self.write_fd = os.pipe()  # O_CLOEXEC (PEP 446)
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)  # set_wakeup_fd requires it
+        for signum in signals:
+            _signal.signal(signum, _ignore_signal)
+        _signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+
+    def wait(self, timeout: float | None) -> list[int]:
+        import select
+
+        poller = select.poll()  # not select(): it fails on fds over 1023
+        poller.register(self.read_fd, select.POLLIN)
+        if not poller.poll(None if timeout is None else int(timeout * 1000) + 1):
+            return []
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return [byte for byte in data if byte]
+
+    def wake(self) -> None:
+        try:  # noqa: SIM105 -- contextlib would cost start-up time
+            os.write(self.write_fd, b"\0")
+        except BlockingIOError:
+            pass  # full of unread wake-ups already
+
+    def close(self) -> None:
+        _signal.set_wakeup_fd(-1)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
 
 class Supervisor:
     """Run ``argv`` as envwrap's child until it ends; one generation at a time.
 
-    Construct and :meth:`run` on the main thread. :meth:`replace`,
+    Construct on the main thread, before starting any other thread (signals
+    are blocked here, and only threads started afterwards inherit the block),
+    then :meth:`run` on the main thread. :meth:`replace`,
     :meth:`send` and :meth:`request_exit` may be called from any thread, at any
     time (before :meth:`run` too); they return at once, and the optional
     ``done`` callback is called later, on the main thread, with the outcome.
@@ -95,19 +171,25 @@ class Supervisor:
         self.argv = list(argv)
         self.kill_signal = kill_signal
         self.kill_timeout = kill_timeout
+        #: the program's fds 0, 1, 2 where not envwrap's own (``--mask`` pipes)
         self.stdio = stdio
         self._environment = dict(environment)
         self._use_terminal = use_terminal
         self._clock = clock
-        self._read_fd, self._write_fd = os.pipe()  # O_CLOEXEC (PEP 446)
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)  # set_wakeup_fd requires it
         self._lock = _thread.allocate_lock()
         self._commands: list[tuple[str, object, Done | None]] = []
         self._closed = False
         self._intercepts: dict[int, Callable[[int], None]] = {}
-        self._previous: dict[int, object] = {}
-        self._slate: posix.CleanSlate | None = None
+        # what the program must start with, before anything below changes it
+        self._slate = posix.CleanSlate()
+        for signum in posix.ENVWRAP_IGNORES:
+            _signal.signal(signum, _signal.SIG_IGN)
+        caught = posix.FORWARDABLE - self._slate.ignored_at_start
+        if _thread._count():  # type: ignore[attr-defined]
+            log.debug("threads started before the supervisor may take signals meant for it")
+        self._signals: _SignalWait | _WakeupPipe = (
+            _SignalWait(caught) if hasattr(_signal, "sigtimedwait") else _WakeupPipe(caught)
+        )
         self._child: Child | None = None
         self._terminal: int | None = None
         self._adopts_orphans = False
@@ -145,10 +227,7 @@ class Supervisor:
         with self._lock:
             if not self._closed:
                 self._commands.append((kind, value, done))
-                try:
-                    os.write(self._write_fd, _WAKE)
-                except BlockingIOError:
-                    pass  # the pipe is full of unread wake-ups already
+                self._signals.wake()
                 return
         if done is not None:
             done(None)
@@ -172,18 +251,16 @@ class Supervisor:
         Raises :class:`~envwrap.errors.CommandError` (126/127) when the first
         generation cannot be executed. Must be called on the main thread.
         """
-        self._slate = posix.CleanSlate()
         self._become_reaper()
         if self._use_terminal:
             self._terminal = posix.controlling_terminal()
-        self._install()
         try:
             try:
                 self._spawn(self._environment)
             except OSError as exc:
                 raise command_error(self.argv[0], exc) from None
             while self._result is None:
-                self._step(self._wait())
+                self._step(self._signals.wait(self._timeout()))
             return self._result
         except BaseException:
             child = self._child
@@ -201,30 +278,11 @@ class Supervisor:
         if not self._adopts_orphans:
             log.debug("cannot become a child subreaper; orphans go to PID 1")
 
-    def _install(self) -> None:
-        assert self._slate is not None
-        for signum in posix.FORWARDABLE:
-            if signum in self._slate.ignored_at_start:
-                continue  # ignored when envwrap started: the program ignores it too
-            self._previous[signum] = _signal.signal(signum, _ignore_signal)
-        for signum in posix.ENVWRAP_IGNORES:
-            self._previous[signum] = _signal.signal(signum, _signal.SIG_IGN)
-        self._previous_wakeup = _signal.set_wakeup_fd(
-            self._write_fd, warn_on_full_buffer=False
-        )
-
     def _uninstall(self) -> None:
-        _signal.set_wakeup_fd(self._previous_wakeup)
-        for signum, handler in self._previous.items():
-            try:
-                _signal.signal(signum, handler)  # type: ignore[arg-type]
-            except (OSError, TypeError, ValueError):
-                pass  # pragma: no cover -- a handler installed outside Python
         with self._lock:
             self._closed = True
             commands, self._commands = self._commands, []
-            os.close(self._read_fd)
-            os.close(self._write_fd)
+            self._signals.close()
         for _kind, _value, done in commands:
             if done is not None:
                 done(None)
@@ -234,30 +292,15 @@ class Supervisor:
         if self._terminal is not None and self._child is not None:
             self._reclaim_terminal(self._child)
 
-    def _wait(self) -> bytes:
-        """Block until a signal, a request or the stop deadline; return the bytes read."""
-        timeout_ms = None
-        if self._deadline is not None:
-            timeout_ms = max(0, int((self._deadline - self._clock()) * 1000) + 1)
-        poller = select.poll()  # not select(): it fails on fds over 1023
-        poller.register(self._read_fd, select.POLLIN)
-        if not poller.poll(timeout_ms):
-            return b""
-        data = b""
-        while True:
-            try:
-                chunk = os.read(self._read_fd, 4096)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
+    def _timeout(self) -> float | None:
+        """Seconds until the stop deadline; None (block) when there is none."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - self._clock())
 
-    def _step(self, data: bytes) -> None:
-        for byte in data:
-            if byte:
-                self._on_signal(byte)
+    def _step(self, signals: list[int]) -> None:
+        for signum in signals:
+            self._on_signal(signum)
         self._reap()
         self._on_commands()
         self._on_time()

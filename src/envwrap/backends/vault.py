@@ -82,6 +82,7 @@ DEFAULT_K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 CONNECT_TIMEOUT = 2.0
 DEFAULT_READ_TIMEOUT = 30.0
 AUTH_METHODS = ("token", "approle", "kubernetes")
+RENEWAL_SLACK = 2  # seconds
 _TRUE = frozenset({"1", "t", "true"})  # Go's strconv.ParseBool, as the Vault CLI reads it
 _FALSE = frozenset({"0", "f", "false", ""})
 
@@ -204,8 +205,9 @@ class VaultBackend(Backend):
                     if not self._can_login():
                         raise
                     renewed = 0
-                # a renewal capped by the token's max TTL no longer extends it
-                if renewed > ttl or not self._can_login():
+                # a renewal capped by the token's max TTL no longer extends it (the
+                # slack absorbs TTLs rounded to whole seconds); then log in afresh
+                if renewed > ttl + RENEWAL_SLACK or not self._can_login():
                     return float(renewed) if renewed else None
             if not self._can_login():
                 return None
