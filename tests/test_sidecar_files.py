@@ -97,3 +97,40 @@ def test_sidecar_finds_the_target_by_name(workdir: Path, base_env: dict[str, str
         assert_not_leaked("token-two", err)
         app.kill()
         app.wait()
+
+
+def test_sidecar_refinds_a_restarted_target_and_waits_for_it(
+    workdir: Path, base_env: dict[str, str]
+) -> None:
+    secret_file = workdir / "token"
+    secret_file.write_text("generation-one")
+    pid_file = workdir / "app.pid"
+    rendered = workdir / "app.json"
+    sidecar = subprocess.Popen(
+        [*envwrap_command(), "sidecar", "--render", str(rendered), "--target-pid-file",
+         str(pid_file), "--interval", "30s"],
+        env={**base_env, "TOKEN": f"ref+file://{secret_file}"}, stderr=subprocess.PIPE, text=True,
+    )
+    apps: list[subprocess.Popen[str]] = []
+    try:
+        wait_until(lambda: rendered.exists())  # rendered before any target exists
+        for generation in ("two", "three"):
+            app = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, text=True)
+            apps.append(app)
+            assert read_lines(app, 1)[0].startswith("ready")
+            pid_file.write_text(str(app.pid))
+            tmp = workdir / "token.tmp"
+            tmp.write_text(f"generation-{generation}")
+            os.replace(tmp, secret_file)
+            assert read_lines(app, 1) == ["SIGHUP"]  # the new PID, found again
+            assert json.loads(rendered.read_text())["TOKEN"] == f"generation-{generation}"
+            app.kill()
+            app.wait()
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        _, err = sidecar.communicate(timeout=10)
+        for app in apps:
+            if app.poll() is None:
+                app.kill()
+    assert sidecar.returncode == 0, err
+    assert_not_leaked("generation-three", err)
