@@ -241,7 +241,7 @@ class Latencies:
                 f"n={len(self.samples)}{missed})")
 
 
-def rotate_once(wrapped: Wrapped, write: Callable[[str], None], label: str,
+def rotate_once(wrapped: Wrapped, write: Callable[[str], object], label: str,
                 values: list[str]) -> float | None:
     value = new_value(label)
     values.append(value)
@@ -252,7 +252,7 @@ def rotate_once(wrapped: Wrapped, write: Callable[[str], None], label: str,
     return None if arrived is None else arrived - started
 
 
-def measure(cases: Mapping[str, tuple[Wrapped, Callable[[str], None]]], rotations: int,
+def measure(cases: Mapping[str, tuple[Wrapped, Callable[[str], object]]], rotations: int,
             interval: float, values: list[str]) -> dict[str, Latencies]:
     """``rotations`` rounds; each round rotates every case once, in alternating order."""
     results = {name: Latencies() for name in cases}
@@ -302,7 +302,7 @@ def part_vault(server: OpenBao, bao: str | None, folder: Path, args: argparse.Na
         ew = stack.enter_context(running(Wrapped(
             "envwrap", [*envwrap_watch(args.interval), *CHILD], env, stderr, folder)))
         wait_first(ew, first)
-        cases: dict[str, tuple[Wrapped, Callable[[str], None]]] = {
+        cases: dict[str, tuple[Wrapped, Callable[[str], object]]] = {
             "vault envwrap": (ew, lambda v: server.kv2_put("bench/envwrap", {"value": v})),
         }
         if bao is not None and not args.skip_agent:
@@ -379,7 +379,6 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
     """(d) Every selected wrapper idles at once behind its own counting proxy."""
     names = {f"V{i}": f"bench/rpm{i}" for i in range(RPM_SECRETS)}
     runs: list[tuple[str, Wrapped, CountingHttpProxy, Callable[[str], str]]] = []
-    proxies: list[CountingHttpProxy] = []
     child = ["/bin/sh", "-c", 'echo "started $$ 000000000000"; exec sleep 3600']
     with contextlib.ExitStack() as stack:
         if server is not None:
@@ -388,7 +387,7 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
                 results.values.append(value)
                 server.kv2_put(path, {"value": value})
             proxy = CountingHttpProxy(server.addr)
-            proxies.append(proxy)
+            stack.callback(proxy.close)
             refs = {var: f"vault://secret/{path}#value" for var, path in names.items()}
             env = {**base_env(folder), **server.env(VAULT_ADDR=proxy.url), **refs}
             stderr = folder / "envwrap-rpm-vault.err"
@@ -398,7 +397,7 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
             runs.append(("vault envwrap", ew, proxy, classify_vault))
             if bao is not None and not args.skip_agent:
                 agent_proxy = CountingHttpProxy(server.addr)
-                proxies.append(agent_proxy)
+                stack.callback(agent_proxy.close)
                 config = agent_config(folder, agent_proxy.url, server.token, names,
                                       args.interval)
                 agent = stack.enter_context(running(Wrapped(
@@ -411,7 +410,7 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
                 results.values.append(value)
                 moto.sm.create_secret(Name=f"bench/rpm{i}", SecretString=value)
             proxy = CountingHttpProxy(moto.endpoint)
-            proxies.append(proxy)
+            stack.callback(proxy.close)
             refs = {f"V{i}": f"aws-sm://bench/rpm{i}" for i in range(RPM_SECRETS)}
             env = {**base_env(folder), **moto.env, "AWS_ENDPOINT_URL": proxy.url, **refs}
             stderr = folder / "envwrap-rpm-aws.err"
@@ -419,7 +418,6 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
             ew = stack.enter_context(running(Wrapped(
                 "envwrap", [*envwrap_watch(args.interval), *child], env, stderr, folder)))
             runs.append(("aws envwrap", ew, proxy, classify_aws))
-        stack.callback(lambda: [p.close() for p in proxies])
         if not runs:
             return
         for _, wrapped, _, _ in runs:
@@ -490,8 +488,12 @@ def summarize(results: Results, args: argparse.Namespace) -> int:
             f"<= {limit:.0f} (1 per interval)", 0 < kinds.get(probe, 0.0) <= limit)
         row(f"{name}: value reads req/min/secret", f"{reads:.1f}", "0 while unchanged",
             reads == 0)
+        if name.startswith("vault"):
+            tokens = sum(v for k, v in kinds.items() if k.startswith("token"))
+            row(f"{name}: token lookup/renew req/min/secret", f"{tokens:.2f}",
+                "(root token: never expires)", None)
         for kind, per_min in kinds.items():
-            if kind != probe and not kind.startswith(("data", "value")):
+            if kind != probe and not kind.startswith(("data", "value", "token")):
                 row(f"{name}: {kind} req/min/secret", f"{per_min:.2f}", "-", None)
     leaked = [path.name for path in results.envwrap_stderr if path.exists()
               and any(value in path.read_text(errors="replace") for value in results.values)]

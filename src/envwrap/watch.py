@@ -112,8 +112,11 @@ class Watcher:
                     self._debounce()
                     self.check_files()
                 if self.clock() >= next_poll:
+                    # the interval runs from the start of a round, so that a slow
+                    # round (many secrets, a slow link) does not stretch it
+                    round_start = self.clock()
                     failed = self.check_once()
-                    next_poll = self.clock() + self._next_interval(failed)
+                    next_poll = max(self.clock(), round_start + self._next_interval(failed))
                 self._renew_due()
             except Exception as exc:  # the watcher must outlive any bug in one round
                 log.error(f"watch round failed ({type(exc).__name__}); keeping current values")

@@ -29,9 +29,11 @@ from envwrap.errors import BackendMissingError, EnvwrapError
 
 if TYPE_CHECKING:  # kept off the start-up path
     from collections.abc import Callable, Mapping, Sequence
-    from typing import Any, ClassVar
+    from typing import Any, ClassVar, TypeVar
 
     from envwrap.refs import Locator
+
+    T = TypeVar("T")
 
 __all__ = [
     "Backend",
@@ -108,13 +110,7 @@ class Backend:
         raise NotImplementedError
 
     def read_many(self, locators: Sequence[Locator]) -> list[Fetched | EnvwrapError]:
-        if len(locators) == 1:
-            return [_capture(self.read, locators[0])]
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = max(1, min(self.max_concurrency, len(locators)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"envwrap-{self.scheme}") as pool:
-            return list(pool.map(lambda loc: _capture(self.read, loc), locators))
+        return _concurrently(self.read, locators, self.max_concurrency, self.scheme)
 
     def probe(self, locator: Locator) -> str | None:
         """The current version id of ``locator``, cheaply; ``None``: re-read to compare.
@@ -124,24 +120,31 @@ class Backend:
         return None
 
     def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
-        """``probe`` for several locators; a store with a batch API overrides it."""
-        results: list[str | EnvwrapError | None] = []
-        for locator in locators:
-            try:
-                results.append(self.probe(locator))
-            except EnvwrapError as err:
-                results.append(err)
-        return results
+        """``probe`` for several locators, concurrently; a store with a batch API overrides it."""
+        return _concurrently(self.probe, locators, self.max_concurrency, self.scheme)
 
     def close(self) -> None:
         """Release connections; called once when envwrap is done with the store."""
 
 
-def _capture(read: Callable[[Locator], Fetched], locator: Locator) -> Fetched | EnvwrapError:
-    try:
-        return read(locator)
-    except EnvwrapError as err:
-        return err
+def _concurrently(
+    call: Callable[[Locator], T], locators: Sequence[Locator], limit: int, scheme: str
+) -> list[T | EnvwrapError]:
+    """``call`` each locator, in threads; an envwrap error becomes that locator's result."""
+
+    def capture(locator: Locator) -> T | EnvwrapError:
+        try:
+            return call(locator)
+        except EnvwrapError as err:
+            return err
+
+    if len(locators) <= 1:
+        return [capture(locator) for locator in locators]
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(limit, len(locators)))
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"envwrap-{scheme}") as pool:
+        return list(pool.map(capture, locators))
 
 
 class BackendRegistry:
