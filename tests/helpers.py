@@ -6,8 +6,8 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 from tests.conftest import envwrap_command
 

@@ -11,9 +11,9 @@ Options (all optional):
   the foreground group of the terminal on stdin).
 - ``--lock PATH``: take an exclusive flock on PATH, or print ``overlap`` and
   exit 99 -- two generations holding it at once would be a supervisor bug.
-- ``--grandchild``: fork a child that shares the lock, ignores SIGTERM and
-  sleeps; ``ready`` then also names it: ``ready PID grandchild=GPID``.
-- ``--tag TEXT``: appended to the ready line.
+- ``--grandchild``: fork a child that shares the lock, ignores every signal
+  (only SIGKILL ends it) and sleeps; ``ready`` then also names it: ``ready PID grandchild=GPID``.
+- ``--tag TEXT``: appended to the ready line (as is ``$ECHO_TAG``, if set).
 
 Writes with os.write (async-signal-safe; print() is not reentrant).
 """
@@ -102,15 +102,17 @@ def main(argv: list[str]) -> int:
             os.set_inheritable(fd, True)
     if grandchild:
         pid = os.fork()
-        if pid == 0:  # quiet: default dispositions, but deaf to SIGTERM
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if pid == 0:  # quiet, and deaf to every signal but SIGKILL
+            for number in catch:
+                signal.signal(number, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             while True:
                 time.sleep(3600)
         extra = f" grandchild={pid}"
     if tty:
         _say(f"tty pgrp={os.getpgrp()} fg={os.tcgetpgrp(0)}")
-    _say(f"ready {os.getpid()}{extra}" + (f" {tag}" if tag else ""))
+    tags = [t for t in (tag, os.environ.get("ECHO_TAG")) if t]
+    _say(" ".join([f"ready {os.getpid()}{extra}", *tags]))
     while True:
         signum = signal.sigwaitinfo(catch).si_signo
         _say(_name(signum))

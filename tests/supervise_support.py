@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -52,12 +53,15 @@ class Lines:
         return text
 
     def until(self, prefix: str, timeout: float = 10) -> str:
-        """Skip lines until one starts with ``prefix``; return it."""
+        """Skip lines until one starts with ``prefix``; return it from there.
+
+        (On a terminal a line may begin with the echo of a control key, ``^Z``.)
+        """
         deadline = time.monotonic() + timeout
         while True:
             line = self.next(max(0.01, deadline - time.monotonic()))
-            if line.startswith(prefix):
-                return line
+            if prefix in line:
+                return line[line.index(prefix):]
 
     def rest(self, timeout: float = 10) -> list[str]:
         """Every line until EOF."""
@@ -143,10 +147,8 @@ def tree_of(pid: int) -> list[int]:
 
 def kill_quietly(pids: Sequence[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, 9)
-        except OSError:
-            pass
 
 
 def status_fields(text: str, *names: str) -> dict[str, str]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import envwrap_command
 from tests.helpers import wait_until
 from tests.supervise_support import (
     ECHO,
@@ -22,7 +24,6 @@ from tests.supervise_support import (
     status_fields,
     tree_of,
 )
-from tests.conftest import envwrap_command
 
 SUPERVISE = {"init": ["--init"], "watch": ["--watch"]}
 
@@ -209,7 +210,7 @@ def test_the_child_inherits_only_stdin_stdout_stderr(
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     try:
-        proc = __import__("subprocess").run(
+        proc = subprocess.run(
             [*envwrap_command(), "--no-env-file", "--init", "--", "sh", "-c",
              "ls /proc/$$/fd"],
             env=base_env, capture_output=True, text=True, pass_fds=(write_end,), timeout=30,
@@ -219,3 +220,16 @@ def test_the_child_inherits_only_stdin_stdout_stderr(
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == ["0", "1", "2"]
+
+
+def test_sigchld_ignored_at_start_does_not_lose_the_exit_status(
+    workdir: Path, base_env: dict[str, str]
+) -> None:
+    # With SIGCHLD ignored the kernel would reap children by itself
+    launcher = [sys.executable, str(HERE / "with_signals.py"), "--ignore", "SIGCHLD", "--"]
+    wrapped = [*launcher, *envwrap_command(), "--no-env-file", "--init", "--"]
+    result = run([*wrapped, "sh", "-c", "exit 3"], base_env)
+    assert result.returncode == 3, result.stderr
+    # ... and the program still starts with it ignored, as envwrap did
+    state = _signal_state([*wrapped, "cat", "/proc/self/status"], base_env)
+    assert int(state["SigIgn"], 16) == 1 << (signal.SIGCHLD - 1)

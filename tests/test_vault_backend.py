@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import inspect
 import itertools
 import json
@@ -9,10 +11,12 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import hvac.exceptions
 import pytest
 import requests
+import urllib3.exceptions
 
 from envwrap.backends import Fetched, Lease
 from envwrap.backends.vault import HVAC_ERRORS, VaultBackend, map_error
@@ -606,3 +610,244 @@ def test_transport_exceptions_are_mapped(exc: Exception, expected: type[EnvwrapE
     mapped = map_error(exc, "https://vault.example.com")
     assert type(mapped) is expected
     assert "vault.example.com" in str(mapped) or expected is ConfigError
+
+
+# -- the short read path --------------------------------------------------------------------
+
+
+def _outcome(backend: VaultBackend, locator: Locator) -> tuple[type, str, str | None]:
+    """What a read gives: the value, or the envwrap error's class, message and hint."""
+    try:
+        fetched = backend.read(locator)
+    except EnvwrapError as err:
+        return type(err), str(err), err.hint
+    return Fetched, json.dumps(fetched.data, sort_keys=True), fetched.version
+
+
+def _through_hvac(backend: VaultBackend) -> VaultBackend:
+    """``backend`` with a (no-op) response hook: every request then goes through hvac."""
+    backend._client_ready().session.hooks["response"].append(lambda r, *a, **k: None)
+    return backend
+
+
+@pytest.fixture
+def short_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths read on the short path (not through requests)."""
+    from envwrap.backends import vault as module
+
+    paths: list[str] = []
+    original = module._Reads.get
+
+    def spy(self: Any, client: Any, path: str, params: Any) -> Any:
+        paths.append(path)
+        return original(self, client, path, params)
+
+    monkeypatch.setattr(module._Reads, "get", spy)
+    return paths
+
+
+def test_reads_skip_requests_but_send_what_it_would(
+    openbao: OpenBao, vault: VaultBackend, short_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib3.connectionpool
+
+    names = [unique("short") for _ in range(5)]
+    values = [canary(f"s{i}") for i in range(5)]
+    for name, value in zip(names, values, strict=True):
+        openbao.kv2_put(name, {"v": value})
+    wire: list[tuple[str, dict[str, str]]] = []
+    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def record(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        wire.append((url, dict(kwargs.get("headers") or {})))
+        return urlopen(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", record)
+    outcomes = vault.read_many([loc(f"secret/{n}") for n in names])
+    assert [select(o.data, "v") for o in outcomes if isinstance(o, Fetched)] == values
+    assert sorted(short_reads) == sorted(f"secret/data/{n}" for n in names)
+    by_path = {url.split("?")[0]: headers for url, headers in wire}
+    assert len(wire) == 1 + 5  # one mount detection through hvac, then one GET per path
+    detection = next(h for u, h in by_path.items() if "/sys/internal/ui/mounts/" in u)
+    for name in names:
+        headers = by_path[f"/v1/secret/data/{name}"]
+        assert headers["X-Vault-Token"] == openbao.token
+        assert headers["X-Vault-Request"] == "true"
+        # the same headers as the request hvac sent through requests
+        assert headers == detection
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "missing version", "pinned", "previous", "deleted version", "denied",
+     "bad token", "kv1", "kv1 missing", "kv1 version", "mount itself", "no mount"],
+)
+def test_short_path_answers_as_hvac_does(
+    openbao: OpenBao, kv1: str, short_reads: list[str], case: str
+) -> None:
+    name, value = unique("parity"), canary()
+    openbao.kv2_put(name, {"k": value})
+    openbao.kv2_put(name, {"k": canary()})
+    openbao.kv1_put(name, {"k": value}, mount=kv1)
+    openbao.client.secrets.kv.v2.delete_secret_versions(path=name, versions=[1])
+    token = {"denied": openbao.child_token(["default"]), "bad token": "not-a-token"}.get(case)
+    locator = {
+        "missing": loc(f"secret/{name}-missing"),
+        "missing version": loc(f"secret/{name}", version="7"),
+        "pinned": loc(f"secret/{name}", version="2"),
+        "previous": loc(f"secret/data/{name}", version="-1"),
+        "deleted version": loc(f"secret/{name}", version="1"),
+        "denied": loc(f"secret/{name}"),
+        "bad token": loc(f"secret/{name}"),
+        "kv1": loc(f"{kv1}/{name}"),
+        "kv1 missing": loc(f"{kv1}/{name}-missing"),
+        "kv1 version": loc(f"{kv1}/{name}", version="1"),
+        "mount itself": loc(kv1),
+        "no mount": loc(f"nosuchmount-{name}/x"),
+    }[case]
+    extra = {"VAULT_TOKEN": token} if token else {}
+    short, slow = backend_for(openbao, **extra), _through_hvac(backend_for(openbao, **extra))
+    try:
+        got = _outcome(short, locator)
+        assert got == _outcome(slow, locator)
+    finally:
+        short.close()
+        slow.close()
+    assert bool(short_reads) == (case != "kv1 version")  # that one fails before reading
+    if got[0] is not Fetched:
+        assert_not_leaked(value, got[1], got[2] or "")
+
+
+class _FakeVaultHandler(http.server.BaseHTTPRequestHandler):
+    """A KV v2 mount ``secret/`` whose paths answer as named: ``status-503``, ``cut``..."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, dict[str, str]]]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, kind: str = "application/json",
+               **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for key, header in headers.items():
+            self.send_header(key.replace("_", "-"), header)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, dict(self.headers)))
+        path = urlsplit(self.path).path  # a proxy gets the whole URL
+        name = path.rsplit("/", 1)[-1]
+        if "/sys/internal/ui/mounts/" in path:
+            mount = {"path": "secret/", "type": "kv", "options": {"version": "2"}}
+            self._reply(200, json.dumps({"data": mount}).encode())
+        elif name == "ok":
+            secret = {"data": {"k": "fake-value"}, "metadata": {"version": 3}}
+            self._reply(200, json.dumps({"data": secret}).encode())
+        elif name.startswith("status-"):
+            self._reply(int(name[len("status-"):]), b'{"errors": ["boom"]}')
+        elif name == "plain-error":
+            self._reply(500, b"<html>proxy error</html>", kind="text/html")
+        elif name == "redirect":
+            self._reply(307, b"", Location="/v1/secret/data/ok")
+        elif name == "not-json":
+            self._reply(200, b"<html>a login page</html>", kind="text/html")
+        elif name == "no-content":
+            self.send_response(204)
+            self.end_headers()
+        elif name == "slow":
+            time.sleep(1.0)
+            with contextlib.suppress(OSError):  # the client has given up
+                self._reply(200, b"{}")
+        else:  # "cut": the connection drops without a reply
+            self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def fake_vault() -> Any:
+    handler = type("FakeVault", (_FakeVaultHandler,), {"seen": []})
+    server = FakeServer(handler)
+    yield server, handler.seen
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ok", "redirect", "not-json", "no-content", "cut", "slow", "plain-error",
+     *(f"status-{code}" for code in (400, 401, 403, 404, 405, 412, 429, 500, 501, 502, 503, 504))],
+)
+def test_short_path_maps_every_reply_as_hvac_does(
+    fake_vault: tuple[FakeServer, list[Any]], short_reads: list[str], name: str
+) -> None:
+    server, _ = fake_vault
+    environ = {"VAULT_ADDR": server.url, "VAULT_TOKEN": "t", "VAULT_CLIENT_TIMEOUT": "300ms"}
+    short, slow = VaultBackend(environ), _through_hvac(VaultBackend(environ))
+    try:
+        got = _outcome(short, loc(f"secret/{name}"))
+        assert got == _outcome(slow, loc(f"secret/{name}"))
+    finally:
+        short.close()
+        slow.close()
+    assert short_reads == [f"secret/data/{name}"]
+    if name in {"ok", "redirect"}:
+        assert got == (Fetched, '{"k": "fake-value"}', "3")
+    elif name.startswith("status-"):
+        code = int(name[len("status-"):])
+        expected = {400: NotFoundError, 401: AuthError, 403: AuthError, 404: NotFoundError}
+        assert got[0] is expected.get(code, StoreUnavailableError)
+    else:
+        assert got[0] is StoreUnavailableError
+        assert "boom" not in got[1] and "html" not in got[1]
+
+
+def test_short_path_goes_through_the_proxy_with_its_credentials(
+    fake_vault: tuple[FakeServer, list[Any]], short_reads: list[str]
+) -> None:
+    server, seen = fake_vault
+    port = server.url.rsplit(":", 1)[1]
+    proxy = f"http://user:pw@{server.url.split('//')[1]}"  # the fake answers as the proxy
+    backend = VaultBackend({"VAULT_ADDR": f"http://vault.invalid:{port}", "VAULT_TOKEN": "t",
+                            "HTTP_PROXY": proxy})
+    seen.clear()
+    try:
+        assert _outcome(backend, loc("secret/ok"))[0] is Fetched
+    finally:
+        backend.close()
+    assert short_reads == ["secret/data/ok"]
+    target, headers = seen[-1]
+    assert target == f"http://vault.invalid:{port}/v1/secret/data/ok"  # absolute form
+    assert headers["Proxy-Authorization"] == "Basic dXNlcjpwdw=="
+    assert headers["X-Vault-Token"] == "t"
+    assert seen[0][1]["Proxy-Authorization"] == "Basic dXNlcjpwdw=="  # as hvac sent it
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "words"),
+    [
+        (urllib3.exceptions.NewConnectionError(None, "refused"), StoreUnavailableError,
+         "cannot connect"),
+        (urllib3.exceptions.NameResolutionError("h", None, OSError()), StoreUnavailableError,
+         "cannot connect"),
+        (urllib3.exceptions.ConnectTimeoutError("slow"), StoreUnavailableError, "in time"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "slow"), StoreUnavailableError,
+         "in time"),
+        (urllib3.exceptions.ProtocolError("cut"), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.ProxyError("no", OSError()), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.SSLError("EOF occurred"), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"), ConfigError,
+         "VAULT_CACERT"),
+        (urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.ProtocolError("x")),
+         StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.LocationParseError("bad"), ConfigError, "usable URL"),
+        (urllib3.exceptions.DecodeError("gzip"), StoreUnavailableError, "failed"),
+    ],
+)
+def test_urllib3_exceptions_are_mapped_as_requests_would(
+    exc: Exception, expected: type[EnvwrapError], words: str
+) -> None:
+    mapped = map_error(exc, "https://vault.example.com")
+    assert type(mapped) is expected
+    assert words in f"{mapped} {mapped.hint}"

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(settings.log_level, settings.log_format)
         from envwrap import runner
 
-        return runner.dispatch(settings, dict(os.environ))
+        code = runner.dispatch(settings, dict(os.environ))
+        if settings.command == "run" and (settings.supervise or settings.mask):
+            _exit_now(code)
+        return code
     except EnvwrapError as err:
         _report(err, debug)
         return err.exit_code
@@ -46,6 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _report_bug(exc, debug)
         return EX_SOFTWARE
+
+
+def _exit_now(code: int) -> None:
+    """Leave without interpreter shutdown (~4 ms) once the supervised program is gone.
+
+    Everything envwrap writes is unbuffered or flushed here; the watcher and
+    relay threads have been stopped by then.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 -- contextlib would cost start-up time
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _report(err: EnvwrapError, debug: bool) -> None:

@@ -257,9 +257,16 @@ def spawn(
     function pointer resolved *before* the fork, getppid, dup2, close_range,
     sigaction, sigprocmask, execve) is a plain system call. Locks that watcher
     threads may hold at fork time (OpenSSL, the resolver) are never touched by
-    the child. All signals are blocked across fork so that no Python handler
-    runs in the child before exec (its byte would land in envwrap's wakeup pipe,
-    which the child shares).
+    the child. All signals are blocked across fork, so that a signal sent to
+    the new child waits until it has the dispositions of the program, and no
+    Python handler ever runs in it (on the wakeup-pipe fallback of the
+    supervisor, its byte would land in envwrap's pipe, which the child shares).
+
+    The death signal is tied to the *thread* that forks, not the process
+    (prctl(2): "the parent thread"), so spawn only from the main thread, which
+    lives as long as envwrap. It is cleared when the program is set-user-ID or
+    has file capabilities, and it reaches the child only, not grandchildren:
+    those are the supervisor's job (process group, subreaper, kill_tree).
     """
     candidates = exec_candidates(argv[0], environment)
     arguments = [os.fsencode(arg) for arg in argv]

@@ -13,6 +13,8 @@ Two seams plug into it here:
 
 from __future__ import annotations
 
+import gc
+
 from envwrap.supervisor import Supervisor
 
 TYPE_CHECKING = False
@@ -31,7 +33,12 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
     cannot be started.
     """
-    # First, before any thread exists: the supervisor blocks the signals it
+    # Everything loaded so far lives as long as envwrap: take it out of the
+    # garbage collector's sight (gc.freeze), so that a long supervision never
+    # walks it again, forked children do not copy the pages a collection
+    # would touch, and the collection at exit is shorter (~2 ms).
+    gc.freeze()
+    # Then, before any thread exists: the supervisor blocks the signals it
     # takes, and only threads started afterwards (mask relays, the watcher)
     # inherit that block.
     supervisor = Supervisor(

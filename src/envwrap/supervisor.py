@@ -185,7 +185,12 @@ class Supervisor:
         for signum in posix.ENVWRAP_IGNORES:
             _signal.signal(signum, _signal.SIG_IGN)
         caught = posix.FORWARDABLE - self._slate.ignored_at_start
-        if _thread._count():  # type: ignore[attr-defined]
+        if _signal.SIGCHLD in self._slate.ignored_at_start:
+            # SIGCHLD ignored makes the kernel reap children itself, exit
+            # statuses lost (waitpid(2), NOTES); the program still gets it ignored
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            caught |= {_signal.SIGCHLD}
+        if getattr(_thread, "_count", lambda: 0)():
             log.debug("threads started before the supervisor may take signals meant for it")
         self._signals: _SignalWait | _WakeupPipe = (
             _SignalWait(caught) if hasattr(_signal, "sigtimedwait") else _WakeupPipe(caught)
