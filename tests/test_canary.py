@@ -163,3 +163,6 @@ def test_watch_and_render_keep_values_in_the_rendered_file_only(world: World) ->
     assert world.leaked(out, err) == []
     assert world.leaked(world.audit_text()) == []
     assert '"event": "rotation"' in world.audit_text()
+    records = [json.loads(line) for line in world.audit_text().splitlines()]
+    vault_reads = [r for r in records if r["event"] == "access" and r.get("variable") == "VAULT_PW"]
+    assert len(vault_reads) >= 2 and vault_reads[-1]["version"] == "2"  # the re-read is audited

@@ -18,7 +18,14 @@ import time
 
 from envwrap.secret import redact
 
-__all__ = ["configure", "enabled", "outcome_of", "record"]
+__all__ = ["configure", "enabled", "outcome_of", "record", "record_reads"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from envwrap.backends import Fetched
+    from envwrap.refs import Locator, Reference
 
 _lock = _thread.allocate_lock()
 _target: dict[str, int | None] = {"fd": None}
@@ -71,3 +78,26 @@ def record(event: str, **fields: object) -> None:
 
             log.error("cannot write the audit log; auditing stops")
             _target["fd"] = None
+
+
+def record_reads(
+    uses: Iterable[tuple[str, Reference]],
+    fetched: Mapping[Locator, Fetched],
+    seconds: float,
+    only: set[Locator] | None = None,
+) -> None:
+    """One debug line and one ``access`` record per variable that read a secret."""
+    from envwrap import log
+
+    for variable, ref in uses:
+        if ref.locator not in fetched or (only is not None and ref.locator not in only):
+            continue
+        fields = {
+            "variable": variable,
+            "store": ref.locator.scheme,
+            "path": ref.locator.path_with_query,
+            "key": ref.key,
+            "version": fetched[ref.locator].version,
+        }
+        log.debug("resolved", **fields)
+        record("access", **fields, outcome="ok", duration_ms=round(seconds * 1000, 1))

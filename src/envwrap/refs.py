@@ -76,9 +76,13 @@ class Locator:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __str__(self) -> str:
+    @property
+    def path_with_query(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in self.params)
-        return f"{self.scheme}://{self.path}" + (f"?{query}" if query else "")
+        return self.path + (f"?{query}" if query else "")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.path_with_query}"
 
     def __repr__(self) -> str:
         return f"Locator({str(self)!r})"

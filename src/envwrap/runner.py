@@ -70,7 +70,7 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
             audit.record("access", variable=err.variable, reference=err.reference,
                          outcome=audit.outcome_of(err.exit_code), detail=err.message)
             raise
-        record_access(secrets, fetched, time.monotonic() - started)
+        audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
     composed = secrets.compose(fetched)
     example = settings.require_example or settings.example
     if example:
@@ -82,27 +82,6 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
                 f"{example!r} lists variables that are not set: {', '.join(missing)}"
             )
     return Resolved(secrets, registry, fetched, composed, environ)
-
-
-def record_access(
-    secrets: SecretEnvironment,
-    fetched: dict[Locator, Fetched],
-    seconds: float,
-    locators: set[Locator] | None = None,
-) -> None:
-    """One debug line and one audit record per variable that read a secret."""
-    for variable, ref in secrets.uses():
-        if locators is not None and ref.locator not in locators:
-            continue
-        fields = {
-            "variable": variable,
-            "store": ref.locator.scheme,
-            "path": _path_with_query(ref.locator),
-            "key": ref.key,
-            "version": fetched[ref.locator].version,
-        }
-        log.debug("resolved", **fields)
-        audit.record("access", **fields, outcome="ok", duration_ms=round(seconds * 1000, 1))
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
@@ -128,7 +107,7 @@ def check(settings: Settings, environ: dict[str, str]) -> int:
     for variable, ref in resolved.secrets.uses():
         version = resolved.fetched[ref.locator].version
         rows.append(
-            (variable, ref.locator.scheme, _path_with_query(ref.locator), ref.key or "-",
+            (variable, ref.locator.scheme, ref.locator.path_with_query, ref.key or "-",
              version or "-")
         )
     if len(rows) == 1:
@@ -139,11 +118,6 @@ def check(settings: Settings, environ: dict[str, str]) -> int:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         sys.stdout.write(line.rstrip() + "\n")
     return 0
-
-
-def _path_with_query(locator: Locator) -> str:
-    query = "&".join(f"{k}={v}" for k, v in locator.params)
-    return locator.path + (f"?{query}" if query else "")
 
 
 def export(settings: Settings, environ: dict[str, str]) -> int:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from envwrap import log
+from envwrap import audit, log
 from envwrap.backends import Backend, BackendRegistry, Fetched
 from envwrap.environment import Composed, SecretEnvironment
 from envwrap.errors import EnvwrapError
@@ -184,7 +184,11 @@ class Watcher:
 
     def _read(self, backend: Backend, locators: list[Locator]) -> set[Locator]:
         changed: set[Locator] = set()
-        for locator, outcome in zip(locators, backend.read_many(locators), strict=True):
+        started = time.monotonic()
+        outcomes = backend.read_many(locators)
+        read = {loc: o for loc, o in zip(locators, outcomes, strict=True) if isinstance(o, Fetched)}
+        audit.record_reads(self.secrets.uses(), read, time.monotonic() - started)
+        for locator, outcome in zip(locators, outcomes, strict=True):
             if isinstance(outcome, EnvwrapError):
                 self._failed(locator, outcome)
                 continue
@@ -202,6 +206,13 @@ class Watcher:
         if locator not in self._failing:
             self._failing.add(locator)
             what = "unreachable" if error.retryable else "cannot be read"
+            audit.record(
+                "access",
+                variable=variable,
+                reference=reference,
+                outcome=audit.outcome_of(error.exit_code),
+                detail=error.message,
+            )
             log.warning(
                 f"store {what}; the program keeps its current values",
                 variable=variable,
