@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         log.configure(settings.log_level, settings.log_format)
         from envwrap import runner
 
-        code = runner.dispatch(settings, dict(os.environ))
+        code = runner.dispatch(settings, dict(os.environ), sys.stdout.write)
         if settings.command == "run" and (settings.supervise or settings.mask):
             _exit_now(code)
         return code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from envwrap import audit, launch, log
@@ -11,6 +10,8 @@ from envwrap.errors import ConfigError, EnvwrapError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from envwrap.backends import BackendRegistry, Fetched
     from envwrap.config import Settings
     from envwrap.environment import Composed
@@ -19,12 +20,13 @@ if TYPE_CHECKING:
 __all__ = ["dispatch"]
 
 
-def dispatch(settings: Settings, environ: dict[str, str]) -> int:
+def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
+    """Run the command of ``settings``; ``write`` prints its output (cli owns stdout)."""
     audit.configure(settings.audit_log)
     if settings.command == "check":
-        return check(settings, environ)
+        return check(settings, environ, write)
     if settings.command == "export":
-        return export(settings, environ)
+        return export(settings, environ, write)
     if settings.command == "sidecar":
         from envwrap.sidecar import run_sidecar
 
@@ -101,7 +103,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     return run_supervised(settings, resolved, child_env)
 
 
-def check(settings: Settings, environ: dict[str, str]) -> int:
+def check(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
     resolved = resolve(settings, environ)
     rows = [("VARIABLE", "STORE", "PATH", "KEY", "VERSION")]
     for variable, ref in resolved.secrets.uses():
@@ -111,21 +113,21 @@ def check(settings: Settings, environ: dict[str, str]) -> int:
              version or "-")
         )
     if len(rows) == 1:
-        sys.stdout.write("no references\n")
+        write("no references\n")
         return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        sys.stdout.write(line.rstrip() + "\n")
+        write(line.rstrip() + "\n")
     return 0
 
 
-def export(settings: Settings, environ: dict[str, str]) -> int:
+def export(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
     """Print what envwrap contributes (``.env``, references, ``--from``), values included."""
     resolved = resolve(settings, environ)
     environment = resolved.composed.environment
     names = resolved.composed.contributed
-    sys.stdout.write(format_environment({n: environment[n] for n in names}, settings.format))
+    write(format_environment({n: environment[n] for n in names}, settings.format))
     return 0
 
 
