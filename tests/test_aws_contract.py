@@ -25,6 +25,7 @@ def _text(data: str | dict[str, Any]) -> str:
 
 class SecretsManagerStore:
     has_versions = True
+    plain_key = None
 
     def __init__(self, aws: MotoServer) -> None:
         self.aws = aws
@@ -45,6 +46,7 @@ class SecretsManagerStore:
 
 class ParameterStore:
     has_versions = True
+    plain_key = None
 
     def __init__(self, aws: MotoServer) -> None:
         self.aws = aws

@@ -22,6 +22,7 @@ _counter = itertools.count()
 
 class FileStore:
     has_versions = False
+    plain_key = None
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -40,6 +41,7 @@ class FileStore:
 
 class MemoryStore:
     has_versions = True
+    plain_key = None
 
     def __init__(self) -> None:
         self.backend: Backend = MemoryBackend({})
