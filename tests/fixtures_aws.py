@@ -13,23 +13,23 @@ The module is also imported by ``benchmarks/bench_aws.py``.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.proxy import CountingHttpProxy, Request
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -123,7 +123,7 @@ class MotoServer:
         self._log.close()
 
 
-class AwsProxy:
+class AwsProxy(CountingHttpProxy):
     """A loopback HTTP proxy that counts AWS API calls and can inject AWS errors.
 
     ``faults[operation] = (status, code, times)`` answers the next ``times``
@@ -132,43 +132,35 @@ class AwsProxy:
     """
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.removeprefix("http://")
-        self.calls: list[str] = []
         self.faults: dict[str, tuple[int, str, int | None]] = {}
-        self._lock = threading.Lock()
-        proxy = self
+        super().__init__(upstream)
+        self.endpoint = self.url
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body go out in separate writes: without this, Nagle's
-            # algorithm and delayed ACKs add ~40 ms to every response
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                proxy._handle(self)
-
-            do_GET = do_POST
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+    @property
+    def calls(self) -> list[str]:
+        """The operation of every call, in order."""
+        return [r.operation or r.path for r in self.since()]
 
     def count(self, operation: str | None = None) -> int:
-        with self._lock:
-            return len(self.calls) if operation is None else self.calls.count(operation)
+        calls = self.calls
+        return len(calls) if operation is None else calls.count(operation)
 
-    def counts(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self.calls)
+    def counts(self, start: float = 0.0) -> Counter[str]:  # type: ignore[override]
+        return Counter(r.operation or r.path for r in self.since(start))
 
     def clear(self) -> None:
         with self._lock:
-            self.calls.clear()
+            self.requests.clear()
+
+    def answer(self, handler: BaseHTTPRequestHandler, request: Request) -> bool:
+        fault = self._take_fault(request.operation or request.path)
+        if fault is None:
+            return False
+        status, code = fault
+        payload = json.dumps({"__type": code, "message": "injected by the test proxy"})
+        self.reply(handler, status, {"Content-Type": "application/x-amz-json-1.1"},
+                   payload.encode())
+        return True
 
     def _take_fault(self, operation: str) -> tuple[int, str] | None:
         with self._lock:
@@ -182,50 +174,6 @@ class AwsProxy:
                 else:
                     self.faults[operation] = (status, code, times - 1)
             return status, code
-
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length)
-        target = handler.headers.get("X-Amz-Target", "")
-        operation = target.rpartition(".")[2] or handler.path
-        with self._lock:
-            self.calls.append(operation)
-        fault = self._take_fault(operation)
-        if fault is not None:
-            status, code = fault
-            payload = json.dumps({"__type": code, "message": "injected by the test proxy"})
-            self._reply(handler, status, {"Content-Type": "application/x-amz-json-1.1"},
-                        payload.encode())
-            return
-        connection = http.client.HTTPConnection(self.upstream, timeout=30)
-        try:
-            headers = {k: v for k, v in handler.headers.items() if k.lower() != "connection"}
-            connection.request(handler.command, handler.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            reply_headers = {
-                k: v
-                for k, v in response.getheaders()
-                if k.lower() not in ("connection", "transfer-encoding", "content-length")
-            }
-            self._reply(handler, response.status, reply_headers, data)
-        finally:
-            connection.close()
-
-    @staticmethod
-    def _reply(
-        handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes
-    ) -> None:
-        handler.send_response(status)
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -163,6 +163,8 @@ class CountingHttpProxy:
                           target.rpartition(".")[2])
         with self._lock:
             self.requests.append(request)
+        if self.answer(handler, request):
+            return
         connection = http.client.HTTPConnection(self.upstream, timeout=30)
         try:
             headers = {k: v for k, v in handler.headers.items() if k.lower() != "connection"}
@@ -179,6 +181,24 @@ class CountingHttpProxy:
                 handler.wfile.write(data)
         finally:
             connection.close()
+
+    def answer(self, handler: BaseHTTPRequestHandler, request: Request) -> bool:
+        """Answer ``request`` here instead of relaying it; ``True`` if answered.
+
+        The relay answers nothing itself; a subclass injects faults here.
+        """
+        return False
+
+    @staticmethod
+    def reply(
+        handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
     def since(self, start: float = 0.0) -> list[Request]:
         with self._lock:
