@@ -17,7 +17,7 @@ import secrets
 
 from envwrap.errors import ConfigError
 
-__all__ = ["format_for", "render_bytes", "write_secret_file"]
+__all__ = ["format_environment", "format_for", "render_bytes", "write_secret_file"]
 
 _EXTENSION_FORMATS = {".json": "json", ".env": "dotenv"}
 
@@ -29,14 +29,25 @@ def format_for(path: str, requested: str = "auto") -> str:
     return _EXTENSION_FORMATS.get(os.path.splitext(path)[1].lower(), "dotenv")
 
 
-def render_bytes(values: dict[str, str], fmt: str) -> bytes:
+def format_environment(values: dict[str, str], fmt: str) -> str:
+    """``values`` as ``dotenv``, ``json`` or ``shell`` text, in their order."""
     if fmt == "json":
-        return (json.dumps(values, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+        return json.dumps(values, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "shell":
+        import shlex
+
+        return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    # dotenv: single quotes, which python-dotenv reads back without ${VAR} expansion
     lines = []
-    for name in sorted(values):
-        escaped = values[name].replace("\\", "\\\\").replace("'", "\\'")
+    for name, value in values.items():
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
         lines.append(f"{name}='{escaped}'\n")
-    return "".join(lines).encode()
+    return "".join(lines)
+
+
+def render_bytes(values: dict[str, str], fmt: str) -> bytes:
+    """A ``--render`` file's content: sorted by name, so that it changes only with values."""
+    return format_environment(dict(sorted(values.items())), fmt).encode()
 
 
 def write_secret_file(path: str, content: bytes) -> bool:

@@ -20,9 +20,16 @@ if TYPE_CHECKING:
     from envwrap.environment import Composed
     from envwrap.refs import Locator
     from envwrap.runner import Resolved
-    from envwrap.watch import Watcher
+    from envwrap.watch import OnChange, Watcher
 
-__all__ = ["EXIT_ON_CHANGE", "ChildControl", "RotationHandler", "render_files", "start_watching"]
+__all__ = [
+    "EXIT_ON_CHANGE",
+    "ChildControl",
+    "RotationHandler",
+    "build_watcher",
+    "render_files",
+    "start_watching",
+]
 
 #: the exit code of ``--on-change exit`` (EX_TEMPFAIL): "try again", which makes
 #: an orchestrator restart the container with the new secrets
@@ -104,6 +111,26 @@ def _names(changed: set[Locator]) -> str:
     return ", ".join(sorted(str(loc) for loc in changed))
 
 
+def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -> Watcher:
+    """A watcher of every secret and ``.env`` file of ``resolved`` (not started)."""
+    from envwrap import sources
+    from envwrap.backends import BackendRegistry
+    from envwrap.environment import SecretEnvironment
+    from envwrap.watch import Watcher
+
+    environ = resolved.environ
+    return Watcher(
+        resolved.secrets,
+        resolved.registry or BackendRegistry(resolved.secrets.base),
+        resolved.fetched,
+        on_change,
+        interval=settings.interval,
+        splay=settings.splay,
+        reload=lambda: SecretEnvironment.load(settings, environ),
+        dotenv_paths=tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file)),
+    )
+
+
 def start_watching(
     settings: Settings,
     resolved: Resolved,
@@ -112,25 +139,11 @@ def start_watching(
     on_values: Callable[[list[str]], None] | None = None,
 ) -> Watcher | None:
     """Start the watcher thread of ``envwrap --watch``; ``None`` when nothing can change."""
-    from envwrap import sources
-    from envwrap.backends import BackendRegistry
-    from envwrap.environment import SecretEnvironment
-    from envwrap.watch import Watcher
-
-    dotenv_paths = tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file))
-    if not resolved.secrets.has_references and not dotenv_paths:
+    watcher = build_watcher(
+        settings, resolved, RotationHandler(settings, child_env, child, on_values)
+    )
+    if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None
-    environ = resolved.environ
-    watcher = Watcher(
-        resolved.secrets,
-        resolved.registry or BackendRegistry(resolved.secrets.base),
-        resolved.fetched,
-        RotationHandler(settings, child_env, child, on_values),
-        interval=settings.interval,
-        splay=settings.splay,
-        reload=lambda: SecretEnvironment.load(settings, environ),
-        dotenv_paths=dotenv_paths,
-    )
     watcher.start()
     return watcher

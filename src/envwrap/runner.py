@@ -127,22 +127,7 @@ def export(settings: Settings, environ: dict[str, str], write: Callable[[str], o
     resolved = resolve(settings, environ)
     environment = resolved.composed.environment
     names = resolved.composed.contributed
+    from envwrap.render import format_environment
+
     write(format_environment({n: environment[n] for n in names}, settings.format))
     return 0
-
-
-def format_environment(values: dict[str, str], fmt: str) -> str:
-    if fmt == "json":
-        import json
-
-        return json.dumps(values, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "shell":
-        import shlex
-
-        return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
-    # dotenv: single quotes, which python-dotenv reads back without ${VAR} expansion
-    lines = []
-    for name, value in values.items():
-        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-        lines.append(f"{name}='{escaped}'\n")
-    return "".join(lines)

@@ -15,7 +15,7 @@ import threading
 import time
 
 from envwrap import audit, log
-from envwrap.rotation import render_files
+from envwrap.rotation import build_watcher, render_files
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,10 +131,7 @@ class SidecarHandler:
 
 
 def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
-    from envwrap.backends import BackendRegistry
-    from envwrap.environment import SecretEnvironment
     from envwrap.runner import resolve
-    from envwrap.watch import Watcher
 
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
@@ -147,18 +144,7 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     target = TargetFinder(settings.target_pid_file, settings.target_name)
-    from envwrap import sources
-
-    watcher = Watcher(
-        resolved.secrets,
-        resolved.registry or BackendRegistry(resolved.secrets.base),
-        resolved.fetched,
-        SidecarHandler(settings, target, stopping),
-        interval=settings.interval,
-        splay=settings.splay,
-        reload=lambda: SecretEnvironment.load(settings, environ),
-        dotenv_paths=tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file)),
-    )
+    watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
     watcher.start()
     log.info(
         "sidecar running",
