@@ -18,7 +18,7 @@ import time
 
 from envwrap.secret import redact
 
-__all__ = ["configure", "enabled", "outcome_of", "record", "record_reads"]
+__all__ = ["configure", "outcome_of", "record", "record_reads"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,10 +46,6 @@ def configure(path: str | None) -> None:
     except OSError as exc:
         raise ConfigError(f"--audit-log {path!r}: cannot open ({exc.strerror})") from None
     _target["fd"] = fd
-
-
-def enabled() -> bool:
-    return _target["fd"] is not None
 
 
 def outcome_of(exit_code: int) -> str:
@@ -84,13 +80,12 @@ def record_reads(
     uses: Iterable[tuple[str, Reference]],
     fetched: Mapping[Locator, Fetched],
     seconds: float,
-    only: set[Locator] | None = None,
 ) -> None:
     """One debug line and one ``access`` record per variable that read a secret."""
     from envwrap import log
 
     for variable, ref in uses:
-        if ref.locator not in fetched or (only is not None and ref.locator not in only):
+        if ref.locator not in fetched:
             continue
         fields = {
             "variable": variable,

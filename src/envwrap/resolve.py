@@ -22,10 +22,10 @@ from envwrap.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
-from envwrap.refs import Locator, Reference, Template
+from envwrap.refs import Locator, Template
 from envwrap.secret import Secret
 
-__all__ = ["Backoff", "fetch_all", "render", "select", "users_of"]
+__all__ = ["Backoff", "fetch_all", "render", "select"]
 
 
 class Backoff:
@@ -57,15 +57,6 @@ class Backoff:
             return False
         self.sleep(min(self.next_delay(), remaining))
         return True
-
-
-def users_of(templates: Mapping[str, Template]) -> dict[Locator, list[tuple[str, Reference]]]:
-    """Every distinct locator, with the variables and references that use it."""
-    users: dict[Locator, list[tuple[str, Reference]]] = {}
-    for name, template in templates.items():
-        for ref in template.references:
-            users.setdefault(ref.locator, []).append((name, ref))
-    return users
 
 
 def fetch_all(
