@@ -62,13 +62,15 @@ def server_env(**extra: str) -> dict[str, str]:
 def running(argv: list[str], env: dict[str, str],
             pass_fds: tuple[int, ...] = ()) -> Iterator[tuple[subprocess.Popen[str], LineCollector]]:
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, pass_fds=pass_fds, cwd=SERVER.parent)
+                            text=True, pass_fds=pass_fds, cwd=SERVER.parent,
+                            start_new_session=True)
     lines = LineCollector(proc.stdout)  # type: ignore[arg-type]
     try:
         yield proc, lines
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        # the whole group: the notify helper lingers a few seconds after READY=1
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 
@@ -118,14 +120,22 @@ def test_sends_ready_once_it_listens_and_not_before_its_startup_delay(tmp_path: 
     port = free_port()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(path)
+        notify.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         notify.settimeout(30)
         env = server_env(PORT=str(port), NOTIFY_SOCKET=path, STARTUP_DELAY_MS="300")
         started = time.monotonic()
         with running([NODE, str(SERVER)], env) as (proc, _lines):
-            message = notify.recv(4096).decode()
+            data, ancillary, _, _ = notify.recvmsg(4096, socket.CMSG_SPACE(12))
             elapsed = time.monotonic() - started
-            fields = dict(line.split("=", 1) for line in message.splitlines())
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
             assert fields == {"READY": "1", "MAINPID": str(proc.pid)}
+            # envwrap attributes the datagram by its sender's parent chain, which it
+            # can read only while the sender lives: the sender is the service's child
+            # and still there once the message was read.
+            (_, _, creds), = ancillary
+            sender = int.from_bytes(creds[:4], "little")
+            stat = Path(f"/proc/{sender}/stat").read_text()
+            assert int(stat[stat.rfind(")") + 2:].split()[1]) == proc.pid
             assert elapsed >= 0.3  # a lower bound only: never flaky on a loaded machine
             # READY=1 is sent from the listening callback: the health path answers now
             health = request_once("127.0.0.1", port, "/healthz", timeout=10)

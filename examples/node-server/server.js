@@ -20,7 +20,9 @@
 //   Node's core has no unix datagram socket (dgram is UDP only, net is stream
 //   only), and this example stays dependency-free, so the datagram is sent by a
 //   perl one-liner (perl-base is in every Debian-based Node image, node:*-slim
-//   included). Without perl it logs that it cannot notify: use a duration then.
+//   included), as a child of this process: envwrap accepts READY=1 from the
+//   generation's main process or its descendants. Without perl it logs that it
+//   cannot notify: use a duration then.
 // - Stop: on SIGTERM it stops accepting, lets the requests in flight finish, and
 //   exits 0 -- the old generation of a handoff loses nothing it had accepted.
 //
@@ -106,7 +108,11 @@ const inheritedSocket = () => {
 const PERL_NOTIFY =
   'use Socket; my $a = $ENV{NOTIFY_SOCKET}; $a =~ s/^@/\\0/;' +
   ' socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die "socket: $!";' +
-  ' send($s, $ARGV[0], 0, pack_sockaddr_un($a)) or die "send: $!";';
+  ' send($s, $ARGV[0], 0, pack_sockaddr_un($a)) or die "send: $!";' +
+  // Stay alive a moment: the receiver attributes the datagram to a generation by
+  // the sender's PID (SO_PASSCRED) and its parent chain, which it can only look
+  // up while the sender exists -- systemd-notify has the same race.
+  ' select(undef, undef, undef, 5);';
 
 const notify = (state) => {
   if (!process.env.NOTIFY_SOCKET) return;
