@@ -1,7 +1,21 @@
-"""The envwrap demo (run through scripts/demo.sh). Prints fingerprints, never secrets."""
+"""The envwrap demo (run through scripts/demo.sh). Prints fingerprints, never secrets.
+
+1. An OpenBao dev server holds the team's secrets; ``envwrap check`` shows where
+   each variable comes from.
+2. ``envwrap --watch``: a rotation restarts the Node.js service with the new
+   value -- under steady HTTP load, showing what a plain restart costs.
+3. ``envwrap --watch --listen --ready notify --on-change handoff``: several
+   rotations under the same load, each with 0 failed requests and a new PID.
+4. A rotation delivers a password the service cannot use: the new generation
+   exits, envwrap rolls back and the old one keeps answering; a good value
+   written after it is applied.
+
+Every process it starts is stopped at the end, whatever happens.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -11,13 +25,28 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.http_load import HttpLoad, summarize  # noqa: E402
+
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "node-server"
+#: the example service waits this long before it listens, like a real one
+#: loading and connecting to its database
+STARTUP_DELAY_MS = "400"
+#: steady load: requests per second over LOAD_CONNECTIONS clients
+LOAD_RATE = 200.0
+LOAD_CONNECTIONS = 4
+HANDOFF_ROTATIONS = 3
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -30,16 +59,14 @@ def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def wait_for(what: str, probe, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(OSError):
             result = probe()
             if result:
                 return result
-        except OSError:
-            pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
@@ -48,73 +75,245 @@ def status(port: int) -> dict[str, object]:
         return dict(json.load(response))
 
 
-def bao(env: dict[str, str], *args: str) -> None:
-    subprocess.run([str(BIN / "bao"), *args], env=env, check=True, stdout=subprocess.DEVNULL)
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited and been reaped (by envwrap, its parent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class Vault:
+    def __init__(self, port: int, token: str, home: str) -> None:
+        self.env = {**os.environ, "VAULT_ADDR": f"http://127.0.0.1:{port}",
+                    "VAULT_TOKEN": token, "HOME": home}
+        #: every secret value written, to check that none shows up in any output
+        self.values: list[str] = []
+
+    def put(self, path: str, *pairs: str) -> None:
+        self.values.extend(pair.split("=", 1)[1] for pair in pairs)
+        subprocess.run([str(BIN / "bao"), "kv", "put", path, *pairs], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def rotate_db_password(self, password: str | None = None) -> None:
+        self.put("secret/workflows/db", "user=workflows",
+                 f"password={password or 'pw-' + secrets.token_hex(8)}")
+
+
+class Service:
+    """envwrap running the example service; its output echoed, indented, and kept."""
+
+    def __init__(self, options: list[str], env: dict[str, str], node: str) -> None:
+        argv = [str(BIN / "envwrap"), "--env-file", "vault.env", *options, "--", node,
+                "server.js"]
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            argv, cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        assert self.process.stdout is not None
+        self._echo = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
+        self._echo.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+            print(f"    | {line}", end="", flush=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        # envwrap stops every generation it started; anything left in the
+        # session (it should be nothing) goes too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self._echo.join(5)
+
+
+@contextlib.contextmanager
+def service(options: list[str], env: dict[str, str], node: str,
+            vault: Vault) -> Iterator[Service]:
+    print(f"running: envwrap --env-file vault.env {' '.join(options)} -- node server.js",
+          flush=True)
+    running = Service(options, env, node)
+    try:
+        yield running
+    finally:
+        running.stop()
+    output = "".join(running.lines)
+    # user names such as "workflows" are not secret; the generated values are
+    if any(value in output for value in vault.values if len(value) > 12):
+        raise SystemExit("demo: a secret value appeared in the output")
+
+
+def new_generation(load: HttpLoad, since: float, old: int) -> int | None:
+    """The PID of the first answer, to a request started after ``since``, not from ``old``."""
+    return next((s.pid for s in load.samples()
+                 if s.started >= since and s.pid is not None and s.pid != old), None)
+
+
+def audit_records(path: Path, event: str) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("event") == event]
+
+
+def part_restart(vault: Vault, env: dict[str, str], node: str, port: int) -> None:
+    step("a rotation with envwrap --watch: the service restarts with the new value")
+    with service(["--watch", "--interval", "1s", "--log-level", "info"], env, node, vault):
+        before = wait_for("the service", lambda: status(port))
+        print(f"service answers: {json.dumps(before)}")
+        with HttpLoad("127.0.0.1", port, connections=LOAD_CONNECTIONS, rate=LOAD_RATE,
+                      timeout=5, max_seconds=30) as load:
+            load.wait_answers(20, timeout=10)
+            step(f"rotating the database password in Vault, under {LOAD_RATE:.0f} requests/s")
+            rotated_at = time.monotonic()
+            vault.rotate_db_password()
+
+            def changed() -> dict[str, object] | None:
+                now = status(port)
+                return now if now["databaseUrl"] != before["databaseUrl"] else None
+
+            after = wait_for("the restarted service", changed)
+            took = time.monotonic() - rotated_at
+            load.wait_answers(20, timeout=10, since=time.monotonic())
+        window = summarize(load.samples(), rotated_at, time.monotonic())
+        print(f"service answers: {json.dumps(after)}")
+        print(f"\nDATABASE_URL fingerprint {before['databaseUrl']} -> {after['databaseUrl']}, "
+              f"new pid {after['pid']} (was {before['pid']}), {took:.1f}s after the write.")
+        if after["jwtSecret"] != before["jwtSecret"] or after["atApiKey"] != before["atApiKey"]:
+            raise SystemExit("demo: an unrotated secret changed")
+        print(f"A plain restart stops the old process before the new one listens: "
+              f"{window.failed} of {window.requests} requests failed "
+              f"({', '.join(f'{n} {k}' for k, n in window.outcomes.items() if k != 'ok')}), "
+              f"{window.longest_gap * 1000:.0f} ms without an answer.")
+
+
+def part_handoff(vault: Vault, env: dict[str, str], node: str, port: int, folder: Path) -> None:
+    audit = folder / "audit.jsonl"
+    options = ["--watch", "--interval", "1s", "--listen", f"127.0.0.1:{port}",
+               "--ready", "notify", "--on-change", "handoff", "--audit-log", str(audit),
+               "--log-level", "info"]
+    step("the same service with a socket envwrap holds, and a handoff on each rotation")
+    print("envwrap binds the port and passes it to every generation as fd 3 (LISTEN_FDS);\n"
+          "a rotation starts the new generation, waits for its READY=1, then stops the old one.")
+    with service(options, env, node, vault) as wrapped:
+        first = wait_for("the service", lambda: status(port))
+        with HttpLoad("127.0.0.1", port, connections=LOAD_CONNECTIONS, rate=LOAD_RATE,
+                      timeout=5, max_seconds=45) as load:
+            pid = handoffs(vault, load, int(str(first["pid"])))
+            rollback(vault, load, pid, audit)
+            if wrapped.process.poll() is not None:
+                raise SystemExit("demo: envwrap exited")
+    total = summarize(load.samples())
+    print(f"\nhandoff mode, whole run: {total.requests} requests, {total.failed} failed, "
+          f"p99 latency {total.p99 * 1000:.1f} ms")
+
+
+def handoffs(vault: Vault, load: HttpLoad, pid: int) -> int:
+    """Rotations under load, each checked for 0 failed requests; the last PID."""
+    load.wait_answers(20, timeout=10)
+    failed_total = 0
+    for rotation in range(1, HANDOFF_ROTATIONS + 1):
+        step(f"handoff rotation {rotation}/{HANDOFF_ROTATIONS} under {LOAD_RATE:.0f} "
+             "requests/s")
+        rotated_at = time.monotonic()
+        vault.rotate_db_password()
+        old = pid
+        new = wait_for("the new generation",
+                       lambda: new_generation(load, rotated_at, old))  # noqa: B023
+        wait_for("the old generation to finish", lambda: gone(old))  # noqa: B023
+        load.wait_answers(20, timeout=10, since=time.monotonic())
+        window = summarize(load.samples(), rotated_at, time.monotonic())
+        failed_total += window.failed
+        pid = new
+        print(f"rotation {rotation}: pid {old} -> {new}, {window.failed} of "
+              f"{window.requests} requests failed, longest gap without an answer "
+              f"{window.longest_gap * 1000:.0f} ms")
+    if failed_total:
+        raise SystemExit(f"demo: {failed_total} requests failed during handoffs")
+    return pid
+
+
+def rollback(vault: Vault, load: HttpLoad, pid: int, audit: Path) -> None:
+    """A value the service rejects is rolled back; a good one written after it is applied."""
+    step("a rotation delivers a password the service cannot use ('/' breaks DATABASE_URL)")
+    rejected_at = time.monotonic()
+    vault.rotate_db_password(f"pw-{secrets.token_hex(4)}/{secrets.token_hex(4)}")
+    record = wait_for("the rollback", lambda: next(
+        (r for r in audit_records(audit, "rotation") if r.get("outcome") == "rolled_back"),
+        None), timeout=30)
+    load.wait_answers(20, timeout=10, since=time.monotonic())
+    window = summarize(load.samples(), rejected_at, time.monotonic())
+    print(f"audit: {json.dumps(record)}")
+    print(f"rolled back: pid {pid} kept answering ({', '.join(map(str, window.pids))} "
+          f"answered), {window.failed} of {window.requests} requests failed")
+    if window.failed or window.pids != (pid,) or gone(pid):
+        raise SystemExit("demo: the old generation did not keep serving through the rollback")
+
+    step("a good password written after it is applied at once")
+    fixed_at = time.monotonic()
+    vault.rotate_db_password()
+    old = pid
+    new = wait_for("the new generation", lambda: new_generation(load, fixed_at, old),
+                   timeout=30)
+    wait_for("the old generation to finish", lambda: gone(old))
+    load.wait_answers(20, timeout=10, since=time.monotonic())
+    window = summarize(load.samples(), fixed_at, time.monotonic())
+    print(f"applied: pid {old} -> {new}, {window.failed} of {window.requests} requests failed")
+    if window.failed:
+        raise SystemExit("demo: requests failed while applying the corrected password")
 
 
 def main() -> int:
     node = shutil.which("node")
     if node is None:
         raise SystemExit("demo: Node.js is needed for the example service (apt-get install nodejs)")
-    vault_port, app_port = free_port(), free_port()
+    vault_port, app_port, handoff_port = free_port(), free_port(), free_port()
     token = secrets.token_hex(16)
     data_dir = tempfile.mkdtemp(prefix="envwrap-demo-")
-    vault_env = {**os.environ, "VAULT_ADDR": f"http://127.0.0.1:{vault_port}", "VAULT_TOKEN": token,
-                 "HOME": data_dir}
-    processes: list[subprocess.Popen[bytes]] = []
+    vault = Vault(vault_port, token, data_dir)
+    bao: subprocess.Popen[bytes] | None = None
+    started = time.monotonic()
     try:
         step(f"starting an OpenBao dev server on 127.0.0.1:{vault_port}")
-        processes.append(subprocess.Popen(
+        bao = subprocess.Popen(
             [str(BIN / "bao"), "server", "-dev", f"-dev-root-token-id={token}",
              f"-dev-listen-address=127.0.0.1:{vault_port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for("OpenBao", lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{vault_port}/v1/sys/health", timeout=1).status == 200)
 
         step("storing the service's secrets in Vault (KV v2 at secret/)")
-        bao(vault_env, "kv", "put", "secret/workflows/africastalking",
-            f"api_key=at-{secrets.token_hex(8)}")
-        bao(vault_env, "kv", "put", "secret/workflows/db", "user=workflows",
-            f"password=pw-{secrets.token_hex(8)}")
-        bao(vault_env, "kv", "put", "secret/workflows/jwt", f"secret=jwt-{secrets.token_hex(16)}")
+        vault.put("secret/workflows/africastalking", f"api_key=at-{secrets.token_hex(8)}")
+        vault.rotate_db_password()
+        vault.put("secret/workflows/jwt", f"secret=jwt-{secrets.token_hex(16)}")
         print((EXAMPLE / "vault.env").read_text().strip())
 
-        run_env = {**vault_env, "PORT": str(app_port)}
+        env = {**vault.env, "PORT": str(app_port), "STARTUP_DELAY_MS": STARTUP_DELAY_MS}
         step("envwrap check: what resolves, from where, which version (never values)")
         subprocess.run([str(BIN / "envwrap"), "check", "--env-file", "vault.env"],
-                       cwd=EXAMPLE, env=run_env, check=True)
+                       cwd=EXAMPLE, env=env, check=True)
 
-        step("running: envwrap --env-file vault.env --watch --interval 1s -- node server.js")
-        app = subprocess.Popen(
-            [str(BIN / "envwrap"), "--env-file", "vault.env", "--watch", "--interval", "1s",
-             "--log-level", "info", "--", node, "server.js"], cwd=EXAMPLE, env=run_env)
-        processes.append(app)  # type: ignore[arg-type]
-        before = wait_for("the service", lambda: status(app_port))
-        print(f"service answers: {json.dumps(before)}")
-
-        step("rotating the database password in Vault")
-        rotated_at = time.monotonic()
-        bao(vault_env, "kv", "put", "secret/workflows/db", "user=workflows",
-            f"password=pw-{secrets.token_hex(8)}")
-        after = wait_for("the restarted service", lambda: (
-            (s := status(app_port))["databaseUrl"] != before["databaseUrl"] and s))
-        took = time.monotonic() - rotated_at
-        print(f"service answers: {json.dumps(after)}")
-        print(f"\nDATABASE_URL fingerprint {before['databaseUrl']} -> {after['databaseUrl']}, "
-              f"new pid {after['pid']} (was {before['pid']}), {took:.1f}s after the write.")
-        if after["jwtSecret"] != before["jwtSecret"] or after["atApiKey"] != before["atApiKey"]:
-            raise SystemExit("demo: an unrotated secret changed")
-        print("demo: OK")
+        part_restart(vault, env, node, app_port)
+        part_handoff(vault, env, node, handoff_port, Path(data_dir))
+        print(f"\ndemo: OK ({time.monotonic() - started:.0f}s)")
         return 0
     finally:
         step("cleaning up")
-        for proc in reversed(processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if bao is not None and bao.poll() is None:
+            bao.send_signal(signal.SIGTERM)
+            try:
+                bao.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                bao.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
