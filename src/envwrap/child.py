@@ -43,9 +43,14 @@ class Child:
         *,
         stdio: tuple[int | None, int | None, int | None] = (None, None, None),
         terminal: int | None = None,
+        passed: Sequence[int] = (),
     ) -> Child:
-        """Spawn ``argv``; raises :class:`OSError` (with the exec errno) if it cannot run."""
-        pid = posix.spawn(argv, environment, slate, stdio=stdio, terminal=terminal)
+        """Spawn ``argv``; raises :class:`OSError` (with the exec errno) if it cannot run.
+
+        ``passed`` descriptors (``--listen``) land on its fds 3, 4, ...
+        """
+        pid = posix.spawn(argv, environment, slate, stdio=stdio, terminal=terminal,
+                          passed=passed)
         return cls(argv, pid)
 
     @property
@@ -81,22 +86,39 @@ class Child:
                 return False
         return True
 
-    def kill_tree(self) -> int:
-        """SIGKILL the child's process group and every descendant of envwrap.
+    def group_alive(self) -> bool:
+        """Whether any process is left in the child's process group (zombies count)."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pragma: no cover -- a setuid member: it exists
+            return True
+        return True
 
-        Called when the child outlived ``--kill-timeout``. "Descendants of
-        envwrap" rather than "of the child": as PID 1 or a subreaper, envwrap
-        adopts the orphans the child left behind, and in supervise mode envwrap
-        has no other children, so this catches processes that left the group
-        (``setsid``, a shell's background jobs) or lost their parent. Returns
-        how many descendants were sent SIGKILL. :mod:`psutil` is imported only
-        here (50 ms); without it only the group is killed.
+    def kill_tree(self, spare: Sequence[Child] = ()) -> int:
+        """SIGKILL the child's process group and its descendants.
+
+        Called when the child outlived ``--kill-timeout``. With nothing to
+        ``spare`` (one generation running), that is every descendant of
+        envwrap: as PID 1 or a subreaper, envwrap adopts the orphans the child
+        left behind, and in supervise mode envwrap has no other children, so
+        this catches processes that left the group (``setsid``, a shell's
+        background jobs) or lost their parent. While other generations run
+        (a handoff), the victims are only this child, its descendants and the
+        adopted orphans still in its process group; every process of a spared
+        generation (its group, its descendants) is left alone, and an orphan that
+        left its group cannot be attributed, so it is left for the final stop.
+        Returns how many processes were sent SIGKILL. :mod:`psutil` is imported
+        only here (50 ms); without it only the group is killed.
         """
         victims: list[psutil.Process] = []
         try:
             import psutil
 
             victims = psutil.Process().children(recursive=True)
+            if spare:
+                victims = self._own(victims, spare)
         except Exception:  # pragma: no cover -- no psutil, or /proc unreadable: the group
             victims = []
         # the group first, so that its members cannot fork new ones meanwhile
@@ -111,3 +133,31 @@ class Child:
             except Exception:  # noqa: S112 -- gone already (NoSuchProcess) or not ours
                 continue
         return killed
+
+    def _own(self, everyone: list[psutil.Process], spare: Sequence[Child]) -> list[psutil.Process]:
+        """The processes of ``everyone`` (envwrap's descendants) that belong to this child."""
+        import psutil
+
+        def tree(pid: int) -> set[int]:
+            try:
+                return {pid} | {p.pid for p in psutil.Process(pid).children(recursive=True)}
+            except psutil.Error:
+                return {pid}
+
+        spared: set[int] = set()
+        for other in spare:
+            spared |= tree(other.pid)
+        mine = tree(self.pid)
+        own = []
+        for process in everyone:
+            if process.pid in spared:
+                continue
+            try:
+                group = os.getpgid(process.pid)
+            except OSError:
+                continue
+            if group in {other.pid for other in spare}:
+                continue
+            if process.pid in mine or group == self.pid:
+                own.append(process)
+        return own

@@ -85,7 +85,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--splay", "value", "wait a random time up to this before applying a change",
            default="0s", metavar="DURATION", commands=_WATCHING),
     Option("--on-change", "value", "what a rotation does to the child", default="restart",
-           choices=("restart", "signal", "exit"), metavar="ACTION", commands=_RUN),
+           choices=("restart", "signal", "exit", "handoff"), metavar="ACTION", commands=_RUN),
     Option("--reload-signal", "value", "the signal for --on-change signal and the sidecar",
            default="SIGHUP", metavar="SIGNAL", commands=_WATCHING),
     Option("--kill-signal", "value", "the signal that asks the child to stop",
@@ -103,6 +103,13 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", commands=frozenset({"sidecar"})),
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
+    Option("--listen", "list", "bind this address (HOST:PORT, :PORT, [::1]:PORT, unix:PATH) and "
+           "pass it to every generation as fd 3, 4, ... (repeatable)", metavar="ADDR",
+           commands=_RUN),
+    Option("--ready", "value", "when a generation is ready: notify, http(s)://..., "
+           "tcp://HOST:PORT or a duration", metavar="CHECK", commands=_RUN),
+    Option("--ready-timeout", "value", "how long a generation may take to become ready",
+           default="60s", metavar="DURATION", commands=_RUN),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -139,6 +146,9 @@ class Settings:
     mask: bool = False
     target_pid_file: str | None = None
     target_name: str | None = None
+    listen: list[str]
+    ready: str | None = None
+    ready_timeout: float = 60.0
 
     def __init__(self) -> None:
         self.argv = []
@@ -147,6 +157,7 @@ class Settings:
         self.allow_name = []
         self.pass_env = []
         self.render = []
+        self.listen = []
 
     @property
     def supervise(self) -> bool:
@@ -215,7 +226,26 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
             raise UsageError("'envwrap sidecar' needs at least one --render PATH")
         if settings.target_pid_file and settings.target_name:
             raise UsageError("give --target-pid-file or --target-name, not both")
+    _check_generations(settings)
     return settings
+
+
+def _check_generations(settings: Settings) -> None:
+    """``--ready`` and ``--on-change handoff`` only make sense together with supervision."""
+    if settings.command != "run":
+        return
+    if settings.on_change == "handoff" and not settings.ready:
+        raise UsageError(
+            "--on-change handoff needs --ready: envwrap stops the old generation only "
+            "once the new one is ready",
+            hint="for example --ready notify, --ready tcp://127.0.0.1:8080 or --ready 2s",
+        )
+    if settings.ready and not (settings.supervise or settings.mask):
+        raise UsageError("--ready needs a supervised program (--init or --watch)")
+    if settings.ready:
+        from envwrap.ready import parse_check
+
+        parse_check(settings.ready, "--ready")  # fail before the first start
 
 
 def _from_env(option: Option, text: str) -> object:

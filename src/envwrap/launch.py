@@ -16,7 +16,7 @@ from envwrap.errors import EX_CANNOT_EXECUTE, EX_NOT_FOUND, CommandError, Invali
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import NoReturn
 
 __all__ = [
@@ -111,9 +111,24 @@ def _close_on_exec(fds: Iterable[int]) -> None:
             pass  # the listing's own descriptor, closed already
 
 
-def exec_command(argv: list[str], environment: dict[str, str]) -> NoReturn:
-    """Replace this process with ``argv``; returns only by raising :class:`CommandError`."""
-    _close_on_exec(inherited_descriptors())
+def exec_command(
+    argv: list[str], environment: dict[str, str], passed: Sequence[int] = ()
+) -> NoReturn:
+    """Replace this process with ``argv``; returns only by raising :class:`CommandError`.
+
+    ``passed`` (``--listen`` sockets) land on descriptors 3, 4, ... with
+    ``LISTEN_PID`` set to this process's PID, which exec keeps (sd_listen_fds(3)).
+    """
+    open_fds = inherited_descriptors()
+    moved: list[int] = []
+    if passed:
+        # above every open descriptor first, so that no target clobbers a source
+        base = max([*open_fds, *passed, 2 + len(passed)]) + 1
+        moved = [os.dup2(fd, base + i, inheritable=False) for i, fd in enumerate(passed)]
+        environment = {**environment, "LISTEN_PID": str(os.getpid())}
+    _close_on_exec(open_fds)
+    for index, fd in enumerate(moved):
+        os.dup2(fd, 3 + index)  # inheritable; the CLOEXEC copy above closes at exec
     restore_signal_defaults()
     try:
         os.execvpe(argv[0], argv, environment)

@@ -232,8 +232,13 @@ def spawn(
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     terminal: int | None = None,
     death_signal: int = _signal.SIGKILL,
+    passed: Sequence[int] = (),
 ) -> int:
     """Start ``argv`` in a new process group and return its PID.
+
+    ``passed`` are descriptors (``--listen`` sockets) the child gets on 3, 4,
+    ..., in that order, with ``LISTEN_PID`` set to its own PID in its
+    environment (sd_listen_fds(3) checks it; only the child knows it).
 
     The child gets: its own process group (so that signals can go to all of it
     with killpg); the terminal ``terminal`` (a descriptor) as its foreground
@@ -273,6 +278,9 @@ def spawn(
     env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in environment.items()}
     prctl = _load_prctl() if death_signal else None
     parent = os.getpid()
+    if passed:
+        # copy on from here on; the ``LISTEN_PID`` entry is filled in by the child
+        env_bytes[b"LISTEN_PID"] = b""
     error_read, error_write = os.pipe()  # O_CLOEXEC (PEP 446): EOF once exec succeeds
     previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     try:
@@ -280,7 +288,7 @@ def spawn(
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
             _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
                    prctl=prctl, death_signal=death_signal, parent=parent,
-                   error_write=error_write)
+                   error_write=error_write, passed=tuple(passed))
     except BaseException:
         os.close(error_read)
         raise
@@ -320,6 +328,7 @@ def _child(
     death_signal: int,
     parent: int,
     error_write: int,
+    passed: tuple[int, ...] = (),
 ) -> NoReturn:  # pragma: no cover -- runs in the forked child
     number = errno.ENOEXEC
     try:
@@ -341,9 +350,24 @@ def _child(
         for target, fd in enumerate(stdio):
             if fd is not None and fd != target:
                 os.dup2(fd, target)  # the copy on 0/1/2 is inheritable (dup2(2))
-        # no descriptor beyond 0, 1, 2 -- except the CLOEXEC error pipe, which
-        # exec closes; close_range(2) makes this one system call
-        os.closerange(3, error_write)
+        first_closed = 3
+        if passed:
+            # The passed descriptors go to 3, 4, ... Their numbers here may
+            # overlap those targets (and the error pipe's), so every one moves
+            # above all of them first, CLOEXEC, then down to its target.
+            count = len(passed)
+            base = max(*passed, error_write, 2 + count) + 1
+            for index, fd in enumerate(passed):
+                os.dup2(fd, base + index, inheritable=False)
+            os.dup2(error_write, base + count, inheritable=False)
+            error_write = base + count
+            for index in range(count):
+                os.dup2(base + index, 3 + index)  # inheritable (dup2(2))
+            first_closed = 3 + count
+            environment[b"LISTEN_PID"] = b"%d" % os.getpid()
+        # no descriptor beyond 0, 1, 2 (and the passed ones) -- except the CLOEXEC
+        # error pipe, which exec closes; close_range(2) makes this one system call
+        os.closerange(first_closed, error_write)
         os.closerange(error_write + 1, _max_fd())
         for signum, disposition in slate.dispositions:
             _signal.signal(signum, disposition)

@@ -27,6 +27,7 @@ __all__ = [
     "ChildControl",
     "RotationHandler",
     "build_watcher",
+    "changed_variables",
     "render_files",
     "start_watching",
 ]
@@ -37,9 +38,20 @@ EXIT_ON_CHANGE = 75
 
 
 class ChildControl(Protocol):
-    """The supervisor's operations, as the rotation uses them (thread-safe)."""
+    """The supervisor's operations, as the rotation uses them (thread-safe).
 
-    def replace(self, environment: dict[str, str]) -> None: ...
+    ``done`` callbacks get the new PID when the new generation is running (and
+    ready, with ``--ready``), a :class:`~envwrap.supervisor.Rejected` when it
+    failed and was rolled back, or None when superseded or stopping.
+    """
+
+    def replace(
+        self, environment: dict[str, str], done: Callable[[object], None] | None = None
+    ) -> None: ...
+
+    def handoff(
+        self, environment: dict[str, str], done: Callable[[object], None] | None = None
+    ) -> None: ...
 
     def send(self, signum: int) -> None: ...
 
@@ -60,8 +72,21 @@ def render_files(settings: Settings, composed: Composed) -> None:
             audit.record("render", file=path, outcome="ok")
 
 
+#: the first retry of a change the program rejected (DESIGN §9); it doubles, up to --interval
+RETRY_FIRST = 30.0
+
+
 class RotationHandler:
-    """The watcher's ``on_change`` for ``envwrap --watch``."""
+    """The watcher's ``on_change`` for ``envwrap --watch``.
+
+    Called on the watcher's thread; the supervisor reports how a new generation
+    fared on its main thread; retries run on a timer thread: one lock orders them.
+    With ``--on-change handoff``, or ``restart`` with ``--ready``, a change counts
+    as applied once the new generation is ready. One that fails is rolled back by
+    the supervisor; this handler records it and tries the same environment
+    again after :data:`RETRY_FIRST` seconds (doubling, capped at ``--interval``),
+    or at once when the store changes again.
+    """
 
     def __init__(
         self,
@@ -69,18 +94,38 @@ class RotationHandler:
         child_env: dict[str, str],
         child: ChildControl,
         on_values: Callable[[list[str]], None] | None = None,
+        *,
+        retry_first: float = RETRY_FIRST,
     ) -> None:
+        import threading
+
         self.settings = settings
+        #: the environment of the running program (the last one applied)
         self.current = child_env
         self.child = child
         self.on_values = on_values
+        self.retry_first = retry_first
+        self._lock = threading.RLock()
+        self._attempt = 0  # numbers the changes handed to the supervisor
+        self._failures = 0
+        self._timer: threading.Timer | None = None
+
+    @property
+    def verified(self) -> bool:
+        """Whether a change waits for the new generation to be ready before it counts."""
+        action = self.settings.on_change
+        return action == "handoff" or (action == "restart" and bool(self.settings.ready))
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         environment = launch.child_environment(composed.environment, self.settings.pass_env)
-        if environment == self.current:
-            log.info("a secret changed, but not what the program sees; nothing to do")
-            audit.record("rotation", outcome="unchanged", detail=_names(changed))
-            return
+        with self._lock:
+            self._cancel_retry()
+            self._failures = 0
+            if environment == self.current:
+                self._attempt += 1  # a change still in flight is superseded
+                log.info("a secret changed, but not what the program sees; nothing to do")
+                audit.record("rotation", outcome="unchanged", detail=_names(changed))
+                return
         try:
             launch.check_exec_limits(environment, self.settings.argv)
             render_files(self.settings, composed)
@@ -90,9 +135,28 @@ class RotationHandler:
             return
         if self.on_values is not None:
             self.on_values(composed.secret_values)
-        self.current = environment
-        audit.record("rotation", outcome="ok", detail=_names(changed))
+        self._apply(environment, _names(changed))
+
+    def _apply(self, environment: dict[str, str], detail: str) -> None:
         action = self.settings.on_change
+        with self._lock:
+            if self.verified:
+                self._attempt += 1
+                attempt = self._attempt
+
+                def done(outcome: object) -> None:
+                    self._settled(attempt, environment, detail, outcome)
+
+                if action == "handoff":
+                    log.info("secrets changed; starting a new generation next to the current one")
+                    self.child.handoff(environment, done)
+                else:
+                    log.info("secrets changed; restarting the program")
+                    audit.record("restart", outcome="ok")
+                    self.child.replace(environment, done)
+                return
+            self.current = environment
+        audit.record("rotation", outcome="applied", detail=detail)
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
             self.child.send(self.settings.reload_signal)
@@ -105,6 +169,66 @@ class RotationHandler:
             log.info("secrets changed; restarting the program")
             audit.record("restart", outcome="ok")
             self.child.replace(environment)
+
+    def _settled(self, attempt: int, environment: dict[str, str], detail: str,
+                 outcome: object) -> None:
+        """The supervisor's verdict on change number ``attempt`` (main thread)."""
+        from envwrap.supervisor import Rejected
+
+        with self._lock:
+            if attempt != self._attempt or outcome is None:
+                return  # superseded by a newer change, or envwrap is stopping
+            if not isinstance(outcome, Rejected):
+                self.current = environment
+                self._failures = 0
+                audit.record("rotation", outcome="applied", detail=detail)
+                log.info("the new secrets are in use", pid=outcome)
+                return
+            names = ", ".join(changed_variables(self.current, environment)) or "none"
+            delay = min(self.retry_first * 2**self._failures, self.settings.interval)
+            self._failures += 1
+            log.error(
+                f"the program failed with the new secrets ({outcome.why}); rolled back to "
+                f"the previous ones; changed variables: {names}; retrying in {delay:g}s"
+            )
+            audit.record("rotation", outcome="rolled_back",
+                         detail=f"{outcome.why}; changed variables: {names}")
+            self._schedule_retry(attempt, environment, detail, delay)
+
+    def _schedule_retry(self, attempt: int, environment: dict[str, str], detail: str,
+                        delay: float) -> None:
+        import threading
+
+        def retry() -> None:
+            with self._lock:
+                if attempt != self._attempt:
+                    return
+                self._timer = None
+            log.info("trying the rolled-back secrets again")
+            self._apply(environment, detail)
+
+        timer = threading.Timer(delay, retry)
+        timer.daemon = True
+        timer.name = "envwrap-retry"
+        self._timer = timer
+        timer.start()
+
+    def _cancel_retry(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def close(self) -> None:
+        """Cancel a pending retry (envwrap is stopping)."""
+        with self._lock:
+            self._attempt += 1
+            self._cancel_retry()
+
+
+def changed_variables(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """The names whose values differ (added and removed ones included); never values."""
+    return sorted(name for name in before.keys() | after.keys()
+                  if before.get(name) != after.get(name))
 
 
 def _names(changed: set[Locator]) -> str:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from envwrap.backends import BackendRegistry, Fetched
     from envwrap.config import Settings
     from envwrap.environment import Composed
+    from envwrap.listen import Listener
     from envwrap.refs import Locator
 
 __all__ = ["dispatch"]
@@ -94,13 +95,25 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         from envwrap.rotation import render_files
 
         render_files(settings, resolved.composed)
+    listeners: list[Listener] = []
+    if settings.listen:
+        from envwrap.listen import listen_environment, open_listeners
+
+        listeners = open_listeners(settings.listen)  # before the first start (DESIGN §9)
     if not (settings.supervise or settings.mask):
         if resolved.registry is not None:
             resolved.registry.close()
+        if listeners:
+            child_env = {**child_env, **listen_environment(listeners)}
+            launch.exec_command(settings.argv, child_env, [s.fileno() for s in listeners])
         launch.exec_command(settings.argv, child_env)
     from envwrap.supervise_mode import run_supervised
 
-    return run_supervised(settings, resolved, child_env)
+    try:
+        return run_supervised(settings, resolved, child_env, listeners)
+    finally:
+        for listener in listeners:
+            listener.close()
 
 
 def check(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:

@@ -19,15 +19,24 @@ from envwrap.supervisor import Supervisor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from envwrap.config import Settings
+    from envwrap.listen import Listener
     from envwrap.mask import MaskedOutput
+    from envwrap.ready import ReadyCheck
     from envwrap.runner import Resolved
     from envwrap.watch import Watcher
 
 __all__ = ["run_supervised"]
 
 
-def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, str]) -> int:
+def run_supervised(
+    settings: Settings,
+    resolved: Resolved,
+    child_env: dict[str, str],
+    listeners: Sequence[Listener] = (),
+) -> int:
     """Run ``settings.argv`` as envwrap's child and return envwrap's exit code.
 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
@@ -46,7 +55,21 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
         child_env,
         kill_signal=settings.kill_signal,
         kill_timeout=settings.kill_timeout,
+        passed_fds=[listener.fileno() for listener in listeners],
+        ready_timeout=settings.ready_timeout,
     )
+    if listeners:
+        from envwrap.listen import listen_environment
+
+        supervisor.extra_environment.update(listen_environment(listeners))
+    ready: ReadyCheck | None = None
+    if settings.ready:
+        from envwrap.ready import parse_check
+
+        ready = parse_check(settings.ready)
+        ready.open()  # after the supervisor: its thread must inherit the blocked signals
+        supervisor.ready = ready
+        supervisor.extra_environment.update(ready.environment())
     masked: MaskedOutput | None = None
     if settings.mask:
         from envwrap.mask import MaskedOutput
@@ -68,6 +91,8 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
     finally:
         if watcher is not None:
             watcher.stop()
+        if ready is not None:
+            ready.close()
         if masked is not None:
             masked.close_child_ends()
             masked.join(timeout=5)

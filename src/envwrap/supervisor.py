@@ -37,6 +37,18 @@ takes as "reap, then look at the queue". Idle, the loop sleeps in one
 
 The signals stay blocked once :meth:`Supervisor.run` returns: envwrap is
 about to exit, and a late SIGTERM must not replace the program's exit code.
+
+Generations (DESIGN §9). Each start of the program is a generation; the
+*current* one gets forwarded signals and gives envwrap its exit code. With a
+readiness check (``--ready``), a new generation is on *probation* until the
+check passes, it exits, or ``--ready-timeout`` ends. :meth:`Supervisor.handoff`
+starts a *candidate* next to the current generation and, once the candidate is
+ready, *retires* the old one (``--kill-signal``, ``--kill-timeout``, then
+SIGKILL of its own tree, never the new generation's); a candidate that fails
+is retired instead and the current one keeps serving. :meth:`Supervisor.replace`
+with a check stops the old generation first, and starts the last environment
+that was ready again if the new one fails. Stop signals reach every
+generation; readiness reports come from other threads through the request queue.
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ import _thread
 import os
 import time
 
-from envwrap import log, posix
+from envwrap import audit, log, posix
 from envwrap.child import Child
 from envwrap.launch import command_error
 
@@ -55,11 +67,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import FrameType
 
+    from envwrap.ready import ReadyCheck
+
     Done = Callable[[object], None]
 else:
     import _signal
 
-__all__ = ["KILL_GRACE", "STOP_SIGNALS", "Supervisor"]
+__all__ = ["KILL_GRACE", "STOP_SIGNALS", "Rejected", "Supervisor"]
 
 #: the signals that tell envwrap itself to stop
 STOP_SIGNALS = frozenset((_signal.SIGTERM, _signal.SIGINT))
@@ -69,6 +83,66 @@ KILL_GRACE = 5.0
 
 # why a stop is in progress; a "stop" or "exit" supersedes a "replace"
 _REPLACE, _EXIT, _STOP = "replace", "exit", "stop"
+_HANDOFF, _READY = "handoff", "ready"
+# why a generation started (the ``start`` event's reason)
+INITIAL, ROTATION, ROLLBACK = "initial", "rotation", "rollback"
+
+
+class Rejected:
+    """The outcome of a :meth:`Supervisor.replace` or :meth:`~Supervisor.handoff`
+    whose new generation failed: it exited (``code``) or was not ready in time
+    (``code`` None); ``why`` says which, for messages."""
+
+    __slots__ = ("code", "pid", "why")
+
+    def __init__(self, pid: int | None, code: int | None, why: str) -> None:
+        self.pid = pid
+        self.code = code
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"Rejected(pid={self.pid}, code={self.code}, why={self.why!r})"
+
+
+class _Probation:
+    """A generation whose readiness is awaited."""
+
+    __slots__ = ("cancel", "child", "deadline", "done", "environment", "handoff", "previous",
+                 "reason")
+
+    def __init__(
+        self,
+        child: Child,
+        environment: dict[str, str],
+        *,
+        reason: str,
+        previous: dict[str, str] | None,
+        handoff: bool,
+        deadline: float,
+        done: list[Done],
+        cancel: Callable[[], None],
+    ) -> None:
+        self.child = child
+        self.environment = environment
+        self.reason = reason
+        #: the environment to go back to if it fails; None: nothing to roll back to
+        self.previous = previous
+        #: a candidate running next to the current generation
+        self.handoff = handoff
+        self.deadline = deadline
+        self.done = done
+        self.cancel = cancel
+
+
+class _Retiring:
+    """An old generation asked to stop, escalated to SIGKILL of its tree at ``deadline``."""
+
+    __slots__ = ("child", "deadline", "escalated")
+
+    def __init__(self, child: Child, deadline: float) -> None:
+        self.child = child
+        self.deadline = deadline
+        self.escalated = False
 
 
 class _SignalWait:
@@ -167,6 +241,9 @@ class Supervisor:
         stdio: tuple[int | None, int | None, int | None] = (None, None, None),
         use_terminal: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        passed_fds: Sequence[int] = (),
+        ready: ReadyCheck | None = None,
+        ready_timeout: float = 60.0,
     ) -> None:
         self.argv = list(argv)
         self.kill_signal = kill_signal
@@ -208,6 +285,19 @@ class Supervisor:
         self._exit_code: int | None = None
         self._next_environment: dict[str, str] | None = None
         self._replace_done: list[Done] = []
+        # generations (see the module docstring)
+        #: descriptors every generation gets on 3, 4, ... (``--listen``)
+        self.passed_fds = tuple(passed_fds)
+        #: variables added to every generation's environment (LISTEN_FDS, NOTIFY_SOCKET)
+        self.extra_environment: dict[str, str] = {}
+        self.ready = ready
+        self.ready_timeout = ready_timeout
+        self._next_reason = ROTATION
+        #: the environment of the last generation that was ready (what to roll back to)
+        self._verified: dict[str, str] = dict(environment)
+        self._probation: _Probation | None = None
+        self._candidate: Child | None = None
+        self._retiring: list[_Retiring] = []
 
     # --- requests, from any thread ---------------------------------------------------
 
@@ -218,6 +308,17 @@ class Supervisor:
         PID, or None if envwrap stopped instead.
         """
         self._request(_REPLACE, dict(environment), done)
+
+    def handoff(self, environment: Mapping[str, str], done: Done | None = None) -> None:
+        """Start a new generation with ``environment`` while the current one runs;
+        once it is ready, retire the current one. Needs a readiness check.
+
+        ``done`` gets the new PID once it is ready (and the old generation has been
+        asked to stop), a :class:`Rejected` when it failed (it is stopped, the
+        current generation keeps running), or None when a newer handoff
+        superseded it or envwrap stops.
+        """
+        self._request(_HANDOFF, dict(environment), done)
 
     def send(self, signum: int, done: Done | None = None) -> None:
         """Send ``signum`` to the program's process group; ``done`` gets whether
@@ -261,9 +362,12 @@ class Supervisor:
             self._terminal = posix.controlling_terminal()
         try:
             try:
-                self._spawn(self._environment)
+                self._spawn(self._environment, INITIAL)
             except OSError as exc:
                 raise command_error(self.argv[0], exc) from None
+            assert self._child is not None
+            self._watch_ready(self._child, self._environment, reason=INITIAL, previous=None,
+                              handoff=False, done=[])
             while self._result is None:
                 self._step(self._signals.wait(self._timeout()))
             return self._result
@@ -271,6 +375,8 @@ class Supervisor:
             child = self._child
             if child is not None and child.alive and self._result is None:
                 child.kill_tree()  # a bug in envwrap must not leave the program behind
+            for other in self._others():
+                other.kill_tree()
             raise
         finally:
             self._uninstall()
@@ -294,14 +400,20 @@ class Supervisor:
         for done in self._replace_done:
             done(None)
         self._replace_done = []
+        self._drop_probation()
         if self._terminal is not None and self._child is not None:
             self._reclaim_terminal(self._child)
 
     def _timeout(self) -> float | None:
-        """Seconds until the stop deadline; None (block) when there is none."""
-        if self._deadline is None:
+        """Seconds until the next deadline; None (block) when there is none."""
+        deadlines = [r.deadline for r in self._retiring]
+        if self._deadline is not None:
+            deadlines.append(self._deadline)
+        if self._probation is not None:
+            deadlines.append(self._probation.deadline)
+        if not deadlines:
             return None
-        return max(0.0, self._deadline - self._clock())
+        return max(0.0, min(deadlines) - self._clock())
 
     def _step(self, signals: list[int]) -> None:
         for signum in signals:
@@ -309,6 +421,8 @@ class Supervisor:
         self._reap()
         self._on_commands()
         self._on_time()
+        self._on_generation_time()
+        self._prune_retired()
         self._advance()
 
     # --- signals ---------------------------------------------------------------------
@@ -339,23 +453,32 @@ class Supervisor:
 
     # --- children --------------------------------------------------------------------
 
-    def _spawn(self, environment: dict[str, str]) -> None:
-        assert self._slate is not None
-        terminal = self._terminal
-        if terminal is not None and posix.terminal_owner(terminal) != os.getpgrp():
-            terminal = None  # a background job does not take the terminal
-        self._child = Child.start(
-            self.argv, environment, self._slate, stdio=self.stdio, terminal=terminal
-        )
+    def _spawn(self, environment: dict[str, str], reason: str = ROTATION) -> None:
+        self._child = self._launch(environment, reason, terminal=True)
         self._environment = environment
-        log.info("started the program", program=self.argv[0], pid=self._child.pid)
+
+    def _launch(self, environment: dict[str, str], reason: str, *, terminal: bool) -> Child:
+        """Start one generation (``terminal``: it may take the terminal)."""
+        assert self._slate is not None
+        tty = self._terminal if terminal else None
+        if tty is not None and posix.terminal_owner(tty) != os.getpgrp():
+            tty = None  # a background job does not take the terminal
+        child = Child.start(
+            self.argv, {**environment, **self.extra_environment}, self._slate,
+            stdio=self.stdio, terminal=tty, passed=self.passed_fds,
+        )
+        log.info("started the program", program=self.argv[0], pid=child.pid, reason=reason)
+        audit.record("start", pid=child.pid, reason=reason)
+        return child
 
     def _reap(self) -> None:
         changes, self._children_left = posix.reap(watch_stops=True)
         for pid, status in changes:
             child = self._child
             if child is None or pid != child.pid or not child.alive:
-                if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                if not self._reap_generation(pid, status) and (
+                    os.WIFEXITED(status) or os.WIFSIGNALED(status)
+                ):
                     log.debug("reaped an orphan", pid=pid)
                 continue
             if os.WIFSTOPPED(status):
@@ -369,9 +492,14 @@ class Supervisor:
 
     def _on_child_exited(self, child: Child) -> None:
         log.info("the program exited", pid=child.pid, code=child.exit_code)
+        audit.record("child_exit", pid=child.pid, code=child.exit_code)
         self._reclaim_terminal(child)
         if self._stopping is not None:
             return  # _advance waits for the rest of the tree
+        if self._current_exited(child):
+            return
+        for other in self._others():  # nothing outlives the program's own end
+            other.signal(self.kill_signal)
         # It ended on its own, which ends envwrap (DESIGN §3). What it left in
         # its process group gets the kill signal, as dumb-init does, but is not
         # waited for: the program's exit must not be delayed by its leftovers.
@@ -419,6 +547,12 @@ class Supervisor:
         self._stopping = reason
         self._deadline = self._clock() + self.kill_timeout
         self._escalated = self._abandoned = False
+        self._drop_probation()
+        if reason != _REPLACE:
+            for other in self._others():  # a stop reaches every generation
+                other.signal(self.kill_signal)
+                if other.stopped and self.kill_signal != _signal.SIGCONT:
+                    other.signal(_signal.SIGCONT)
         child = self._child
         if child is not None and child.alive:
             log.debug("asking the program to stop", pid=child.pid,
@@ -436,6 +570,8 @@ class Supervisor:
         child = self._child
         if not self._escalated:
             killed = child.kill_tree() if child is not None else 0
+            for other in self._others():
+                killed += other.kill_tree()
             log.warning(
                 f"the program did not stop within {self.kill_timeout:g}s of "
                 f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
@@ -476,18 +612,28 @@ class Supervisor:
         environment = self._next_environment or self._environment
         waiting, self._replace_done = self._replace_done, []
         self._next_environment = None
+        reason, self._next_reason = self._next_reason, ROTATION
+        previous = self._verified if reason == ROTATION and self.ready is not None else None
         try:
-            self._spawn(environment)
+            self._spawn(environment, reason)
         except OSError as exc:
             error = command_error(self.argv[0], exc)
+            if previous is not None and previous != environment:
+                log.error(f"cannot restart the program: {error}; starting it again with "
+                          "the previous environment")
+                for done in waiting:
+                    done(Rejected(None, error.exit_code, str(error)))
+                self._next_environment, self._next_reason = previous, ROLLBACK
+                self._start_next()
+                return
             log.error(f"cannot restart the program: {error}")
             self._result = error.exit_code
-            outcome: int | None = None
-        else:
-            assert self._child is not None
-            outcome = self._child.pid
-        for done in waiting:
-            done(outcome)
+            for done in waiting:
+                done(None)
+            return
+        assert self._child is not None
+        self._watch_ready(self._child, environment, reason=reason, previous=previous,
+                          handoff=False, done=waiting)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -502,9 +648,16 @@ class Supervisor:
                         done(None)
                     continue
                 self._next_environment = value
+                self._next_reason = ROTATION
                 if done is not None:
                     self._replace_done.append(done)
                 self._begin_stop(_REPLACE)
+            elif kind == _HANDOFF:
+                assert isinstance(value, dict)
+                self._begin_handoff(value, done)
+            elif kind == _READY:
+                assert isinstance(value, int)
+                self._on_ready(value)
             elif kind == "send":
                 assert isinstance(value, int)
                 delivered = self._forward(value)
@@ -517,3 +670,220 @@ class Supervisor:
                     self._begin_stop(_EXIT)
                 if done is not None:
                     done(value)
+
+    # --- generations: readiness, handoff, rollback (DESIGN §9) ----------------------------
+
+    def _others(self) -> list[Child]:
+        """The live generations other than the current one (a candidate, retiring ones)."""
+        others = [r.child for r in self._retiring if r.child.alive or r.child.group_alive()]
+        if self._candidate is not None:
+            others.append(self._candidate)
+        return others
+
+    def _watch_ready(
+        self,
+        child: Child,
+        environment: dict[str, str],
+        *,
+        reason: str,
+        previous: dict[str, str] | None,
+        handoff: bool,
+        done: list[Done],
+    ) -> None:
+        """Put a new generation on probation, or call it ready at once without a check."""
+        check = self.ready
+        if check is None:
+            self._verified = environment
+            audit.record("ready", pid=child.pid)
+            for callback in done:
+                callback(child.pid)
+            return
+
+        def report(pid: int) -> None:  # on the check's thread
+            self._request(_READY, pid, None)
+
+        self._probation = _Probation(
+            child, environment, reason=reason, previous=previous, handoff=handoff,
+            deadline=self._clock() + self.ready_timeout, done=done, cancel=lambda: None,
+        )
+        self._probation.cancel = check.watch(child.pid, report)
+
+    def _drop_probation(self) -> None:
+        """Stop waiting for readiness (a stop began, or a newer change supersedes it)."""
+        probation, self._probation = self._probation, None
+        if probation is None:
+            return
+        probation.cancel()
+        if probation.handoff and probation.child.alive:
+            self._candidate = None
+            self._retire(probation.child)
+        for callback in probation.done:
+            callback(None)
+
+    def _on_ready(self, pid: int) -> None:
+        probation = self._probation
+        if probation is None or probation.child.pid != pid or not probation.child.alive:
+            return  # a late report: the generation failed or was superseded already
+        self._probation = None
+        probation.cancel()
+        child = probation.child
+        log.info("the program is ready", pid=pid)
+        audit.record("ready", pid=pid)
+        self._verified = probation.environment
+        if probation.handoff:
+            old = self._child
+            self._candidate = None
+            self._child = child
+            self._environment = probation.environment
+            if old is not None and old.alive:
+                self._retire(old)
+        for callback in probation.done:
+            callback(pid)
+
+    def _fail_probation(self, why: str) -> None:
+        """The generation on probation exited or was not ready in time."""
+        probation = self._probation
+        assert probation is not None
+        self._probation = None
+        probation.cancel()
+        child = probation.child
+        if probation.previous is None:
+            for callback in probation.done:
+                callback(None)
+            if probation.reason != ROLLBACK:
+                # the first generation: readiness only reports (DESIGN §9)
+                log.warning(f"the program is not ready: {why}", pid=child.pid)
+                return
+            log.error(f"the program fails with the previous environment too ({why}); stopping",
+                      pid=child.pid)
+            if child.alive and self._stopping is None:
+                self._begin_stop(_STOP)
+            return
+        code = None if child.alive else child.exit_code
+        rejected = Rejected(child.pid, code, why)
+        if probation.handoff:
+            self._candidate = None
+            if child.alive:
+                self._retire(child)
+            log.error(f"the new generation failed ({why}); the previous one keeps running",
+                      pid=child.pid)
+        else:
+            log.error(f"the new generation failed ({why}); starting the program again with "
+                      "the previous environment", pid=child.pid)
+            self._next_environment, self._next_reason = probation.previous, ROLLBACK
+            self._begin_stop(_REPLACE)
+        for callback in probation.done:
+            callback(rejected)
+
+    def _current_exited(self, child: Child) -> bool:
+        """The current generation ended on its own; True when envwrap carries on."""
+        probation = self._probation
+        if probation is None:
+            return False
+        if probation.child is child:
+            if probation.previous is None:
+                self._drop_probation()  # the first generation (or a rollback) ended
+                return False
+            self._fail_probation(f"it exited with code {child.exit_code}")
+            return True
+        candidate = self._candidate
+        if probation.handoff and candidate is not None and candidate.alive:
+            # The old generation died during a handoff: the candidate takes over,
+            # unverified, with nothing to roll back to.
+            log.warning("the program exited during a handoff; the new generation takes over",
+                        pid=child.pid)
+            self._candidate = None
+            self._child = candidate
+            self._environment = probation.environment
+            probation.previous = None
+            probation.handoff = False
+            return True
+        return False
+
+    def _begin_handoff(self, environment: dict[str, str], done: Done | None) -> None:
+        waiting = [done] if done is not None else []
+        current = self._child
+        if (self._result is not None or self._stopping is not None or current is None
+                or not current.alive):
+            for callback in waiting:
+                callback(None)
+            return
+        if self.ready is None:  # pragma: no cover -- the command line requires --ready
+            self._next_environment, self._next_reason = environment, ROTATION
+            self._replace_done.extend(waiting)
+            self._begin_stop(_REPLACE)
+            return
+        self._drop_probation()  # a newer change supersedes a candidate still starting
+        try:
+            candidate = self._launch(environment, ROTATION, terminal=False)
+        except OSError as exc:
+            error = command_error(self.argv[0], exc)
+            log.error(f"cannot start the new generation: {error}; the current one keeps running")
+            for callback in waiting:
+                callback(Rejected(None, error.exit_code, str(error)))
+            return
+        self._candidate = candidate
+        self._watch_ready(candidate, environment, reason=ROTATION, previous=self._environment,
+                          handoff=True, done=waiting)
+
+    def _retire(self, child: Child) -> None:
+        """Ask an old generation to stop; SIGKILL its tree after ``--kill-timeout``."""
+        log.info("asking the previous generation to stop", pid=child.pid,
+                 signal=posix.signal_name(self.kill_signal))
+        child.signal(self.kill_signal)
+        if child.stopped and self.kill_signal != _signal.SIGCONT:
+            child.signal(_signal.SIGCONT)
+        self._retiring.append(_Retiring(child, self._clock() + self.kill_timeout))
+
+    def _reap_generation(self, pid: int, status: int) -> bool:
+        """A state change of a candidate or retiring generation; False if it is neither."""
+        candidate = self._candidate
+        retiring = [r.child for r in self._retiring if r.child.pid == pid and r.child.alive]
+        if candidate is not None and candidate.pid == pid and candidate.alive:
+            child = candidate
+        elif retiring:
+            child = retiring[0]
+        else:
+            return False
+        if os.WIFSTOPPED(status) or os.WIFCONTINUED(status):
+            child.stopped = os.WIFSTOPPED(status)
+            return True
+        child.exited(status)
+        log.info("a generation of the program exited", pid=pid, code=child.exit_code)
+        audit.record("child_exit", pid=pid, code=child.exit_code)
+        probation = self._probation
+        if probation is not None and probation.child is child:
+            self._fail_probation(f"it exited with code {child.exit_code}")
+        elif child is candidate:
+            self._candidate = None
+        return True
+
+    def _on_generation_time(self) -> None:
+        now = self._clock()
+        probation = self._probation
+        if probation is not None and now >= probation.deadline:
+            self._fail_probation(f"not ready within {self.ready_timeout:g}s")
+        for retiring in list(self._retiring):
+            if now < retiring.deadline:
+                continue
+            child = retiring.child
+            if not retiring.escalated:
+                spare = [c for c in (self._child, self._candidate) if c is not None and c.alive]
+                killed = child.kill_tree(spare=spare)
+                log.warning(
+                    f"the previous generation did not stop within {self.kill_timeout:g}s of "
+                    f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
+                    pid=child.pid, processes=killed,
+                )
+                retiring.escalated = True
+                retiring.deadline = now + KILL_GRACE
+            else:
+                log.error("processes of a previous generation survive SIGKILL; no longer "
+                          "waiting for them", pid=child.pid)
+                self._retiring.remove(retiring)
+
+    def _prune_retired(self) -> None:
+        """Forget retired generations once their leader is reaped and their group empty."""
+        self._retiring = [
+            r for r in self._retiring if r.child.alive or r.child.group_alive()
+        ]

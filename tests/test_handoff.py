@@ -1,0 +1,433 @@
+"""Generations end to end (DESIGN §9): handoff, readiness, rollback, no generation left.
+
+Real envwrap, real children, real sockets and signals. The child
+(:data:`CHILD`) serves HTTP on the ``--listen`` socket it finds on fd 3 and
+answers ``{"pid": N, "fp": F}`` (F: the first 12 hex digits of the sha256 of
+its secret, so the tests see which value a generation got without printing
+it). It prints one line per event, with ``os.write`` so that lines of two
+generations sharing the pipe keep their order:
+
+- ``started PID FP PORT`` at once;
+- a value starting with ``bad`` makes it print ``rejecting PID`` and exit 3
+  (a program that refuses a secret);
+- a value starting with ``hang`` makes it serve but never report ready:
+  ``hanging PID NOTIFY_SOCKET``;
+- otherwise, after ``$READY_DELAY`` seconds, ``ready PID FP`` and then
+  ``READY=1`` to ``$NOTIFY_SOCKET`` (printed first, so that the line precedes
+  anything envwrap does about it);
+- ``signal PID NAME`` for SIGTERM/SIGINT, after which it finishes the request
+  in hand and exits 0.
+
+Secrets are ``ref+file://`` files (fast to rotate); one test uses OpenBao.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import envwrap_command
+from tests.fixtures_vault import OpenBao
+from tests.helpers import LineCollector, assert_not_leaked, canary, wait_until
+
+pytestmark = pytest.mark.slow
+
+CHILD = r'''
+import hashlib, json, os, select, signal, socket, sys, time
+
+value = os.environ.get("APP_SECRET", "")
+fp = hashlib.sha256(value.encode()).hexdigest()[:12]
+pid = os.getpid()
+stopping = []
+
+
+def say(line):
+    os.write(1, (line + "\n").encode())
+
+
+def on_signal(signum, frame):
+    say(f"signal {pid} {signal.Signals(signum).name}")
+    stopping.append(signum)
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
+port = listener.getsockname()[1] if listener is not None else 0
+say(f"started {pid} {fp} {port}")
+if value.startswith("bad"):
+    say(f"rejecting {pid}")
+    sys.exit(3)
+if listener is not None:
+    # a shared socket: another generation may take a connection first
+    listener.setblocking(False)
+time.sleep(float(os.environ.get("READY_DELAY", "0.1")))
+notify = os.environ.get("NOTIFY_SOCKET", "")
+if value.startswith("hang"):
+    say(f"hanging {pid} {notify}")
+else:
+    say(f"ready {pid} {fp}")
+    if notify:
+        address = "\0" + notify[1:] if notify.startswith("@") else notify
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", address)
+body = json.dumps({"pid": pid, "fp": fp}).encode()
+while not stopping:
+    if listener is None:
+        time.sleep(0.05)
+        continue
+    readable, _, _ = select.select([listener], [], [], 0.05)
+    if not readable:
+        continue
+    try:
+        conn, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        continue
+    with conn:
+        conn.setblocking(True)
+        conn.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        except OSError:
+            pass
+say(f"exiting {pid}")
+'''
+
+VAR = "APP_SECRET"
+STARTED = re.compile(r"^started (\d+) ([0-9a-f]{12}) (\d+)$", re.M)
+
+
+def fp(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return False
+    return text[text.rfind(b")") + 2 :].split()[0] != b"Z"
+
+
+class Run:
+    """One ``envwrap --watch`` with a ``ref+file://`` secret, the child above, an audit log."""
+
+    def __init__(self, tmp_path: Path, base_env: dict[str, str], value: str, *options: str,
+                 env: dict[str, str] | None = None, secret_ref: str | None = None) -> None:
+        self.secret = tmp_path / "secret"
+        self.rotate(value)
+        self.audit = tmp_path / "audit.jsonl"
+        child = tmp_path / "child.py"
+        child.write_text(CHILD)
+        full_env = {**base_env, VAR: secret_ref or f"ref+file://{self.secret}",
+                    "READY_DELAY": "0.1", **(env or {})}
+        self.process = subprocess.Popen(
+            [*envwrap_command(), "--no-env-file", "--log-level", "info",
+             "--audit-log", str(self.audit), "--watch", "--interval", "300ms", *options,
+             "--", sys.executable, str(child)],
+            env=full_env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.out = LineCollector(self.process.stdout)
+        self.err = LineCollector(self.process.stderr)
+        self.port = 0
+
+    def rotate(self, value: str) -> None:
+        staging = self.secret.with_name("secret.new")
+        staging.write_text(value)
+        os.replace(staging, self.secret)
+
+    def started(self, value: str, timeout: float = 20) -> int:
+        """The pid of the generation started with ``value``; remembers the port."""
+        def found() -> int | None:
+            for match in STARTED.finditer(self.out.text()):
+                if match.group(2) == fp(value):
+                    self.port = int(match.group(3)) or self.port
+                    return int(match.group(1))
+            assert self.process.poll() is None, f"envwrap exited:\n{self.err.text()}"
+            return None
+
+        try:
+            pid = wait_until(found, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstdout:\n{self.out.text()}\nstderr:\n"
+                                 f"{self.err.text()}") from None
+        assert isinstance(pid, int)
+        return pid
+
+    def wait_line(self, line: str, timeout: float = 20) -> None:
+        try:
+            wait_until(lambda: line in self.out.text().splitlines(), timeout=timeout)
+        except AssertionError:
+            raise AssertionError(f"no line {line!r}\nstdout:\n{self.out.text()}\n"
+                                 f"stderr:\n{self.err.text()}") from None
+
+    def line_index(self, line: str) -> int:
+        return self.out.text().splitlines().index(line)
+
+    def events(self, event: str | None = None) -> list[dict[str, object]]:
+        if not self.audit.exists():
+            return []
+        records = [json.loads(line) for line in self.audit.read_text().splitlines() if line]
+        return [r for r in records if event is None or r["event"] == event]
+
+    def wait_event(self, event: str, timeout: float = 20, **fields: object) -> dict[str, object]:
+        def found() -> dict[str, object] | None:
+            for record in self.events(event):
+                if all(record.get(k) == v for k, v in fields.items()):
+                    return record
+            assert self.process.poll() is None, f"envwrap exited:\n{self.err.text()}"
+            return None
+
+        try:
+            record = wait_until(found, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: no {event} {fields}\naudit:\n"
+                                 f"{self.audit.read_text() if self.audit.exists() else ''}\n"
+                                 f"stderr:\n{self.err.text()}") from None
+        assert isinstance(record, dict)
+        return record
+
+    def get(self) -> tuple[int, str]:
+        """One request to the shared socket: (pid, fp) of the generation that answered."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+        answer = json.loads(data.partition(b"\r\n\r\n")[2])
+        return int(answer["pid"]), str(answer["fp"])
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.out.join()
+        self.err.join()
+        return self.process.returncode
+
+    def assert_clean(self, *values: str) -> None:
+        audit = self.audit.read_text() if self.audit.exists() else ""
+        for value in values:
+            assert_not_leaked(value, self.err.text(), self.out.text(), audit)
+
+    def kill_everything(self) -> None:
+        """Teardown safety net: every generation of this run's session."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for match in STARTED.finditer(self.out.text()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(match.group(1))) == self.process.pid:
+                    os.kill(int(match.group(1)), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+HANDOFF = ("--on-change", "handoff", "--ready", "notify", "--listen", "127.0.0.1:0")
+
+
+@pytest.fixture
+def runs(tmp_path: Path, base_env: dict[str, str]) -> Iterator[list[Run]]:
+    started: list[Run] = []
+    yield started
+    for run in started:
+        run.kill_everything()
+
+
+def start(runs: list[Run], tmp_path: Path, base_env: dict[str, str], value: str,
+          *options: str, **kwargs: object) -> Run:
+    run = Run(tmp_path, base_env, value, *options, **kwargs)  # type: ignore[arg-type]
+    runs.append(run)
+    return run
+
+
+def test_old_generation_is_stopped_only_after_the_new_one_is_ready(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, second = canary("good"), canary("good")
+    # a slow start, so that the overlap is long enough to look at
+    run = start(runs, tmp_path, base_env, first, *HANDOFF, env={"READY_DELAY": "1.5"})
+    old = run.started(first)
+    run.wait_line(f"ready {old} {fp(first)}")
+    run.wait_event("ready", pid=old)
+    assert run.get() == (old, fp(first))
+
+    run.rotate(second)
+    new = run.started(second)
+    # both generations run; the old one still answers and has not been asked to stop
+    assert alive(old) and alive(new)
+    assert run.get() == (old, fp(first))
+    assert f"signal {old} SIGTERM" not in run.out.text()
+    run.wait_line(f"signal {old} SIGTERM")
+    assert run.line_index(f"ready {new} {fp(second)}") < run.line_index(f"signal {old} SIGTERM")
+    run.wait_event("rotation", outcome="applied")
+    wait_until(lambda: not alive(old), timeout=20)
+    assert run.get() == (new, fp(second))
+
+    assert run.stop() == 0
+    assert f"signal {new} SIGTERM" in run.out.text()
+    starts = [(e["pid"], e["reason"]) for e in run.events("start")]
+    assert starts == [(old, "initial"), (new, "rotation")]
+    assert {e["pid"] for e in run.events("ready")} == {old, new}
+    assert {(e["pid"], e["code"]) for e in run.events("child_exit")} == {(old, 0), (new, 0)}
+    # the order of events: new ready, then applied, then the old one's exit
+    kinds = [(e["event"], e.get("pid")) for e in run.events()
+             if e["event"] in ("ready", "child_exit")]
+    assert kinds.index(("ready", new)) < kinds.index(("child_exit", old))
+    run.assert_clean(first, second)
+
+
+def test_a_generation_that_exits_is_rolled_back_and_a_later_value_applied(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, bad, good = canary("good"), canary("bad"), canary("good")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF)
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+
+    run.rotate(bad)
+    rejected = run.started(bad)
+    record = run.wait_event("rotation", outcome="rolled_back")
+    assert VAR in str(record["detail"]) and "code 3" in str(record["detail"])
+    assert {"pid": rejected, "code": 3}.items() <= run.wait_event("child_exit", pid=rejected).items()
+    # the old generation kept serving, untouched
+    assert run.get() == (old, fp(first))
+    assert f"signal {old}" not in run.out.text()
+    assert VAR in run.err.text() and "rolled back" in run.err.text()
+
+    run.rotate(good)  # a new change is applied at once, not after the retry delay
+    new = run.started(good)
+    run.wait_event("rotation", outcome="applied")
+    wait_until(lambda: not alive(old), timeout=20)
+    assert run.get() == (new, fp(good))
+    assert run.stop() == 0
+    run.assert_clean(first, bad, good)
+
+
+def test_a_generation_never_ready_is_rolled_back_despite_a_foreign_ready(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, hang = canary("good"), canary("hang")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF, "--ready-timeout", "3s")
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+
+    run.rotate(hang)
+    stuck = run.started(hang)
+    match = wait_until(lambda: re.search(rf"^hanging {stuck} (@\S+)$", run.out.text(), re.M))
+    assert isinstance(match, re.Match)
+    # a process outside the generation claims it is ready: ignored (not its sender)
+    name = match.group(1)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"READY=1", "\0" + name[1:])
+    record = run.wait_event("rotation", outcome="rolled_back")
+    assert "not ready within 3s" in str(record["detail"]) and VAR in str(record["detail"])
+    assert not any(e.get("pid") == stuck for e in run.events("ready"))
+    assert not [e for e in run.events("rotation") if e.get("outcome") == "applied"]
+    run.wait_line(f"signal {stuck} SIGTERM")
+    wait_until(lambda: not alive(stuck), timeout=20)
+    assert alive(old)
+    assert run.get() == (old, fp(first))
+    assert run.stop() == 0
+    run.assert_clean(first, hang)
+
+
+def test_restart_mode_with_ready_starts_the_previous_environment_again(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, bad, good = canary("good"), canary("bad"), canary("good")
+    run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--listen", "127.0.0.1:0")
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+
+    run.rotate(bad)
+    run.started(bad)
+    run.wait_event("rotation", outcome="rolled_back")
+    again = run.wait_event("start", reason="rollback")
+    run.wait_event("ready", pid=again["pid"])
+    assert run.get() == (again["pid"], fp(first))
+    assert [e["outcome"] for e in run.events("restart")] == ["ok"]
+
+    run.rotate(good)
+    new = run.started(good)
+    run.wait_event("rotation", outcome="applied")
+    run.wait_event("ready", pid=new)
+    assert run.get() == (new, fp(good))
+    assert run.stop() == 0
+    run.assert_clean(first, bad, good)
+
+
+def test_sigkill_of_envwrap_during_a_handoff_leaves_no_generation(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, hang = canary("good"), canary("hang")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF)
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    run.rotate(hang)
+    stuck = run.started(hang)
+    assert alive(old) and alive(stuck)
+    os.kill(run.process.pid, signal.SIGKILL)
+    run.process.wait(10)
+    # each generation has PR_SET_PDEATHSIG: both die with envwrap
+    wait_until(lambda: not alive(old) and not alive(stuck), timeout=20)
+    run.assert_clean(first, hang)
+
+
+def test_a_stop_during_a_handoff_reaches_both_generations(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, hang = canary("good"), canary("hang")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF)
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    run.rotate(hang)
+    stuck = run.started(hang)
+    wait_until(lambda: f"hanging {stuck} " in run.out.text(), timeout=20)
+    assert run.stop() == 0  # the current generation's code
+    assert f"signal {old} SIGTERM" in run.out.text()
+    assert f"signal {stuck} SIGTERM" in run.out.text()
+    assert not alive(old) and not alive(stuck)
+
+
+def test_handoff_with_openbao(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str], openbao: OpenBao
+) -> None:
+    first, second = canary("good"), canary("good")
+    openbao.kv2_put("handoff", {"value": first})
+    run = start(runs, tmp_path, {**base_env, **openbao.env()}, first, *HANDOFF,
+                secret_ref="vault://secret/handoff#value")
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    openbao.kv2_put("handoff", {"value": second})
+    new = run.started(second)
+    run.wait_event("rotation", outcome="applied")
+    wait_until(lambda: not alive(old), timeout=20)
+    assert run.get() == (new, fp(second))
+    assert run.stop() == 0
+    run.assert_clean(first, second)
