@@ -592,6 +592,8 @@ class Supervisor:
             return
         if self._children_left and self._adopts_orphans and not self._abandoned:
             return  # orphans of this generation still run (envwrap adopted them)
+        if not self._abandoned and any(other.alive for other in self._others()):
+            return  # another generation (a handoff's) is still on its way out
         reason = self._stopping
         self._stopping = self._deadline = None
         self._escalated = self._abandoned = False
@@ -735,6 +737,11 @@ class Supervisor:
             self._candidate = None
             self._child = child
             self._environment = probation.environment
+            terminal = self._terminal
+            if terminal is not None and old is not None and posix.terminal_owner(terminal) in (
+                old.pid, os.getpgrp()
+            ):
+                posix.take_terminal(terminal, child.pid)  # the terminal follows the program
             if old is not None and old.alive:
                 self._retire(old)
         for callback in probation.done:
