@@ -23,6 +23,7 @@ median time between answers, and latency percentiles.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import socket
 import statistics
@@ -253,8 +254,13 @@ class HttpLoad:
                 delay = next_at - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     break
-                # Behind schedule (a slow answer): go on from now, no catch-up burst.
-                next_at = max(next_at + period, time.monotonic())
+                # Behind schedule (a slow answer): skip the missed slots, no catch-up
+                # burst, and keep this thread's phase, so that threads delayed by the
+                # same stall do not end up firing together.
+                next_at += period
+                behind = time.monotonic() - next_at
+                if behind > 0:
+                    next_at += period * math.ceil(behind / period)
             sample = request_once(self.host, self.port, self.path, self.timeout)
             with self._answered:
                 if len(self._samples) >= self.max_requests:
