@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from envwrap.config import OPTIONS
+from envwrap.config import OPTIONS, parse_args
 from envwrap.refs import parse_value
 from tests.conftest import ROOT
 
@@ -72,11 +73,50 @@ def test_sidecar_image_runs_envwrap_as_non_root() -> None:
     assert re.search(r'^ENTRYPOINT \["envwrap"\]', text, re.M)
 
 
+def dockerfile_command(path: Path) -> list[str]:
+    """ENTRYPOINT + CMD of a Dockerfile whose both are in exec (JSON) form."""
+    text = path.read_text()
+    entrypoint = re.findall(r"^ENTRYPOINT (\[.*\])$", text, re.M)
+    cmd = re.findall(r"^CMD (\[.*\])$", text, re.M)
+    return [*json.loads(entrypoint[-1]), *(json.loads(cmd[-1]) if cmd else [])]
+
+
 def test_app_image_uses_envwrap_as_init_entrypoint() -> None:
-    text = (ROOT / "examples" / "docker" / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["envwrap", "--init", "--watch", "--"]' in text
-    users = re.findall(r"^USER (\S+)", text, re.M)
+    path = ROOT / "examples" / "docker" / "Dockerfile"
+    words = dockerfile_command(path)
+    assert words[0] == "envwrap"
+    assert {"--init", "--watch"} <= set(words[: words.index("--")])
+    assert words[words.index("--") + 1 :] == ["node", "server.js"]
+    users = re.findall(r"^USER (\S+)", path.read_text(), re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+def node_service_commands() -> list[tuple[str, list[str], list[int]]]:
+    """Every place that runs the team's Node service under envwrap: (where, argv, ports)."""
+    found = [("Dockerfile", dockerfile_command(ROOT / "examples" / "docker" / "Dockerfile"), [])]
+    for path in MANIFESTS:
+        for doc in documents(path):
+            for container in containers(doc):
+                words = [*container.get("command", []), *container.get("args", [])]  # type: ignore[misc]
+                if words[:1] == ["envwrap"] and "server.js" in words:
+                    ports = [p["containerPort"] for p in container.get("ports", [])]  # type: ignore[attr-defined]
+                    found.append((path.name, words, ports))
+    return found
+
+
+@pytest.mark.parametrize("where, words, ports", node_service_commands(),
+                         ids=[where for where, _, _ in node_service_commands()])
+def test_node_service_rotates_by_handoff_on_a_socket_envwrap_holds(
+        where: str, words: list[str], ports: list[int]) -> None:
+    # The same parser the real command line goes through: a flag that does not
+    # exist, a bad value or handoff without --ready fails here as it would in the pod.
+    settings = parse_args(words[1:], {})
+    assert settings.on_change == "handoff", where
+    assert settings.ready == "notify", where  # server.js sends READY=1 (examples/node-server)
+    assert settings.listen, where
+    assert settings.argv == ["node", "server.js"], where
+    for port in ports:
+        assert any(address.endswith(f":{port}") for address in settings.listen), (where, port)
 
 
 @pytest.mark.parametrize("name", ["vault.env", "aws.env", ".env.example"])
