@@ -58,17 +58,32 @@ def say(line):
 
 def on_signal(signum, frame):
     say(f"signal {pid} {signal.Signals(signum).name}")
-    stopping.append(signum)
+    if signum in (signal.SIGTERM, signal.SIGINT):
+        stopping.append(signum)
 
 
-signal.signal(signal.SIGTERM, on_signal)
-signal.signal(signal.SIGINT, on_signal)
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    signal.signal(signum, on_signal)
+if value.startswith("stubborn"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 listener = socket.socket(fileno=3) if os.environ.get("LISTEN_FDS") else None
 port = listener.getsockname()[1] if listener is not None else 0
 say(f"started {pid} {fp} {port}")
+if os.environ.get("PRINT_SECRET"):
+    say(f"value {pid} {value}")
 if value.startswith("bad"):
     say(f"rejecting {pid}")
     sys.exit(3)
+if os.path.exists(os.environ.get("FAIL_FLAG", "/nonexistent")):
+    say(f"failing {pid}")
+    sys.exit(4)
+if os.environ.get("GRANDCHILD"):
+    grandchild = os.fork()
+    if grandchild == 0:  # deaf to SIGTERM: only a SIGKILL of the tree ends it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(3600)
+    say(f"grandchild {pid} {grandchild}")
 if listener is not None:
     # a shared socket: another generation may take a connection first
     listener.setblocking(False)
@@ -134,7 +149,9 @@ class Run:
 
     def __init__(self, tmp_path: Path, base_env: dict[str, str], value: str, *options: str,
                  env: dict[str, str] | None = None, secret_ref: str | None = None) -> None:
-        self.secret = tmp_path / "secret"
+        # a folder of its own: file events of the audit log must not wake the watcher
+        (tmp_path / "secrets").mkdir(exist_ok=True)
+        self.secret = tmp_path / "secrets" / "secret"
         self.rotate(value)
         self.audit = tmp_path / "audit.jsonl"
         child = tmp_path / "child.py"
@@ -431,3 +448,74 @@ def test_handoff_with_openbao(
     assert run.get() == (new, fp(second))
     assert run.stop() == 0
     run.assert_clean(first, second)
+
+
+def grandchild_of(run: Run, pid: int) -> int:
+    match = wait_until(lambda: re.search(rf"^grandchild {pid} (\d+)$", run.out.text(), re.M))
+    assert isinstance(match, re.Match)
+    return int(match.group(1))
+
+
+def test_sigkill_reaches_the_old_generations_tree_only(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, second = canary("stubborn"), canary("good")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF, "--kill-timeout", "1s",
+                env={"GRANDCHILD": "1"})
+    old = run.started(first)
+    old_grandchild = grandchild_of(run, old)
+    run.wait_event("ready", pid=old)
+    run.rotate(second)
+    new = run.started(second)
+    new_grandchild = grandchild_of(run, new)
+    run.wait_event("rotation", outcome="applied")
+    # the old generation ignores SIGTERM: SIGKILL after --kill-timeout, to its tree only
+    wait_until(lambda: not alive(old) and not alive(old_grandchild), timeout=30)
+    wait_until(lambda: "sent SIGKILL to its process tree" in run.err.text(), timeout=10)
+    assert alive(new) and alive(new_grandchild)
+    assert run.get() == (new, fp(second))
+    assert run.stop() == 0  # the new generation's code; its grandchild is killed at the end
+    wait_until(lambda: not alive(new_grandchild), timeout=20)
+    run.assert_clean(first, second)
+
+
+def test_signals_and_mask_follow_the_current_generation(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, second = canary("good"), canary("good")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF, "--mask",
+                env={"PRINT_SECRET": "1"})
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    os.kill(run.process.pid, signal.SIGUSR1)
+    run.wait_line(f"signal {old} SIGUSR1")
+    run.rotate(second)
+    new = run.started(second)
+    run.wait_event("rotation", outcome="applied")
+    run.wait_line(f"signal {old} SIGTERM")
+    os.kill(run.process.pid, signal.SIGUSR1)
+    run.wait_line(f"signal {new} SIGUSR1")
+    assert run.out.text().count("SIGUSR1") == 2
+    # both generations printed their secret; --mask hid both
+    assert f"value {old} " in run.out.text() and f"value {new} " in run.out.text()
+    assert run.stop() == 0
+    run.assert_clean(first, second)
+
+
+def test_when_the_previous_environment_fails_too_envwrap_exits_with_its_code(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, bad = canary("good"), canary("bad")
+    flag = tmp_path / "fail-from-now-on"
+    run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--listen", "127.0.0.1:0",
+                env={"FAIL_FLAG": str(flag)})
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    flag.write_text("")
+    run.rotate(bad)
+    assert run.process.wait(30) == 4  # the rolled-back generation's code
+    run.stop()
+    assert [e["reason"] for e in run.events("start")] == ["initial", "rotation", "rollback"]
+    assert [e["code"] for e in run.events("child_exit")] == [0, 3, 4]
+    assert "fails with the previous environment too" in run.err.text()
+    run.assert_clean(first, bad)

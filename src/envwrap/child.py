@@ -106,9 +106,10 @@ class Child:
         this catches processes that left the group (``setsid``, a shell's
         background jobs) or lost their parent. While other generations run
         (a handoff), the victims are only this child, its descendants and the
-        adopted orphans still in its process group; every process of a spared
-        generation (its group, its descendants) is left alone, and an orphan that
-        left its group cannot be attributed, so it is left for the final stop.
+        adopted orphans still in its process group (or in its session, when the
+        program made itself a session leader); every process of a spared
+        generation (group, session, descendants) is left alone, and an orphan
+        that left both cannot be attributed, so it is left for the final stop.
         Returns how many processes were sent SIGKILL. :mod:`psutil` is imported
         only here (50 ms); without it only the group is killed.
         """
@@ -147,17 +148,19 @@ class Child:
         spared: set[int] = set()
         for other in spare:
             spared |= tree(other.pid)
+        leaders = {other.pid for other in spare}
         mine = tree(self.pid)
         own = []
         for process in everyone:
             if process.pid in spared:
                 continue
             try:
-                group = os.getpgid(process.pid)
+                # a generation's process group, or its session if it called setsid
+                marks = {os.getpgid(process.pid), os.getsid(process.pid)}
             except OSError:
                 continue
-            if group in {other.pid for other in spare}:
+            if marks & leaders:
                 continue
-            if process.pid in mine or group == self.pid:
+            if process.pid in mine or self.pid in marks:
                 own.append(process)
         return own

@@ -789,6 +789,10 @@ class Supervisor:
             return False
         if probation.child is child:
             if probation.previous is None:
+                if probation.reason == ROLLBACK:
+                    log.error("the program fails with the previous environment too (it exited "
+                              f"with code {child.exit_code}); envwrap exits with its code",
+                              pid=child.pid)
                 self._drop_probation()  # the first generation (or a rollback) ended
                 return False
             self._fail_probation(f"it exited with code {child.exit_code}")
