@@ -427,8 +427,9 @@ def test_a_stop_during_a_handoff_reaches_both_generations(
     stuck = run.started(hang)
     wait_until(lambda: f"hanging {stuck} " in run.out.text(), timeout=20)
     assert run.stop() == 0  # the current generation's code
-    assert f"signal {old} SIGTERM" in run.out.text()
-    assert f"signal {stuck} SIGTERM" in run.out.text()
+    # once each: a second SIGTERM means "force quit" to many programs
+    assert run.out.text().count(f"signal {old} SIGTERM") == 1
+    assert run.out.text().count(f"signal {stuck} SIGTERM") == 1
     assert not alive(old) and not alive(stuck)
 
 

@@ -400,7 +400,7 @@ class Supervisor:
         for done in self._replace_done:
             done(None)
         self._replace_done = []
-        self._drop_probation()
+        self._drop_probation(retire=False)
         if self._terminal is not None and self._child is not None:
             self._reclaim_terminal(self._child)
 
@@ -498,8 +498,9 @@ class Supervisor:
             return  # _advance waits for the rest of the tree
         if self._current_exited(child):
             return
-        for other in self._others():  # nothing outlives the program's own end
-            other.signal(self.kill_signal)
+        candidate = self._candidate
+        if candidate is not None and candidate.alive:
+            candidate.signal(self.kill_signal)  # nothing outlives the program's own end
         # It ended on its own, which ends envwrap (DESIGN §3). What it left in
         # its process group gets the kill signal, as dumb-init does, but is not
         # waited for: the program's exit must not be delayed by its leftovers.
@@ -547,12 +548,13 @@ class Supervisor:
         self._stopping = reason
         self._deadline = self._clock() + self.kill_timeout
         self._escalated = self._abandoned = False
-        self._drop_probation()
-        if reason != _REPLACE:
-            for other in self._others():  # a stop reaches every generation
-                other.signal(self.kill_signal)
-                if other.stopped and self.kill_signal != _signal.SIGCONT:
-                    other.signal(_signal.SIGCONT)
+        self._drop_probation(retire=False)
+        candidate = self._candidate
+        if reason != _REPLACE and candidate is not None and candidate.alive:
+            # a stop reaches every generation: retiring ones were asked already
+            candidate.signal(self.kill_signal)
+            if candidate.stopped and self.kill_signal != _signal.SIGCONT:
+                candidate.signal(_signal.SIGCONT)
         child = self._child
         if child is not None and child.alive:
             log.debug("asking the program to stop", pid=child.pid,
@@ -710,13 +712,14 @@ class Supervisor:
         )
         self._probation.cancel = check.watch(child.pid, report)
 
-    def _drop_probation(self) -> None:
-        """Stop waiting for readiness (a stop began, or a newer change supersedes it)."""
+    def _drop_probation(self, retire: bool = True) -> None:
+        """Stop waiting for readiness (a stop began, or a newer change supersedes it);
+        a candidate is retired unless ``retire`` is False (the caller stops it)."""
         probation, self._probation = self._probation, None
         if probation is None:
             return
         probation.cancel()
-        if probation.handoff and probation.child.alive:
+        if retire and probation.handoff and probation.child.alive:
             self._candidate = None
             self._retire(probation.child)
         for callback in probation.done:
