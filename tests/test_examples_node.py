@@ -192,3 +192,82 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0() -> None:
         assert proc.wait(10) == 0
         # it stopped accepting: a new connection is refused
         assert request_once("127.0.0.1", port, "/", timeout=5).outcome == "refused"
+
+
+# --- under envwrap: the example and §9 together ----------------------------------------------
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Replace the file at once, as a secret volume does (envwrap watches the folder)."""
+    temporary = path.with_suffix(".new")
+    temporary.write_text(value)
+    os.replace(temporary, path)
+
+
+def rotations(audit: Path, outcome: str) -> int:
+    if not audit.exists():
+        return 0
+    records = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    return sum(1 for r in records if r.get("event") == "rotation" and r.get("outcome") == outcome)
+
+
+def answering_pid(port: int) -> int | None:
+    sample = request_once("127.0.0.1", port, "/", timeout=5)
+    return sample.pid if sample.outcome == "ok" else None
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("perl") is None, reason="the example notifies through perl")
+def test_handoff_under_envwrap_loses_nothing_and_rolls_back_a_rejected_password(
+        tmp_path: Path, base_env: dict[str, str]) -> None:
+    """The demo's story as a test: the real example, envwrap, load, a good and a bad value."""
+    from tests.conftest import envwrap_command
+    from tests.http_load import HttpLoad, summarize
+
+    assert NODE is not None
+    secret_file = tmp_path / "secrets" / "password"
+    secret_file.parent.mkdir()
+    values = [canary("pw"), canary("pw"), canary("pw") + "/breaks-the-url"]
+    write_secret(secret_file, values[0])
+    port = free_port()
+    audit = tmp_path / "audit.jsonl"
+    env = {**base_env, "STARTUP_DELAY_MS": "300",
+           "DATABASE_URL": f"postgresql://workflows:${{ref+file://{secret_file}}}@db:5432/w"}
+    argv = [*envwrap_command(), "--no-env-file", "--watch", "--interval", "1s",
+            "--listen", f"127.0.0.1:{port}", "--ready", "notify", "--on-change", "handoff",
+            "--audit-log", str(audit), "--", NODE, str(SERVER)]
+    with running(argv, env) as (envwrap, output):
+        first = wait_until(lambda: answering_pid(port), timeout=30)
+        assert isinstance(first, int)
+        with HttpLoad("127.0.0.1", port, connections=4, rate=150, timeout=10,
+                      max_seconds=90) as load:
+            assert load.wait_answers(20, timeout=20)
+            begin = time.monotonic()
+            write_secret(secret_file, values[1])
+            wait_until(lambda: rotations(audit, "applied") >= 1 and gone(first), timeout=30)
+            second = wait_until(lambda: answering_pid(port), timeout=10)
+            assert second not in (None, first)
+            write_secret(secret_file, values[2])
+            wait_until(lambda: rotations(audit, "rolled_back") >= 1, timeout=30)
+            since = time.monotonic()
+            assert load.wait_answers(20, timeout=20, since=since)
+            end = time.monotonic()
+        window = summarize(load.samples(), begin, end)
+        assert window.failed == 0, window
+        assert window.pids == (first, second), window  # the rejected one never answered
+        assert not gone(int(str(second))), "the old generation must keep serving"
+        assert envwrap.poll() is None
+        envwrap.send_signal(signal.SIGTERM)
+        assert envwrap.wait(30) == 0
+        text = output.join()
+    assert "DATABASE_URL" in text  # the rollback names the variable...
+    for value in values:  # ...and no output shows a value
+        assert_not_leaked(value, text, audit.read_text())
