@@ -223,3 +223,18 @@ def test_first_generation_ready_by_http_is_reported(
         if process.poll() is None:
             process.kill()
         process.communicate()
+
+
+def test_a_probe_of_the_shared_socket_is_warned_about(
+    tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_envwrap(
+        ["--no-env-file", "--init", "--on-change", "handoff", "--listen", f"127.0.0.1:{port}",
+         "--ready", f"tcp://127.0.0.1:{port}", "--", "true"],
+        env=base_env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--ready probes a --listen socket" in result.stderr

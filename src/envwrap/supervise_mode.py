@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 
+from envwrap import log
 from envwrap.supervisor import Supervisor
 
 TYPE_CHECKING = False
@@ -67,6 +68,9 @@ def run_supervised(
         from envwrap.ready import parse_check
 
         ready = parse_check(settings.ready)
+        if settings.on_change == "handoff" and _probes_a_listener(ready, listeners):
+            log.warning("--ready probes a --listen socket, which the old generation may "
+                        "answer during a handoff; prefer --ready notify or a duration")
         ready.open()  # after the supervisor: its thread must inherit the blocked signals
         supervisor.ready = ready
         supervisor.extra_environment.update(ready.environment())
@@ -96,3 +100,15 @@ def run_supervised(
         if masked is not None:
             masked.close_child_ends()
             masked.join(timeout=5)
+
+
+def _probes_a_listener(check: ReadyCheck, listeners: Sequence[Listener]) -> bool:
+    """Whether an HTTP or TCP check connects to a port envwrap listens on."""
+    port = getattr(check, "port", None)
+    if port is None:
+        return False
+    for listener in listeners:
+        address = listener.sock.getsockname()
+        if isinstance(address, tuple) and address[1] == port:
+            return True
+    return False
