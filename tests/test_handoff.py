@@ -520,3 +520,24 @@ def test_when_the_previous_environment_fails_too_envwrap_exits_with_its_code(
     assert [e["code"] for e in run.events("child_exit")] == [0, 3, 4]
     assert "fails with the previous environment too" in run.err.text()
     run.assert_clean(first, bad)
+
+
+def test_restart_mode_stops_a_generation_never_ready_and_starts_the_previous_again(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, hang = canary("good"), canary("hang")
+    run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--ready-timeout", "2s",
+                "--listen", "127.0.0.1:0")
+    old = run.started(first)
+    run.wait_event("ready", pid=old)
+    run.rotate(hang)
+    stuck = run.started(hang)
+    record = run.wait_event("rotation", outcome="rolled_back")
+    assert "not ready within 2s" in str(record["detail"])
+    run.wait_line(f"signal {stuck} SIGTERM")
+    again = run.wait_event("start", reason="rollback")
+    run.wait_event("ready", pid=again["pid"])
+    assert not alive(stuck)
+    assert run.get() == (again["pid"], fp(first))
+    assert run.stop() == 0
+    run.assert_clean(first, hang)
