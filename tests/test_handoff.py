@@ -127,6 +127,10 @@ say(f"exiting {pid}")
 '''
 
 VAR = "APP_SECRET"
+#: file secrets are watched by file-system events; the poll is a safety net. It
+#: also caps the retry delay of a rolled-back change (DESIGN §9), and a retry
+#: racing the test's own rotations would only blur what the tests look at.
+INTERVAL = "5s"
 STARTED = re.compile(r"^started (\d+) ([0-9a-f]{12}) (\d+)$", re.M)
 
 
@@ -160,7 +164,7 @@ class Run:
                     "READY_DELAY": "0.1", **(env or {})}
         self.process = subprocess.Popen(
             [*envwrap_command(), "--no-env-file", "--log-level", "info",
-             "--audit-log", str(self.audit), "--watch", "--interval", "300ms", *options,
+             "--audit-log", str(self.audit), "--watch", "--interval", INTERVAL, *options,
              "--", sys.executable, str(child)],
             env=full_env, cwd=tmp_path, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -276,6 +280,13 @@ def runs(tmp_path: Path, base_env: dict[str, str]) -> Iterator[list[Run]]:
         run.kill_everything()
 
 
+def serving(run: Run, value: str) -> int:
+    """The pid of the generation started with ``value``, once it is ready."""
+    pid = run.started(value)
+    run.wait_event("ready", pid=pid)
+    return pid
+
+
 def start(runs: list[Run], tmp_path: Path, base_env: dict[str, str], value: str,
           *options: str, **kwargs: object) -> Run:
     run = Run(tmp_path, base_env, value, *options, **kwargs)  # type: ignore[arg-type]
@@ -324,8 +335,7 @@ def test_a_generation_that_exits_is_rolled_back_and_a_later_value_applied(
 ) -> None:
     first, bad, good = canary("good"), canary("bad"), canary("good")
     run = start(runs, tmp_path, base_env, first, *HANDOFF)
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
 
     run.rotate(bad)
     rejected = run.started(bad)
@@ -351,8 +361,7 @@ def test_a_generation_never_ready_is_rolled_back_despite_a_foreign_ready(
 ) -> None:
     first, hang = canary("good"), canary("hang")
     run = start(runs, tmp_path, base_env, first, *HANDOFF, "--ready-timeout", "3s")
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
 
     run.rotate(hang)
     stuck = run.started(hang)
@@ -379,8 +388,7 @@ def test_restart_mode_with_ready_starts_the_previous_environment_again(
 ) -> None:
     first, bad, good = canary("good"), canary("bad"), canary("good")
     run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--listen", "127.0.0.1:0")
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    serving(run, first)
 
     run.rotate(bad)
     run.started(bad)
@@ -404,8 +412,7 @@ def test_sigkill_of_envwrap_during_a_handoff_leaves_no_generation(
 ) -> None:
     first, hang = canary("good"), canary("hang")
     run = start(runs, tmp_path, base_env, first, *HANDOFF)
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
     run.rotate(hang)
     stuck = run.started(hang)
     assert alive(old) and alive(stuck)
@@ -421,8 +428,7 @@ def test_a_stop_during_a_handoff_reaches_both_generations(
 ) -> None:
     first, hang = canary("good"), canary("hang")
     run = start(runs, tmp_path, base_env, first, *HANDOFF)
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
     run.rotate(hang)
     stuck = run.started(hang)
     wait_until(lambda: f"hanging {stuck} " in run.out.text(), timeout=20)
@@ -440,8 +446,7 @@ def test_handoff_with_openbao(
     openbao.kv2_put("handoff", {"value": first})
     run = start(runs, tmp_path, {**base_env, **openbao.env()}, first, *HANDOFF,
                 secret_ref="vault://secret/handoff#value")
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
     openbao.kv2_put("handoff", {"value": second})
     new = run.started(second)
     run.wait_event("rotation", outcome="applied")
@@ -486,8 +491,7 @@ def test_signals_and_mask_follow_the_current_generation(
     first, second = canary("good"), canary("good")
     run = start(runs, tmp_path, base_env, first, *HANDOFF, "--mask",
                 env={"PRINT_SECRET": "1"})
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    old = serving(run, first)
     os.kill(run.process.pid, signal.SIGUSR1)
     run.wait_line(f"signal {old} SIGUSR1")
     run.rotate(second)
@@ -510,8 +514,7 @@ def test_when_the_previous_environment_fails_too_envwrap_exits_with_its_code(
     flag = tmp_path / "fail-from-now-on"
     run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--listen", "127.0.0.1:0",
                 env={"FAIL_FLAG": str(flag)})
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    serving(run, first)
     flag.write_text("")
     run.rotate(bad)
     assert run.process.wait(30) == 4  # the rolled-back generation's code
@@ -528,8 +531,7 @@ def test_restart_mode_stops_a_generation_never_ready_and_starts_the_previous_aga
     first, hang = canary("good"), canary("hang")
     run = start(runs, tmp_path, base_env, first, "--ready", "notify", "--ready-timeout", "2s",
                 "--listen", "127.0.0.1:0")
-    old = run.started(first)
-    run.wait_event("ready", pid=old)
+    serving(run, first)
     run.rotate(hang)
     stuck = run.started(hang)
     record = run.wait_event("rotation", outcome="rolled_back")

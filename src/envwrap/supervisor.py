@@ -220,15 +220,21 @@ class _WakeupPipe:
 
 
 class Supervisor:
-    """Run ``argv`` as envwrap's child until it ends; one generation at a time.
+    """Run ``argv`` as envwrap's child until it ends, one generation after another.
 
     Construct on the main thread, before starting any other thread (signals
     are blocked here, and only threads started afterwards inherit the block),
-    then :meth:`run` on the main thread. :meth:`replace`,
+    then :meth:`run` on the main thread. :meth:`replace`, :meth:`handoff`,
     :meth:`send` and :meth:`request_exit` may be called from any thread, at any
     time (before :meth:`run` too); they return at once, and the optional
     ``done`` callback is called later, on the main thread, with the outcome.
     It must be quick and must not call back into the supervisor synchronously.
+
+    ``passed_fds`` (``--listen`` sockets) reach every generation on fds 3, 4,
+    ...; :attr:`extra_environment` is added to every generation's environment;
+    ``ready`` (a :class:`~envwrap.ready.ReadyCheck`, already open) and
+    ``ready_timeout`` decide when a generation counts as ready (see the module
+    docstring). Only one generation runs at a time unless :meth:`handoff` is used.
     """
 
     def __init__(
