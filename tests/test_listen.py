@@ -32,7 +32,9 @@ for fd in range(3, 3 + count):
         "family": int(sock.family),
         "type": int(sock.type),
         "listening": sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN),
-        "address": sock.getsockname() if sock.family != socket.AF_UNIX else sock.getsockname(),
+        # an abstract unix name comes back as bytes with a leading NUL
+        "address": (lambda a: "@" + a[1:].decode() if isinstance(a, bytes) else a)(
+            sock.getsockname()),
     })
     sock.detach()
 print(json.dumps({
@@ -170,3 +172,12 @@ def test_open_listeners_environment_and_cleanup(tmp_path: Path) -> None:
             listener.close()
     assert not path.exists()
     assert listen_environment([]) == {}
+
+
+def test_an_abstract_unix_socket(tmp_path: Path, base_env: dict[str, str]) -> None:
+    name = f"envwrap-test-{os.getpid()}-{canary()}"
+    answer = report(["--init", "--listen", f"unix:@{name}"], tmp_path, base_env)
+    (sock,) = answer["sockets"]  # type: ignore[misc]
+    assert sock["family"] == socket.AF_UNIX and sock["listening"] == 1
+    assert sock["address"] == f"@{name}"
+    assert answer["LISTEN_FDS"] == "1"

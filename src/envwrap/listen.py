@@ -43,6 +43,11 @@ class Address:
         self.sockaddr = sockaddr
         self.name = name
 
+    @property
+    def abstract(self) -> bool:
+        """A Linux abstract unix socket (``unix:@NAME``): no file on disk."""
+        return isinstance(self.sockaddr, str) and self.sockaddr.startswith("\0")
+
 
 class Listener:
     """One bound, listening socket; for a unix socket, the file it created."""
@@ -54,7 +59,7 @@ class Listener:
         self.sock = sock
         self.path: str | None = None
         self.stat_key: tuple[int, int] | None = None
-        if address.family == socket.AF_UNIX:
+        if address.family == socket.AF_UNIX and not address.abstract:
             assert isinstance(address.sockaddr, str)
             self.path = address.sockaddr
             info = os.stat(self.path)
@@ -91,7 +96,8 @@ def _port(text: str, source: str) -> int:
 
 
 def parse_address(text: str, source: str = "--listen") -> Address:
-    """``HOST:PORT``, ``:PORT``, ``[IPV6]:PORT`` or ``unix:PATH`` -> :class:`Address`.
+    """``HOST:PORT``, ``:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``unix:@NAME``
+    (Linux abstract namespace) -> :class:`Address`.
 
     ``:PORT`` means every interface: IPv6 and IPv4 on one dual-stack socket
     where the system has IPv6, IPv4 only otherwise. A host name is looked up and
@@ -101,8 +107,10 @@ def parse_address(text: str, source: str = "--listen") -> Address:
     where = f"{source} {value!r}"
     if value.startswith("unix:"):
         path = value[len("unix:"):]
-        if not path:
+        if not path or path == "@":
             raise ConfigError(f"{where}: unix: needs a path")
+        if path.startswith("@"):  # abstract namespace, as systemd writes it (unix(7))
+            return Address(value, socket.AF_UNIX, "\0" + path[1:], _name_of(value))
         return Address(value, socket.AF_UNIX, os.path.abspath(path), _name_of(value))
     if value.startswith("["):
         host, bracket, rest = value[1:].partition("]")
@@ -135,8 +143,7 @@ def _bind(address: Address) -> socket.socket:
             # dual-stack: IPv4 clients too (bindv6only=1 would make it IPv6 only)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        if address.family == socket.AF_UNIX:
-            assert isinstance(address.sockaddr, str)
+        if address.family == socket.AF_UNIX and not address.abstract:
             _remove_stale(address)
         sock.bind(address.sockaddr)
         sock.listen(socket.SOMAXCONN)

@@ -261,6 +261,9 @@ def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
     """
     value = text.strip()
     if value == "notify":
+        if not hasattr(socket, "SO_PASSCRED"):
+            raise ConfigError(f"{source}: notify needs Linux (the sender's PID is checked "
+                              "with SO_PASSCRED); use a duration or a probe here")
         return NotifyCheck()
     lowered = value.lower()
     if lowered.startswith(("http://", "https://")):
