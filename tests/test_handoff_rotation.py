@@ -127,9 +127,10 @@ def test_retries_back_off_from_thirty_seconds_up_to_the_interval(audit_log: Path
     delays = []
     original = handler._schedule_retry
 
-    def capture(attempt: int, environment: dict[str, str], detail: str, delay: float) -> None:
+    def capture(attempt: int, environment: dict[str, str], detail: str, composed: Composed,
+                delay: float) -> None:
         delays.append(delay)
-        original(attempt, environment, detail, delay)
+        original(attempt, environment, detail, composed, delay)
         handler._cancel_retry()
 
     handler._schedule_retry = capture  # type: ignore[method-assign]
@@ -163,3 +164,21 @@ def test_without_ready_a_restart_counts_as_applied_at_once(audit_log: Path) -> N
 def test_changed_variables_are_names_only() -> None:
     assert changed_variables({"A": "1", "B": "2", "C": "3"}, {"A": "1", "B": "x", "D": "4"}) == [
         "B", "C", "D"]
+
+
+def test_render_files_go_back_to_the_running_values_on_a_rollback(
+    audit_log: Path, tmp_path: Path
+) -> None:
+    old, bad = canary(), canary()
+    target = tmp_path / "db.env"
+    config = settings("handoff", "notify")
+    config.render = [str(target)]
+    supervisor = Supervisor()
+    handler = RotationHandler(config, {"PATH": "/bin", "DB": old}, supervisor,
+                              composed=composed(DB=old), retry_first=0.05)
+    handler(composed(DB=bad), LOC)
+    assert bad in target.read_text()  # before the new generation starts
+    supervisor.settle(0, Rejected(1, 3, "it exited with code 3"))
+    assert old in target.read_text() and bad not in target.read_text()
+    wait_until(lambda: len(supervisor.requests) == 2, timeout=10)  # the retry renders again
+    assert bad in target.read_text()

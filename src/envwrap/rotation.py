@@ -85,7 +85,9 @@ class RotationHandler:
     as applied once the new generation is ready. One that fails is rolled back by
     the supervisor; this handler records it and tries the same environment
     again after :data:`RETRY_FIRST` seconds (doubling, capped at ``--interval``),
-    or at once when the store changes again.
+    or at once when the store changes again. ``--render`` files follow: they get
+    the new values before the new generation starts, the previous ones back on
+    a rollback (``composed``: what the running program was started with).
     """
 
     def __init__(
@@ -96,12 +98,15 @@ class RotationHandler:
         on_values: Callable[[list[str]], None] | None = None,
         *,
         retry_first: float = RETRY_FIRST,
+        composed: Composed | None = None,
     ) -> None:
         import threading
 
         self.settings = settings
         #: the environment of the running program (the last one applied)
         self.current = child_env
+        #: the values behind it, for --render files to go back to on a rollback
+        self.current_composed = composed
         self.child = child
         self.on_values = on_values
         self.retry_first = retry_first
@@ -135,9 +140,9 @@ class RotationHandler:
             return
         if self.on_values is not None:
             self.on_values(composed.secret_values)
-        self._apply(environment, _names(changed))
+        self._apply(environment, _names(changed), composed)
 
-    def _apply(self, environment: dict[str, str], detail: str) -> None:
+    def _apply(self, environment: dict[str, str], detail: str, composed: Composed) -> None:
         action = self.settings.on_change
         with self._lock:
             if self.verified:
@@ -145,7 +150,7 @@ class RotationHandler:
                 attempt = self._attempt
 
                 def done(outcome: object) -> None:
-                    self._settled(attempt, environment, detail, outcome)
+                    self._settled(attempt, environment, detail, composed, outcome)
 
                 if action == "handoff":
                     log.info("secrets changed; starting a new generation next to the current one")
@@ -156,6 +161,7 @@ class RotationHandler:
                     self.child.replace(environment, done)
                 return
             self.current = environment
+            self.current_composed = composed
         audit.record("rotation", outcome="applied", detail=detail)
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
@@ -171,7 +177,7 @@ class RotationHandler:
             self.child.replace(environment)
 
     def _settled(self, attempt: int, environment: dict[str, str], detail: str,
-                 outcome: object) -> None:
+                 composed: Composed, outcome: object) -> None:
         """The supervisor's verdict on change number ``attempt`` (main thread)."""
         from envwrap.supervisor import Rejected
 
@@ -180,6 +186,7 @@ class RotationHandler:
                 return  # superseded by a newer change, or envwrap is stopping
             if not isinstance(outcome, Rejected):
                 self.current = environment
+                self.current_composed = composed
                 self._failures = 0
                 audit.record("rotation", outcome="applied", detail=detail)
                 log.info("the new secrets are in use", pid=outcome)
@@ -193,10 +200,22 @@ class RotationHandler:
             )
             audit.record("rotation", outcome="rolled_back",
                          detail=f"{outcome.why}; changed variables: {names}")
-            self._schedule_retry(attempt, environment, detail, delay)
+            if self.current_composed is not None and not self._render(self.current_composed):
+                log.error("the --render files keep the rejected values")
+            self._schedule_retry(attempt, environment, detail, composed, delay)
+
+    def _render(self, composed: Composed) -> bool:
+        """Write the --render files; False (logged, audited) if they cannot be written."""
+        try:
+            render_files(self.settings, composed)
+        except EnvwrapError as err:
+            log.error(f"cannot write the --render files: {err}")
+            audit.record("render", outcome=audit.outcome_of(err.exit_code), detail=str(err))
+            return False
+        return True
 
     def _schedule_retry(self, attempt: int, environment: dict[str, str], detail: str,
-                        delay: float) -> None:
+                        composed: Composed, delay: float) -> None:
         import threading
 
         def retry() -> None:
@@ -205,7 +224,8 @@ class RotationHandler:
                     return
                 self._timer = None
             log.info("trying the rolled-back secrets again")
-            self._apply(environment, detail)
+            if self._render(composed):
+                self._apply(environment, detail, composed)
 
         timer = threading.Timer(delay, retry)
         timer.daemon = True
@@ -263,9 +283,8 @@ def start_watching(
     on_values: Callable[[list[str]], None] | None = None,
 ) -> Watcher | None:
     """Start the watcher thread of ``envwrap --watch``; ``None`` when nothing can change."""
-    watcher = build_watcher(
-        settings, resolved, RotationHandler(settings, child_env, child, on_values)
-    )
+    handler = RotationHandler(settings, child_env, child, on_values, composed=resolved.composed)
+    watcher = build_watcher(settings, resolved, handler)
     if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None

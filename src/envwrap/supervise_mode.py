@@ -1,14 +1,19 @@
 """Supervise mode (``--init``, ``--watch``, ``--mask``): the glue around the supervisor.
 
 The :class:`~envwrap.supervisor.Supervisor` knows processes, never secrets.
-Two seams plug into it here:
+These seams plug into it here:
 
 - ``--watch``: :func:`envwrap.rotation.start_watching` gets the supervisor as
-  its ``ChildControl`` and calls its thread-safe ``replace`` / ``send`` /
-  ``request_exit`` from the watcher's threads.
+  its ``ChildControl`` and calls its thread-safe ``replace`` / ``handoff`` /
+  ``send`` / ``request_exit`` from the watcher's threads.
 - ``--mask``: the program's stdout and stderr are pipes that
   :class:`envwrap.mask.MaskedOutput` relays; the supervisor puts their write
   ends on fds 1 and 2 of every generation.
+- ``--listen``: the sockets (bound by the runner) go to every generation on
+  fds 3, 4, ... with ``LISTEN_FDS`` / ``LISTEN_FDNAMES`` (``LISTEN_PID`` is
+  written by the spawned child itself).
+- ``--ready``: the check is opened here, after the supervisor exists (its
+  threads must inherit the blocked signals), and adds ``NOTIFY_SOCKET``.
 """
 
 from __future__ import annotations
