@@ -30,7 +30,11 @@ measured, which alone gets load), rotations alternating between them:
 
 Targets (issue 11): handoff 0 failed requests, a longest gap <= 2x the steady
 one, p99 during rotations <= 2x the steady p99. No secret value in envwrap's
-stderr.
+stderr. "The steady one" is the longest gap of the steady window: the median
+time between two answers (also shown, about 1/rate) is shorter than a single
+scheduling hiccup of a loaded 2-core machine, which the steady windows have too,
+so the like-for-like baseline is the longest silence the same service shows
+when nothing rotates.
 
     .venv/bin/python benchmarks/bench_downtime.py [--rotations 20] [--rate 400]
         [--interval 1s] [--modes restart,listen,handoff,agent] [--json PATH] [--verbose]
@@ -319,6 +323,10 @@ def report(results: dict[str, ModeResult], rate: float, interval: str) -> int:
             ms(p99), ms(steady_p99), ratio(p99, steady_p99),
             f"{result.median(lambda r: r.took):.2f}",
         ))
+    print("  failed: refused, reset or timed-out requests started from the write until the old\n"
+          "    process was gone (+0.5 s); longest gap: the longest time without any answer then;\n"
+          "    vs steady: against the longest gap of the steady window before the write;\n"
+          "    steady gap: the median time between two answers in that window.")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(cell.rjust(w) if i else cell.ljust(w)
