@@ -47,7 +47,6 @@ import contextlib
 import itertools
 import json
 import math
-import os
 import random
 import secrets
 import shutil
@@ -64,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_rotation import Wrapped, base_env, envwrap, running  # noqa: E402
 from tests.fixtures_vault import OpenBao, find_bao, free_port, start_openbao  # noqa: E402
-from tests.http_load import HttpLoad, Sample, summarize  # noqa: E402
+from tests.http_load import HttpLoad, Sample, reaped, request_once, summarize  # noqa: E402
 
 SERVER = ROOT / "examples" / "node-server" / "server.js"
 STARTUP_DELAY_MS = "400"
@@ -125,7 +124,6 @@ class Service:
 
     def current_pid(self, timeout: float = 30.0) -> int:
         """The PID that answers now (waits for the first answer)."""
-        from tests.http_load import request_once
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -137,14 +135,6 @@ class Service:
             time.sleep(0.1)
         tail = self.wrapped.stderr()[-1500:]
         raise SystemExit(f"{MODES[self.key]}: the service did not answer; stderr:\n{tail}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def first_answer_from_other(samples: list[Sample], since: float, old: int) -> float | None:
@@ -181,7 +171,7 @@ def rotate_once(service: Service, rate: float, interval: float,
         ended: float | None = None
         while time.monotonic() < deadline:
             answered = first_answer_from_other(load.samples(), written, old)
-            if answered is not None and gone(old):
+            if answered is not None and reaped(old):
                 ended = max(answered, time.monotonic())
                 break
             time.sleep(0.02)

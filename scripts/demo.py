@@ -35,7 +35,7 @@ from typing import IO, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.http_load import HttpLoad, summarize  # noqa: E402
+from tests.http_load import HttpLoad, reaped, summarize  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "node-server"
@@ -73,15 +73,6 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
 def status(port: int) -> dict[str, object]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
         return dict(json.load(response))
-
-
-def gone(pid: int) -> bool:
-    """Whether ``pid`` has exited and been reaped (by envwrap, its parent)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 class Vault:
@@ -229,7 +220,7 @@ def handoffs(vault: Vault, load: HttpLoad, pid: int) -> int:
         old = pid
         new = wait_for("the new generation",
                        lambda: new_generation(load, rotated_at, old))  # noqa: B023
-        wait_for("the old generation to finish", lambda: gone(old))  # noqa: B023
+        wait_for("the old generation to finish", lambda: reaped(old))  # noqa: B023
         load.wait_answers(20, timeout=10, since=time.monotonic())
         window = summarize(load.samples(), rotated_at, time.monotonic())
         failed_total += window.failed
@@ -255,7 +246,7 @@ def rollback(vault: Vault, load: HttpLoad, pid: int, audit: Path) -> None:
     print(f"audit: {json.dumps(record)}")
     print(f"rolled back: pid {pid} kept answering ({', '.join(map(str, window.pids))} "
           f"answered), {window.failed} of {window.requests} requests failed")
-    if window.failed or window.pids != (pid,) or gone(pid):
+    if window.failed or window.pids != (pid,) or reaped(pid):
         raise SystemExit("demo: the old generation did not keep serving through the rollback")
 
     step("a good password written after it is applied at once")
@@ -264,7 +255,7 @@ def rollback(vault: Vault, load: HttpLoad, pid: int, audit: Path) -> None:
     old = pid
     new = wait_for("the new generation", lambda: new_generation(load, fixed_at, old),
                    timeout=30)
-    wait_for("the old generation to finish", lambda: gone(old))
+    wait_for("the old generation to finish", lambda: reaped(old))
     load.wait_answers(20, timeout=10, since=time.monotonic())
     window = summarize(load.samples(), fixed_at, time.monotonic())
     print(f"applied: pid {old} -> {new}, {window.failed} of {window.requests} requests failed")

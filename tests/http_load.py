@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import socket
 import statistics
@@ -34,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["HttpLoad", "Outcome", "Sample", "Window", "classify_error", "summarize"]
+__all__ = ["HttpLoad", "Outcome", "Sample", "Window", "classify_error", "reaped", "summarize"]
 
 #: ``ok``: a 2xx/3xx answer; ``refused``: nothing listening (ECONNREFUSED);
 #: ``reset``: the connection was reset or closed before a full answer;
@@ -134,6 +135,19 @@ def summarize(samples: Iterable[Sample], start: float | None = None,
         p99=_percentile(latencies, 0.99),
         pids=tuple(pids),
     )
+
+
+def reaped(pid: int) -> bool:
+    """Whether the server process ``pid`` (one an answer named) has exited and been reaped.
+
+    For waiting out an old generation: as root, or as its owner, ``kill(pid, 0)``
+    fails with ESRCH only once no process has that PID, not even a zombie.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def request_once(host: str, port: int, path: str, timeout: float) -> Sample:

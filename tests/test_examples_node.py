@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.helpers import LineCollector, assert_not_leaked, canary, wait_until
-from tests.http_load import request_once
+from tests.http_load import HttpLoad, reaped, request_once, summarize
 
 NODE = shutil.which("node")
 SERVER = ROOT / "examples" / "node-server" / "server.js"
@@ -216,21 +216,12 @@ def answering_pid(port: int) -> int | None:
     return sample.pid if sample.outcome == "ok" else None
 
 
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("perl") is None, reason="the example notifies through perl")
 def test_handoff_under_envwrap_loses_nothing_and_rolls_back_a_rejected_password(
         tmp_path: Path, base_env: dict[str, str]) -> None:
     """The demo's story as a test: the real example, envwrap, load, a good and a bad value."""
     from tests.conftest import envwrap_command
-    from tests.http_load import HttpLoad, summarize
 
     assert NODE is not None
     secret_file = tmp_path / "secrets" / "password"
@@ -252,7 +243,7 @@ def test_handoff_under_envwrap_loses_nothing_and_rolls_back_a_rejected_password(
             assert load.wait_answers(20, timeout=20)
             begin = time.monotonic()
             write_secret(secret_file, values[1])
-            wait_until(lambda: rotations(audit, "applied") >= 1 and gone(first), timeout=30)
+            wait_until(lambda: rotations(audit, "applied") >= 1 and reaped(first), timeout=30)
             second = wait_until(lambda: answering_pid(port), timeout=10)
             assert second not in (None, first)
             write_secret(secret_file, values[2])
@@ -263,7 +254,7 @@ def test_handoff_under_envwrap_loses_nothing_and_rolls_back_a_rejected_password(
         window = summarize(load.samples(), begin, end)
         assert window.failed == 0, window
         assert window.pids == (first, second), window  # the rejected one never answered
-        assert not gone(int(str(second))), "the old generation must keep serving"
+        assert not reaped(int(str(second))), "the old generation must keep serving"
         assert envwrap.poll() is None
         envwrap.send_signal(signal.SIGTERM)
         assert envwrap.wait(30) == 0
