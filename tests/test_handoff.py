@@ -258,13 +258,12 @@ class Run:
             assert_not_leaked(value, self.err.text(), self.out.text(), audit)
 
     def kill_everything(self) -> None:
-        """Teardown safety net: every generation of this run's session."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        for match in STARTED.finditer(self.out.text()):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getsid(int(match.group(1))) == self.process.pid:
-                    os.kill(int(match.group(1)), signal.SIGKILL)
+        """Teardown safety net: every process of this run's session (envwrap started it)."""
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getsid(int(name)) == self.process.pid:
+                        os.kill(int(name), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
 
@@ -543,3 +542,21 @@ def test_restart_mode_stops_a_generation_never_ready_and_starts_the_previous_aga
     assert run.get() == (again["pid"], fp(first))
     assert run.stop() == 0
     run.assert_clean(first, hang)
+
+
+def test_when_the_program_ends_on_its_own_a_retiring_generation_goes_too(
+    runs: list[Run], tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    first, second = canary("stubborn"), canary("good")
+    run = start(runs, tmp_path, base_env, first, *HANDOFF, "--kill-timeout", "60s",
+                env={"GRANDCHILD": "1"})
+    old = serving(run, first)
+    old_grandchild = grandchild_of(run, old)
+    run.rotate(second)
+    new = serving(run, second)
+    run.wait_event("rotation", outcome="applied")
+    assert alive(old) and alive(old_grandchild)  # deaf to SIGTERM, 60s before SIGKILL
+    os.kill(new, signal.SIGTERM)  # the program ends on its own: so does envwrap
+    assert run.process.wait(20) == 0
+    wait_until(lambda: not alive(old) and not alive(old_grandchild), timeout=20)
+    run.assert_clean(first, second)

@@ -504,9 +504,13 @@ class Supervisor:
             return  # _advance waits for the rest of the tree
         if self._current_exited(child):
             return
+        # Nothing outlives the program's own end. The leaders die with envwrap
+        # anyway (PDEATHSIG); this reaches the rest of their process groups.
         candidate = self._candidate
         if candidate is not None and candidate.alive:
-            candidate.signal(self.kill_signal)  # nothing outlives the program's own end
+            candidate.signal(self.kill_signal)
+        for retiring in self._retiring:
+            retiring.child.signal(posix.SIGKILL)  # asked to stop already
         # It ended on its own, which ends envwrap (DESIGN §3). What it left in
         # its process group gets the kill signal, as dumb-init does, but is not
         # waited for: the program's exit must not be delayed by its leftovers.
