@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.helpers import wait_until
-from tests.http_load import HttpLoad, Sample, request_once, summarize
+from tests.http_load import HttpLoad, Sample, reaped, request_once, summarize
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -209,3 +209,18 @@ def test_pids_in_order_of_first_answer_and_latency_percentiles() -> None:
 def test_summarize_of_nothing_is_zeros() -> None:
     window = summarize([])
     assert (window.requests, window.failed, window.longest_gap, window.p99) == (0, 0, 0.0, 0.0)
+
+
+def test_reaped_only_once_the_process_is_gone_and_waited_for() -> None:
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not reaped(proc.pid)
+        proc.kill()
+        wait_until(lambda: proc.poll() is not None, timeout=10)  # poll() reaps it
+        assert reaped(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
