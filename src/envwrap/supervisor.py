@@ -4,13 +4,22 @@ envwrap stays the parent of the program (``--init``, ``--watch``, ``--mask``)
 and does, at least, what tini and dumb-init do (DESIGN §3):
 
 - The program runs in its own process group. Every catchable signal envwrap
-  receives is forwarded to that group exactly once, in arrival order --
-  except SIGCHLD (envwrap's own), the stop signals (below), and signals that
-  envwrap was started with ignored (they stay ignored, for the program too).
-- SIGTERM or SIGINT to envwrap means "stop": the program gets
-  ``--kill-signal``; if it or anything it started is still running after
-  ``--kill-timeout``, every descendant is sent SIGKILL; envwrap then exits
-  with the program's code (128+N for death by signal N).
+  receives is forwarded to that group exactly once, in arrival order, as that
+  same signal (SIGINT stays SIGINT, SIGHUP and SIGQUIT are only forwarded, as
+  tini and dumb-init do) -- except SIGCHLD (envwrap's own), SIGPIPE and
+  SIGXFSZ (see :data:`posix.ENVWRAP_IGNORES`), the synchronous faults, and
+  signals that envwrap was started with ignored (they stay ignored, for the
+  program too).
+- SIGTERM or SIGINT to envwrap also means "stop": SIGINT is forwarded as
+  SIGINT, SIGTERM as ``--kill-signal`` (SIGTERM unless changed); if the
+  program or anything it started is still running after ``--kill-timeout``,
+  every descendant is sent SIGKILL; envwrap then exits with the program's code
+  (128+N for death by signal N).
+- Job control: SIGTSTP, SIGTTIN or SIGTTOU sent to envwrap is forwarded to the
+  program's group, then envwrap stops itself (SIGSTOP), so that whoever sent
+  it sees the whole job stopped; SIGCONT resumes envwrap, which forwards it
+  (dumb-init's behaviour). As PID 1 envwrap cannot stop (the kernel ignores
+  SIGSTOP to a namespace's init from inside it), so it only forwards.
 - envwrap is PID 1 or a child subreaper, and reaps every process that ends up
   its child. This loop is the only caller of ``waitpid``; the program is
   recognised by its PID, so its status is never lost to the reaper.
@@ -59,10 +68,12 @@ if TYPE_CHECKING:
 else:
     import _signal
 
-__all__ = ["KILL_GRACE", "STOP_SIGNALS", "Supervisor"]
+__all__ = ["JOB_CONTROL", "KILL_GRACE", "STOP_SIGNALS", "Supervisor"]
 
 #: the signals that tell envwrap itself to stop
 STOP_SIGNALS = frozenset((_signal.SIGTERM, _signal.SIGINT))
+#: forwarded, then envwrap stops itself (dumb-init's job control)
+JOB_CONTROL = posix.JOB_CONTROL
 #: after SIGKILL, how long to wait for the killed processes to be reaped before
 #: giving up on them (a process in uninterruptible sleep cannot die at once)
 KILL_GRACE = 5.0
@@ -108,6 +119,11 @@ class _WakeupPipe:
     """
 
     def __init__(self, signals: frozenset[int]) -> None:
+        # Only blocked signals are safe from envwrap's own terminal I/O (see
+        # posix.TERMINAL_IO); here nothing is blocked, so those two stay ignored.
+        for signum in signals & posix.TERMINAL_IO:
+            _signal.signal(signum, _signal.SIG_IGN)
+        signals = signals - posix.TERMINAL_IO
         self.read_fd, self.write_fd = os.pipe()  # O_CLOEXEC (PEP 446)
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)  # set_wakeup_fd requires it
@@ -143,6 +159,13 @@ class _WakeupPipe:
         _signal.set_wakeup_fd(-1)
         os.close(self.read_fd)
         os.close(self.write_fd)
+
+
+def _signal_source(signals: frozenset[int]) -> _SignalWait | _WakeupPipe:
+    """sigwaitinfo where it exists; the wakeup pipe elsewhere (tests force it here)."""
+    if hasattr(_signal, "sigtimedwait"):
+        return _SignalWait(signals)
+    return _WakeupPipe(signals)
 
 
 class Supervisor:
@@ -192,10 +215,11 @@ class Supervisor:
             caught |= {_signal.SIGCHLD}
         if getattr(_thread, "_count", lambda: 0)():
             log.debug("threads started before the supervisor may take signals meant for it")
-        self._signals: _SignalWait | _WakeupPipe = (
-            _SignalWait(caught) if hasattr(_signal, "sigtimedwait") else _WakeupPipe(caught)
-        )
+        self._signals = _signal_source(caught)
         self._child: Child | None = None
+        #: envwrap stopped itself after forwarding a job-control signal, and
+        #: has not been continued since
+        self._job_stopped = False
         self._terminal: int | None = None
         self._adopts_orphans = False
         self._children_left = True
@@ -205,6 +229,7 @@ class Supervisor:
         self._deadline: float | None = None
         self._escalated = False
         self._abandoned = False
+        self._stop_signal = kill_signal
         self._exit_code: int | None = None
         self._next_environment: dict[str, str] | None = None
         self._replace_done: list[Done] = []
@@ -322,11 +347,34 @@ class Supervisor:
             return
         if signum in STOP_SIGNALS and self._stopping in (None, _REPLACE):
             log.info("stopping the program", signal=posix.signal_name(signum))
-            self._begin_stop(_STOP)
+            if signum != _signal.SIGTERM and self._stopping is not None:
+                self._forward(signum)  # a replacement already sent the kill signal
+            self._begin_stop(_STOP, signum=None if signum == _signal.SIGTERM else signum)
             return
         if signum == _signal.SIGCONT:
+            self._job_stopped = False
             self._hand_terminal_back()
         self._forward(signum)
+        if signum in JOB_CONTROL:
+            self._stop_self(signum)
+
+    def _stop_self(self, signum: int) -> None:
+        """After forwarding a job-control signal: stop envwrap too, as dumb-init does.
+
+        Whoever sent it (a shell's job control, ``kill -TSTP``) then sees the
+        whole job stopped, and resumes it with SIGCONT, which the loop forwards.
+        """
+        if os.getpid() == 1:
+            return  # SIGSTOP to PID 1 from its own namespace is ignored anyway
+        log.debug("stopping envwrap with the program", signal=posix.signal_name(signum))
+        self._job_stopped = True
+        self._reclaim_terminal_for_stop()
+        os.kill(os.getpid(), _signal.SIGSTOP)
+
+    def _reclaim_terminal_for_stop(self) -> None:
+        """Take the terminal back from the program before stopping (its shell wants it)."""
+        if self._child is not None:
+            self._reclaim_terminal(self._child)
 
     def _forward(self, signum: int) -> bool:
         child = self._child
@@ -385,6 +433,8 @@ class Supervisor:
             return  # no terminal, no shell to hand control to (tini does the same)
         if posix.terminal_owner(terminal) == child.pid:
             posix.take_terminal(terminal, os.getpgrp())
+        if self._job_stopped:
+            return  # envwrap stopped itself with it already (a forwarded SIGTSTP)
         if os.getpid() == 1:
             # Nobody can resume PID 1 (the kernel ignores SIGSTOP sent to it by its
             # own namespace), so resume the program instead of leaving it hanging.
@@ -411,7 +461,8 @@ class Supervisor:
 
     # --- stopping ----------------------------------------------------------------------
 
-    def _begin_stop(self, reason: str) -> None:
+    def _begin_stop(self, reason: str, signum: int | None = None) -> None:
+        """Stop the program with ``signum`` (default ``--kill-signal``), then escalate."""
         if self._stopping is not None:
             if self._stopping == _REPLACE and reason != _REPLACE:
                 self._stopping = reason  # the program is on its way out already
@@ -420,11 +471,12 @@ class Supervisor:
         self._deadline = self._clock() + self.kill_timeout
         self._escalated = self._abandoned = False
         child = self._child
+        sent = self._stop_signal = self.kill_signal if signum is None else signum
         if child is not None and child.alive:
             log.debug("asking the program to stop", pid=child.pid,
-                      signal=posix.signal_name(self.kill_signal))
-            child.signal(self.kill_signal)
-            if child.stopped and self.kill_signal != _signal.SIGCONT:
+                      signal=posix.signal_name(sent))
+            child.signal(sent)
+            if child.stopped and sent != _signal.SIGCONT:
                 child.signal(_signal.SIGCONT)  # a stopped process acts on nothing else
 
     def _on_time(self) -> None:
@@ -438,7 +490,7 @@ class Supervisor:
             killed = child.kill_tree() if child is not None else 0
             log.warning(
                 f"the program did not stop within {self.kill_timeout:g}s of "
-                f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
+                f"{posix.signal_name(self._stop_signal)}; sent SIGKILL to its process tree",
                 processes=killed,
             )
             self._escalated = True
