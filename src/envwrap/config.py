@@ -13,7 +13,9 @@ import os
 
 from envwrap.errors import ConfigError, UsageError
 
-__all__ = ["COMMANDS", "OPTIONS", "Settings", "help_text", "parse_args", "parse_duration"]
+__all__ = [
+    "COMMANDS", "OPTIONS", "Settings", "help_text", "parse_args", "parse_duration", "parse_wait",
+]
 
 COMMANDS = ("run", "check", "export", "sidecar")
 ENV_PREFIX = "ENVWRAP_"
@@ -103,6 +105,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", commands=frozenset({"sidecar"})),
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
+    Option("--wait", "value", "apply a change once nothing changed for MIN, at the latest "
+           "MAX after the first change (quiescence)", default="250ms:2s", metavar="MIN[:MAX]",
+           commands=_WATCHING),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -139,6 +144,7 @@ class Settings:
     mask: bool = False
     target_pid_file: str | None = None
     target_name: str | None = None
+    wait: tuple[float, float] = (0.25, 2.0)
 
     def __init__(self) -> None:
         self.argv = []
@@ -244,6 +250,8 @@ def _apply(settings: Settings, option: Option, value: object, source: str) -> No
         converted = parse_duration(value, source)
     elif option.metavar == "SIGNAL":
         converted = parse_signal(value, source)
+    elif option.dest == "wait":
+        converted = parse_wait(value, source)
     setattr(settings, dest, converted)
 
 
@@ -268,6 +276,16 @@ def parse_duration(text: str, source: str = "duration") -> float:
     if not 0 <= seconds < 10**7:  # also false for NaN
         raise ConfigError(f"{source}: {text!r} is out of range")
     return seconds
+
+
+def parse_wait(text: str, source: str = "--wait") -> tuple[float, float]:
+    """``"250ms:2s"`` -> ``(0.25, 2.0)``; MAX defaults to 4 x MIN, as in consul-template."""
+    low, has_high, high = text.partition(":")
+    minimum = parse_duration(low, source)
+    maximum = parse_duration(high, source) if has_high else 4 * minimum
+    if maximum < minimum:
+        raise ConfigError(f"{source}: {text!r}: MAX must not be shorter than MIN")
+    return minimum, maximum
 
 
 def parse_signal(text: str, source: str = "signal") -> int:

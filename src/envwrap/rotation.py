@@ -128,6 +128,7 @@ def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -
         splay=settings.splay,
         reload=lambda: SecretEnvironment.load(settings, environ),
         dotenv_paths=tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file)),
+        wait=settings.wait,
     )
 
 
