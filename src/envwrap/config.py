@@ -14,7 +14,8 @@ import os
 from envwrap.errors import ConfigError, UsageError
 
 __all__ = [
-    "COMMANDS", "OPTIONS", "Settings", "help_text", "parse_args", "parse_duration", "parse_wait",
+    "COMMANDS", "OPTIONS", "Settings", "help_text", "make_paths_absolute", "parse_args",
+    "parse_duration", "parse_wait",
 ]
 
 COMMANDS = ("run", "check", "export", "sidecar")
@@ -145,6 +146,9 @@ class Settings:
     target_pid_file: str | None = None
     target_name: str | None = None
     wait: tuple[float, float] = (0.25, 2.0)
+    #: the folder envwrap was started in (absolute), once paths are made absolute;
+    #: "" when it cannot be known (it was removed before envwrap started)
+    start_folder: str = ""
 
     def __init__(self) -> None:
         self.argv = []
@@ -276,6 +280,37 @@ def parse_duration(text: str, source: str = "duration") -> float:
     if not 0 <= seconds < 10**7:  # also false for NaN
         raise ConfigError(f"{source}: {text!r} is out of range")
     return seconds
+
+
+#: option values that are paths; ``-`` means stdout/stderr, not a file
+_PATH_METAVARS = ("PATH", "FILE")
+
+
+def make_paths_absolute(settings: Settings) -> None:
+    """Turn every relative path option into an absolute one, against the current folder.
+
+    Supervise and sidecar modes then leave the folder (``chdir("/")``, DESIGN
+    §12), so that envwrap does not keep it busy for its whole life; any path
+    read later (a ``.env`` reload, a ``--render`` write) must not depend on it.
+    Every option whose metavar is PATH or FILE is a path, so a new one is
+    covered as soon as it is in :data:`OPTIONS`.
+    """
+    try:
+        settings.start_folder = os.getcwd()
+    except OSError:  # the folder is gone already: relative paths cannot be resolved
+        return
+    for option in OPTIONS:
+        if option.metavar not in _PATH_METAVARS:
+            continue
+        value = getattr(settings, option.dest)
+        if isinstance(value, list):
+            setattr(settings, option.dest, [_absolute(item) for item in value])
+        elif isinstance(value, str):
+            setattr(settings, option.dest, _absolute(value))
+
+
+def _absolute(path: str) -> str:
+    return path if path == "-" else os.path.abspath(path)
 
 
 def parse_wait(text: str, source: str = "--wait") -> tuple[float, float]:

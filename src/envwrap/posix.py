@@ -248,6 +248,7 @@ def spawn(
     stdio: tuple[int | None, int | None, int | None] = (None, None, None),
     terminal: int | None = None,
     death_signal: int = _signal.SIGKILL,
+    cwd: str | None = None,
 ) -> int:
     """Start ``argv`` in a new process group and return its PID.
 
@@ -255,7 +256,8 @@ def spawn(
     with killpg); the terminal ``terminal`` (a descriptor) as its foreground
     group, before it runs a single instruction of the program; ``death_signal``
     when envwrap dies (Linux); the fds of ``stdio`` on 0, 1, 2 where given, and
-    no other descriptor; the signal mask and dispositions of ``slate``.
+    no other descriptor; the signal mask and dispositions of ``slate``; the
+    working folder ``cwd`` where given (envwrap's own is ``/`` by then).
 
     Raises :class:`OSError` with the ``execve`` errno when the program cannot
     be run (the caller maps it to 126/127); the failed child is reaped here.
@@ -296,7 +298,7 @@ def spawn(
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
             _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
                    prctl=prctl, death_signal=death_signal, parent=parent,
-                   error_write=error_write)
+                   error_write=error_write, cwd=cwd)
     except BaseException:
         os.close(error_read)
         raise
@@ -336,10 +338,13 @@ def _child(
     death_signal: int,
     parent: int,
     error_write: int,
+    cwd: str | None,
 ) -> NoReturn:  # pragma: no cover -- runs in the forked child
     number = errno.ENOEXEC
     try:
         os.setpgid(0, 0)
+        if cwd is not None:
+            os.chdir(cwd)
         if terminal is not None:
             # The child makes itself the terminal's foreground group, as tini
             # does, so that it can never read the terminal before owning it

@@ -22,6 +22,9 @@ __all__ = ["dispatch"]
 
 def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
     """Run the command of ``settings``; ``write`` prints its output (cli owns stdout)."""
+    from envwrap.config import make_paths_absolute
+
+    make_paths_absolute(settings)
     audit.configure(settings.audit_log)
     if settings.command == "check":
         return check(settings, environ, write)

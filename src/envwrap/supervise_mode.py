@@ -14,6 +14,7 @@ Two seams plug into it here:
 from __future__ import annotations
 
 import gc
+import os
 
 from envwrap.supervisor import Supervisor
 
@@ -24,7 +25,19 @@ if TYPE_CHECKING:
     from envwrap.runner import Resolved
     from envwrap.watch import Watcher
 
-__all__ = ["run_supervised"]
+__all__ = ["leave_start_folder", "run_supervised"]
+
+
+def leave_start_folder() -> None:
+    """``chdir("/")``, so that envwrap does not keep its start folder busy (DESIGN §12).
+
+    An unmountable volume, a release folder that cannot be deleted: envwrap
+    lives as long as the program, and its own working folder would pin the
+    folder it was started in. Every path option is absolute by now
+    (:func:`envwrap.config.make_paths_absolute`); the program still starts in
+    the start folder (the supervisor's ``cwd``).
+    """
+    os.chdir("/")
 
 
 def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, str]) -> int:
@@ -46,7 +59,9 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
         child_env,
         kill_signal=settings.kill_signal,
         kill_timeout=settings.kill_timeout,
+        cwd=settings.start_folder or None,
     )
+    leave_start_folder()
     masked: MaskedOutput | None = None
     if settings.mask:
         from envwrap.mask import MaskedOutput

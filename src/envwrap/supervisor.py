@@ -190,8 +190,11 @@ class Supervisor:
         stdio: tuple[int | None, int | None, int | None] = (None, None, None),
         use_terminal: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        cwd: str | None = None,
     ) -> None:
         self.argv = list(argv)
+        #: where the program starts (envwrap's own folder is "/" by then)
+        self.cwd = cwd
         self.kill_signal = kill_signal
         self.kill_timeout = kill_timeout
         #: the program's fds 0, 1, 2 where not envwrap's own (``--mask`` pipes)
@@ -393,7 +396,8 @@ class Supervisor:
         if terminal is not None and posix.terminal_owner(terminal) != os.getpgrp():
             terminal = None  # a background job does not take the terminal
         self._child = Child.start(
-            self.argv, environment, self._slate, stdio=self.stdio, terminal=terminal
+            self.argv, environment, self._slate, stdio=self.stdio, terminal=terminal,
+            cwd=self.cwd,
         )
         self._environment = environment
         log.info("started the program", program=self.argv[0], pid=self._child.pid)

@@ -133,6 +133,8 @@ class Watcher:
         self._dotenv_changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: object | None = None
+        #: the folders the observer watches (see _watch_targets)
+        self._armed: frozenset[str] = frozenset()
         self._backoff: Backoff | None = None
         self._failing: set[Locator] = set()
         self._lease_due: dict[Locator, float] = {}
@@ -212,6 +214,8 @@ class Watcher:
                 self._dotenv_pending = True
                 self.quiet.observe(self.clock())
         self._files_changed.clear()
+        if self._observer is not None and self._watch_targets() != self._armed:
+            self._start_file_events()  # a folder appeared or went away: watch anew
         files = [loc for loc in self.secrets.locators() if loc.scheme == "file"]
         changed, _ = self._detect(files, probe=False)
         self._hold(changed)
@@ -482,9 +486,24 @@ class Watcher:
             folders.setdefault(folder, set()).add(name)
         return folders
 
+    def _watch_targets(self) -> frozenset[str]:
+        """The folders to watch: each wanted folder, or its nearest existing parent.
+
+        A ``.env`` file or a secret's folder that does not exist yet (or was
+        removed) is noticed when it appears in the parent; the events there make
+        :meth:`check_files` arm the watch again, on the folder itself.
+        """
+        targets = set()
+        for folder in self._watched_folders():
+            target = folder
+            while not os.path.isdir(target) and os.path.dirname(target) != target:
+                target = os.path.dirname(target)
+            targets.add(target)
+        return frozenset(targets)
+
     def _start_file_events(self) -> bool:
         """Watch the folders of file secrets and .env files; ``True`` if any is watched."""
-        folders = self._watched_folders()
+        folders = self._watch_targets()
         if not folders:
             return False
         try:
@@ -514,10 +533,11 @@ class Watcher:
             self._observer.stop()  # type: ignore[attr-defined]
         observer = Observer()
         for folder in folders:
-            if os.path.isdir(folder):
+            try:
                 observer.schedule(Handler(), folder, recursive=False)
-            else:
-                log.warning("cannot watch a missing folder; polling it", folder=folder)
+            except OSError:  # gone again, or not readable: the poll still covers it
+                log.warning("cannot watch a folder; polling it", folder=folder)
+        self._armed = folders
         observer.daemon = True
         observer.start()
         self._observer = observer
