@@ -51,6 +51,11 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
     # walks it again, forked children do not copy the pages a collection
     # would touch, and the collection at exit is shorter (~2 ms).
     gc.freeze()
+    # First of all, while envwrap has no other thread: the guardian that empties
+    # envwrap's cgroup if envwrap is SIGKILLed (envwrap.guardian)
+    from envwrap import guardian
+
+    keeper = guardian.start()
     # Then, before any thread exists: the supervisor blocks the signals it
     # takes, and only threads started afterwards (mask relays, the watcher)
     # inherit that block.
@@ -81,6 +86,8 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
             resolved.registry.close()  # nothing will read the stores again
         return supervisor.run()
     finally:
+        if keeper is not None:
+            keeper.release()
         if watcher is not None:
             watcher.stop()
         if masked is not None:
