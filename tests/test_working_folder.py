@@ -202,3 +202,30 @@ def test_a_secret_folder_removed_and_created_again_is_followed(
         err = ew.close()
     assert_not_leaked(old, err)
     assert_not_leaked(new, err)
+
+
+def test_every_path_option_is_made_absolute(workdir: Path) -> None:
+    from envwrap.config import OPTIONS, make_paths_absolute, parse_args
+
+    paths = [o for o in OPTIONS if o.metavar in ("PATH", "FILE")]
+    assert {o.flag for o in paths} >= {"--env-file", "--render", "--audit-log",
+                                       "--require-example", "--target-pid-file"}
+    for command in ("run", "sidecar", "check"):
+        argv = [command] if command != "run" else []
+        for option in paths:
+            if command in option.commands:
+                argv += [option.flag, "rel/" + option.dest]
+        argv += ["--render", "out.env"] if command == "sidecar" else []
+        argv += ["--", "true"] if command == "run" else []
+        settings = parse_args(argv, {})
+        make_paths_absolute(settings)
+        assert settings.start_folder == str(workdir)
+        for option in paths:
+            if command not in option.commands:
+                continue
+            value = getattr(settings, option.dest)
+            for item in value if isinstance(value, list) else [value]:
+                assert os.path.isabs(item), (option.flag, item)
+    settings = parse_args(["--audit-log", "-", "--", "true"], {})
+    make_paths_absolute(settings)
+    assert settings.audit_log == "-"  # stderr, not a file named "-"
