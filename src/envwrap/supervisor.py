@@ -371,13 +371,9 @@ class Supervisor:
             return  # SIGSTOP to PID 1 from its own namespace is ignored anyway
         log.debug("stopping envwrap with the program", signal=posix.signal_name(signum))
         self._job_stopped = True
-        self._reclaim_terminal_for_stop()
-        os.kill(os.getpid(), _signal.SIGSTOP)
-
-    def _reclaim_terminal_for_stop(self) -> None:
-        """Take the terminal back from the program before stopping (its shell wants it)."""
         if self._child is not None:
-            self._reclaim_terminal(self._child)
+            self._reclaim_terminal(self._child)  # the shell will want it back
+        os.kill(os.getpid(), _signal.SIGSTOP)
 
     def _forward(self, signum: int) -> bool:
         child = self._child
