@@ -229,3 +229,28 @@ def test_every_path_option_is_made_absolute(workdir: Path) -> None:
     settings = parse_args(["--audit-log", "-", "--", "true"], {})
     make_paths_absolute(settings)
     assert settings.audit_log == "-"  # stderr, not a file named "-"
+
+
+def test_a_restart_after_the_start_folder_was_removed_starts_in_root(
+    tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    # rmdir succeeds on Linux even while a process sits in the folder; what
+    # must not happen is a restart that fails because it cannot chdir there
+    start = tmp_path / "release-1"
+    start.mkdir()
+    secret = tmp_path / "key"
+    old, new = canary("old"), canary("new")
+    secret.write_text(old)
+    child = ["sh", "-c", 'echo "started $$ $(pwd) $(printf %s "$KEY" | sha256sum | cut -c1-12)";'
+             " exec sleep 300"]
+    ew = Watching(["--no-env-file"], {**base_env, "KEY": f"ref+file://{secret}"}, start, child)
+    try:
+        ew.wait_start(str(start), fp(old))
+        start.rmdir()
+        secret.write_text(new)
+        ew.wait_start("/", fp(new))
+    finally:
+        err = ew.close()
+    assert "the folder envwrap was started in is gone" in err
+    assert_not_leaked(old, err)
+    assert_not_leaked(new, err)
