@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -124,3 +125,25 @@ def test_a_normal_exit_keeps_what_the_program_chose_to_leave_running(
         assert f"envwrap-{ew.pid}" not in Path(f"/proc/{daemon}/cgroup").read_text()
     finally:
         kill_quietly([daemon] if daemon else [])
+
+
+def test_without_a_cgroup_the_guardian_kills_the_descendants_it_has_seen(
+    workdir: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fallback notes envwrap's descendants every 50 ms here (1 s normally);
+    # the negative control above is the same run without any guardian
+    monkeypatch.setattr(support, "envwrap_command",
+                        lambda: [sys.executable, str(HERE / "with_guardian_fallback.py")])
+    ew = Envwrap(["--init", "--", *LEAVER], base_env)
+    pids: list[int] = []
+    try:
+        ew.lines.until("ready")
+        pids = descendants(ew)
+        time.sleep(0.5)  # ten of the guardian's looks: the fallback's documented window
+        assert not any(in_group(pid, ew.pid) for pid in pids)  # really no cgroup
+        os.kill(ew.pid, signal.SIGKILL)
+        ew.proc.wait(10)
+        wait_until(lambda: all(gone(pid) for pid in pids), timeout=10)
+    finally:
+        kill_quietly(pids)
+        ew.close()

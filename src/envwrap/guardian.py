@@ -25,13 +25,17 @@ create a group below its own:
   supervisor has already stopped the program, and whatever it chose to leave
   running is moved back to the parent group rather than killed.
 
+Where no group can be made (cgroup v1 only, a read-only cgroup file system,
+no delegation), the guardian falls back to following envwrap's descendants:
+every :data:`WATCH_EVERY` seconds it notes their PIDs (with their start times,
+so that a recycled PID is never hit); at envwrap's death it SIGKILLs those
+still alive and the process groups they lead. What was started after its last
+look and left its group is missed: the fallback is best effort.
+
 The guardian is forked twice (its parent exits at once), so it is not
 envwrap's child: the supervisor's reaper, which waits for every child before
-a restart, never sees it. Where no group can be made (cgroup v1 only, a
-read-only cgroup file system, no delegation), :func:`start` returns None and
-the program's process group, PDEATHSIG and the supervisor's ``kill_tree``
-are all there is. As PID 1 nothing is needed: the kernel kills the whole PID
-namespace with it.
+a restart, never sees it. As PID 1 nothing is needed: the kernel kills the
+whole PID namespace with it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ __all__ = ["Guardian", "own_cgroup", "start"]
 _RELEASE = b"r"
 #: how long the guardian tries to remove the emptied group
 _REMOVE_TRIES = 50
+#: without a cgroup: how often the guardian notes envwrap's descendants (seconds)
+WATCH_EVERY = 1.0
 
 
 class Guardian:
@@ -58,7 +64,7 @@ class Guardian:
 
     __slots__ = ("group", "write_fd")
 
-    def __init__(self, write_fd: int, group: str) -> None:
+    def __init__(self, write_fd: int, group: str | None) -> None:
         self.write_fd = write_fd
         self.group = group
 
@@ -96,7 +102,7 @@ def own_cgroup() -> str | None:
 
 
 def start() -> Guardian | None:
-    """Make the group and start the guardian, which moves envwrap in; None where it cannot.
+    """Make the group (where possible) and start the guardian; None as PID 1.
 
     Call on the main thread, before the supervisor blocks signals and before
     any other thread starts.
@@ -104,13 +110,13 @@ def start() -> Guardian | None:
     if os.getpid() == 1:
         return None
     parent = own_cgroup()
-    if parent is None:
-        return None
-    group = os.path.join(parent, f"envwrap-{os.getpid()}")
-    try:
-        os.mkdir(group, 0o755)
-    except OSError:
-        return None
+    group: str | None = None
+    if parent is not None:
+        try:
+            os.mkdir(os.path.join(parent, f"envwrap-{os.getpid()}"), 0o755)
+            group = os.path.join(parent, f"envwrap-{os.getpid()}")
+        except OSError:
+            pass  # not ours to write: the fallback
     envwrap = os.getpid()
     read_fd, write_fd = os.pipe()  # O_CLOEXEC: the program inherits neither end
     try:
@@ -118,7 +124,8 @@ def start() -> Guardian | None:
     except OSError:
         os.close(read_fd)
         os.close(write_fd)
-        _remove(group)
+        if group is not None:
+            _remove(group)
         return None
     if middle == 0:  # pragma: no cover -- the intermediate process
         try:
@@ -136,7 +143,7 @@ def start() -> Guardian | None:
 
 
 def _guard(
-    read_fd: int, group: str, parent: str, envwrap: int
+    read_fd: int, group: str | None, parent: str | None, envwrap: int
 ) -> NoReturn:  # pragma: no cover -- forked
     """The guardian: wait for envwrap's end, then empty and remove the group."""
     try:
@@ -152,17 +159,79 @@ def _guard(
         os.closerange(3, read_fd)
         os.closerange(read_fd + 1, 65536)
         os.chdir("/")
-        _adopt(group, envwrap)
-        said = b""
-        while chunk := os.read(read_fd, 16):
-            said += chunk
-        if _RELEASE in said:
-            _move_out(group, parent)
+        if group is None or parent is None:
+            said, known = _follow(read_fd, envwrap)
+            if _RELEASE not in said:
+                _kill_known(known)
         else:
-            _write(os.path.join(group, "cgroup.kill"), "1")
-        _remove(group)
+            _guard_group(read_fd, group, parent, envwrap)
     finally:
         os._exit(0)
+
+
+def _guard_group(read_fd: int, group: str, parent: str, envwrap: int) -> None:
+    _adopt(group, envwrap)
+    said = b""
+    while chunk := os.read(read_fd, 16):
+        said += chunk
+    if _RELEASE in said:
+        _move_out(group, parent)
+    else:
+        _write(os.path.join(group, "cgroup.kill"), "1")
+    _remove(group)
+
+
+def _follow(read_fd: int, envwrap: int) -> tuple[bytes, dict[int, int]]:
+    """No group: note envwrap's descendants until the pipe's EOF; what was said, and them."""
+    import select
+
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
+    known: dict[int, int] = {}  # pid -> start time
+    said = b""
+    while True:
+        for pid in _descendants(envwrap):
+            if pid not in known:
+                started = _start_time(pid)
+                if started is not None:
+                    known[pid] = started
+        for pid in [pid for pid, started in known.items() if _start_time(pid) != started]:
+            del known[pid]  # gone (or its PID reused): forget it
+        if poller.poll(int(WATCH_EVERY * 1000)):
+            chunk = os.read(read_fd, 16)
+            if not chunk:
+                return said, known
+            said += chunk
+
+
+def _kill_known(known: dict[int, int]) -> None:
+    """SIGKILL the noted processes that still run, and the process groups they lead."""
+    for pid, started in known.items():
+        if _start_time(pid) != started:
+            continue  # gone, or the PID is someone else's now
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, _signal.SIGKILL)  # members forked since the last look
+        except OSError:
+            pass
+        try:  # noqa: SIM105
+            os.kill(pid, _signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: when the process started (clock ticks after boot)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def _adopt(group: str, envwrap: int) -> None:
