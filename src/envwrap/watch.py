@@ -405,6 +405,7 @@ class Watcher:
                 self._schedule_leases(fetched)
         except EnvwrapError as err:
             log.warning(f"the changed .env cannot be used; keeping the current values: {err}")
+            self._apply(changed)  # secrets that changed meanwhile still count
             return
         self.secrets = secrets
         self._start_file_events()
