@@ -104,8 +104,9 @@ def own_cgroup() -> str | None:
 def start() -> Guardian | None:
     """Make the group (where possible) and start the guardian; None as PID 1.
 
-    Call on the main thread, before the supervisor blocks signals and before
-    any other thread starts.
+    Call on the main thread, before any other thread starts, and before any
+    secret is read: the guardian is a copy of envwrap's memory at this moment,
+    kept for envwrap's whole life.
     """
     if os.getpid() == 1:
         return None

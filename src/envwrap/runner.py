@@ -90,6 +90,14 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
+    keeper = None
+    if settings.supervise or settings.mask:
+        # The guardian (a SIGKILLed envwrap leaves nothing behind) is forked
+        # first: before any secret is in memory, which it would otherwise keep
+        # a copy of for envwrap's whole life, and before any thread exists.
+        from envwrap import guardian
+
+        keeper = guardian.start()
     resolved = resolve(settings, environ)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
@@ -103,7 +111,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         launch.exec_command(settings.argv, child_env)
     from envwrap.supervise_mode import run_supervised
 
-    return run_supervised(settings, resolved, child_env)
+    return run_supervised(settings, resolved, child_env, keeper)
 
 
 def check(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:

@@ -21,6 +21,7 @@ from envwrap.supervisor import Supervisor
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from envwrap.config import Settings
+    from envwrap.guardian import Guardian
     from envwrap.mask import MaskedOutput
     from envwrap.runner import Resolved
     from envwrap.watch import Watcher
@@ -40,8 +41,16 @@ def leave_start_folder() -> None:
     os.chdir("/")
 
 
-def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, str]) -> int:
+def run_supervised(
+    settings: Settings,
+    resolved: Resolved,
+    child_env: dict[str, str],
+    keeper: Guardian | None = None,
+) -> int:
     """Run ``settings.argv`` as envwrap's child and return envwrap's exit code.
+
+    ``keeper`` (:func:`envwrap.guardian.start`, started by the caller before
+    any secret was read) is told at the end that this is a normal exit.
 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
     cannot be started.
@@ -51,11 +60,6 @@ def run_supervised(settings: Settings, resolved: Resolved, child_env: dict[str, 
     # walks it again, forked children do not copy the pages a collection
     # would touch, and the collection at exit is shorter (~2 ms).
     gc.freeze()
-    # First of all, while envwrap has no other thread: the guardian that empties
-    # envwrap's cgroup if envwrap is SIGKILLed (envwrap.guardian)
-    from envwrap import guardian
-
-    keeper = guardian.start()
     # Then, before any thread exists: the supervisor blocks the signals it
     # takes, and only threads started afterwards (mask relays, the watcher)
     # inherit that block.
