@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "src" / "envwrap"
-SUPERVISION = {"posix", "child", "supervisor"}
+SUPERVISION = {"posix", "child", "supervisor", "guardian"}
 STORE_LIBRARIES = ("hvac", "boto3", "botocore", "psutil", "watchdog", "requests")
 
 

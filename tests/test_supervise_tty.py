@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pty
+import shutil
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -16,9 +18,14 @@ from tests.supervise_support import ECHO, Lines, gone
 INTR, SUSP = b"\x03", b"\x1a"  # Ctrl-C, Ctrl-Z with the default termios settings
 
 
-def spawn_in_pty(args: list[str], env: dict[str, str], *, background: bool = False) -> tuple[int, int]:
+def spawn_in_pty(
+    args: list[str], env: dict[str, str], *, background: bool = False,
+    prefix: Sequence[str] = (),
+) -> tuple[int, int]:
     """envwrap in a new session on a new pty, as a terminal emulator would start a shell."""
-    argv = [*envwrap_command(), "--no-env-file", *args]
+    argv = [*prefix, *envwrap_command(), "--no-env-file", *args]
+    if prefix:
+        argv[0] = shutil.which(argv[0]) or argv[0]
     pid, master = pty.fork()
     if pid == 0:  # pragma: no cover -- the child
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from envwrap import posix
+from envwrap import log, posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,13 +44,19 @@ class Child:
         stdio: tuple[int | None, int | None, int | None] = (None, None, None),
         terminal: int | None = None,
         passed: Sequence[int] = (),
+        cwd: str | None = None,
     ) -> Child:
-        """Spawn ``argv``; raises :class:`OSError` (with the exec errno) if it cannot run.
-
-        ``passed`` descriptors (``--listen``) land on its fds 3, 4, ...
+        """Spawn ``argv`` in the folder ``cwd``; raises :class:`OSError` (with the
+        exec errno) if it cannot run. ``passed`` descriptors (``--listen``) land
+        on its fds 3, 4, ...
         """
+        if cwd is not None and not os.path.isdir(cwd):
+            # a restart after the start folder was removed: "/" beats not starting
+            log.warning("the folder envwrap was started in is gone; starting the program in /",
+                        folder=cwd)
+            cwd = "/"
         pid = posix.spawn(argv, environment, slate, stdio=stdio, terminal=terminal,
-                          passed=passed)
+                          passed=passed, cwd=cwd)
         return cls(argv, pid)
 
     @property

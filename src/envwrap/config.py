@@ -13,7 +13,10 @@ import os
 
 from envwrap.errors import ConfigError, UsageError
 
-__all__ = ["COMMANDS", "OPTIONS", "Settings", "help_text", "parse_args", "parse_duration"]
+__all__ = [
+    "COMMANDS", "OPTIONS", "Settings", "help_text", "make_paths_absolute", "parse_args",
+    "parse_duration", "parse_wait",
+]
 
 COMMANDS = ("run", "check", "export", "sidecar")
 ENV_PREFIX = "ENVWRAP_"
@@ -110,6 +113,9 @@ OPTIONS: tuple[Option, ...] = (
            "tcp://HOST:PORT or a duration", metavar="CHECK", commands=_RUN),
     Option("--ready-timeout", "value", "how long a generation may take to become ready",
            default="60s", metavar="DURATION", commands=_RUN),
+    Option("--wait", "value", "apply a change once nothing changed for MIN, at the latest "
+           "MAX after the first change (quiescence)", default="250ms:2s", metavar="MIN[:MAX]",
+           commands=_WATCHING),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -149,6 +155,10 @@ class Settings:
     listen: list[str]
     ready: str | None = None
     ready_timeout: float = 60.0
+    wait: tuple[float, float] = (0.25, 2.0)
+    #: the folder envwrap was started in (absolute), once paths are made absolute;
+    #: "" when it cannot be known (it was removed before envwrap started)
+    start_folder: str = ""
 
     def __init__(self) -> None:
         self.argv = []
@@ -274,6 +284,8 @@ def _apply(settings: Settings, option: Option, value: object, source: str) -> No
         converted = parse_duration(value, source)
     elif option.metavar == "SIGNAL":
         converted = parse_signal(value, source)
+    elif option.dest == "wait":
+        converted = parse_wait(value, source)
     setattr(settings, dest, converted)
 
 
@@ -298,6 +310,47 @@ def parse_duration(text: str, source: str = "duration") -> float:
     if not 0 <= seconds < 10**7:  # also false for NaN
         raise ConfigError(f"{source}: {text!r} is out of range")
     return seconds
+
+
+#: option values that are paths; ``-`` means stdout/stderr, not a file
+_PATH_METAVARS = ("PATH", "FILE")
+
+
+def make_paths_absolute(settings: Settings) -> None:
+    """Turn every relative path option into an absolute one, against the current folder.
+
+    Supervise and sidecar modes then leave the folder (``chdir("/")``, DESIGN
+    §12), so that envwrap does not keep it busy for its whole life; any path
+    read later (a ``.env`` reload, a ``--render`` write) must not depend on it.
+    Every option whose metavar is PATH or FILE is a path, so a new one is
+    covered as soon as it is in :data:`OPTIONS`.
+    """
+    try:
+        settings.start_folder = os.getcwd()
+    except OSError:  # the folder is gone already: relative paths cannot be resolved
+        return
+    for option in OPTIONS:
+        if option.metavar not in _PATH_METAVARS:
+            continue
+        value = getattr(settings, option.dest)
+        if isinstance(value, list):
+            setattr(settings, option.dest, [_absolute(item) for item in value])
+        elif isinstance(value, str):
+            setattr(settings, option.dest, _absolute(value))
+
+
+def _absolute(path: str) -> str:
+    return path if path == "-" else os.path.abspath(path)
+
+
+def parse_wait(text: str, source: str = "--wait") -> tuple[float, float]:
+    """``"250ms:2s"`` -> ``(0.25, 2.0)``; MAX defaults to 4 x MIN, as in consul-template."""
+    low, has_high, high = text.partition(":")
+    minimum = parse_duration(low, source)
+    maximum = parse_duration(high, source) if has_high else 4 * minimum
+    if maximum < minimum:
+        raise ConfigError(f"{source}: {text!r}: MAX must not be shorter than MIN")
+    return minimum, maximum
 
 
 def parse_signal(text: str, source: str = "signal") -> int:

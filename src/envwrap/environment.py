@@ -93,7 +93,9 @@ class SecretEnvironment:
         (64) for a malformed reference, naming the variable.
         """
         dotenv: dict[str, str] = {}
-        for path in sources.dotenv_files(settings.env_file, disabled=settings.no_env_file):
+        for path in sources.dotenv_files(
+            settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder
+        ):
             dotenv.update(sources.load_dotenv_file(path))
         base = sources.merge(environ, dotenv, override=settings.override)
         templates = parse_templates(base)

@@ -26,6 +26,8 @@ else:
 __all__ = [
     "ENVWRAP_IGNORES",
     "FORWARDABLE",
+    "JOB_CONTROL",
+    "TERMINAL_IO",
     "CleanSlate",
     "controlling_terminal",
     "exit_code_of",
@@ -49,16 +51,30 @@ _SYNCHRONOUS = frozenset(
     for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
     if hasattr(_signal, name)
 )
-#: envwrap ignores these for itself and never forwards them:
-#: SIGPIPE/SIGXFSZ as CPython does (a write fails with EPIPE/EFBIG instead), and
-#: SIGTTIN/SIGTTOU because envwrap runs in a background process group once the
-#: child owns the terminal: tcsetpgrp(3) and write(2) to the terminal from a
-#: background group raise SIGTTOU unless it is ignored or blocked, and a caught
-#: SIGTTOU would make CPython retry the call forever (PEP 475).
+#: envwrap ignores these for itself and never forwards them: SIGPIPE and
+#: SIGXFSZ, as CPython does (a write fails with EPIPE/EFBIG instead). They
+#: cannot be blocked and taken like the others: a broken pipe in one of
+#: envwrap's own writes (a log line, a --mask relay) would then queue a SIGPIPE
+#: that the loop would forward to the program as if someone had sent it.
 ENVWRAP_IGNORES = frozenset(
-    getattr(_signal, name)
-    for name in ("SIGPIPE", "SIGXFSZ", "SIGTTIN", "SIGTTOU")
-    if hasattr(_signal, name)
+    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
+)
+#: job control (DESIGN §12): forwarded to the program's group, then envwrap
+#: stops itself. SIGTTIN and SIGTTOU were ignored by envwrap because it runs in
+#: a background group once the program owns the terminal, and tcsetpgrp(3) or a
+#: write to the terminal from a background group raises SIGTTOU. *Blocked* is
+#: as good as ignored there -- the kernel lets the call through and generates
+#: no signal (tty_check_change: "ignored or blocked") -- while a SIGTTOU that
+#: somebody sends is still queued for sigwaitinfo (an ignored one is discarded).
+JOB_CONTROL = frozenset(
+    getattr(_signal, name) for name in ("SIGTSTP", "SIGTTIN", "SIGTTOU") if hasattr(_signal, name)
+)
+#: the two of :data:`JOB_CONTROL` that envwrap's own terminal I/O can raise;
+#: where signals cannot be blocked and waited for (the wakeup-pipe fallback,
+#: macOS) they stay ignored, as a caught one would make CPython retry the
+#: call forever (PEP 475)
+TERMINAL_IO = frozenset(
+    getattr(_signal, name) for name in ("SIGTTIN", "SIGTTOU") if hasattr(_signal, name)
 )
 #: dispositions CPython sets for itself at start-up (SIG_IGN); the child gets
 #: the default back, as in exec mode (launch.restore_signal_defaults)
@@ -233,6 +249,7 @@ def spawn(
     terminal: int | None = None,
     death_signal: int = _signal.SIGKILL,
     passed: Sequence[int] = (),
+    cwd: str | None = None,
 ) -> int:
     """Start ``argv`` in a new process group and return its PID.
 
@@ -244,7 +261,8 @@ def spawn(
     with killpg); the terminal ``terminal`` (a descriptor) as its foreground
     group, before it runs a single instruction of the program; ``death_signal``
     when envwrap dies (Linux); the fds of ``stdio`` on 0, 1, 2 where given, and
-    no other descriptor; the signal mask and dispositions of ``slate``.
+    no other descriptor; the signal mask and dispositions of ``slate``; the
+    working folder ``cwd`` where given (envwrap's own is ``/`` by then).
 
     Raises :class:`OSError` with the ``execve`` errno when the program cannot
     be run (the caller maps it to 126/127); the failed child is reaped here.
@@ -288,7 +306,7 @@ def spawn(
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
             _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
                    prctl=prctl, death_signal=death_signal, parent=parent,
-                   error_write=error_write, passed=tuple(passed))
+                   error_write=error_write, passed=tuple(passed), cwd=cwd)
     except BaseException:
         os.close(error_read)
         raise
@@ -329,10 +347,13 @@ def _child(
     parent: int,
     error_write: int,
     passed: tuple[int, ...] = (),
+    cwd: str | None,
 ) -> NoReturn:  # pragma: no cover -- runs in the forked child
     number = errno.ENOEXEC
     try:
         os.setpgid(0, 0)
+        if cwd is not None:
+            os.chdir(cwd)
         if terminal is not None:
             # The child makes itself the terminal's foreground group, as tini
             # does, so that it can never read the terminal before owning it
@@ -463,11 +484,19 @@ def terminal_owner(fd: int) -> int | None:
 
 
 def take_terminal(fd: int, group: int) -> bool:
-    """Make ``group`` the terminal's foreground group (SIGTTOU is ignored, see above)."""
+    """Make ``group`` the terminal's foreground group.
+
+    SIGTTOU (and SIGTTIN) are blocked around the call: from a background group
+    tcsetpgrp(3) raises SIGTTOU unless it is blocked or ignored, and envwrap
+    catches it (job control) rather than ignoring it.
+    """
+    previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, TERMINAL_IO)
     try:
         os.tcsetpgrp(fd, group)
     except OSError:
         return False
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
     return True
 
 

@@ -271,7 +271,11 @@ def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -
         interval=settings.interval,
         splay=settings.splay,
         reload=lambda: SecretEnvironment.load(settings, environ),
-        dotenv_paths=tuple(sources.dotenv_files(settings.env_file, disabled=settings.no_env_file)),
+        dotenv_paths=tuple(sources.dotenv_files(
+            settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder,
+            missing=True,
+        )),
+        wait=settings.wait,
     )
 
 

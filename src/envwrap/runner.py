@@ -23,6 +23,9 @@ __all__ = ["dispatch"]
 
 def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
     """Run the command of ``settings``; ``write`` prints its output (cli owns stdout)."""
+    from envwrap.config import make_paths_absolute
+
+    make_paths_absolute(settings)
     audit.configure(settings.audit_log)
     if settings.command == "check":
         return check(settings, environ, write)
@@ -88,6 +91,14 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
+    keeper = None
+    if settings.supervise or settings.mask:
+        # The guardian (a SIGKILLed envwrap leaves nothing behind) is forked
+        # first: before any secret is in memory, which it would otherwise keep
+        # a copy of for envwrap's whole life, and before any thread exists.
+        from envwrap import guardian
+
+        keeper = guardian.start()
     resolved = resolve(settings, environ)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
@@ -110,7 +121,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     from envwrap.supervise_mode import run_supervised
 
     try:
-        return run_supervised(settings, resolved, child_env, listeners)
+        return run_supervised(settings, resolved, child_env, listeners, keeper)
     finally:
         for listener in listeners:
             listener.close()

@@ -135,6 +135,8 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
 
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
+    # paths are absolute by now: do not keep the start folder busy (DESIGN §12)
+    os.chdir("/")
     stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:

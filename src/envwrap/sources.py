@@ -21,14 +21,19 @@ __all__ = ["DEFAULT_ENV_FILE", "dotenv_files", "load_dotenv_file", "merge", "mis
 DEFAULT_ENV_FILE = ".env"
 
 
-def dotenv_files(explicit: Iterable[str], *, disabled: bool) -> list[str]:
-    """The ``.env`` files to read: the ``--env-file`` ones, else ``./.env`` if present."""
+def dotenv_files(
+    explicit: Iterable[str], *, disabled: bool, folder: str = "", missing: bool = False
+) -> list[str]:
+    """The ``.env`` files to read: the ``--env-file`` ones, else ``.env`` in ``folder``
+    (the start folder; the current one if empty) if present -- or even when absent
+    with ``missing``, for the watcher, which picks it up once it appears."""
     if disabled:
         return []
     files = list(explicit)
     if files:
         return files
-    return [DEFAULT_ENV_FILE] if os.path.isfile(DEFAULT_ENV_FILE) else []
+    default = os.path.join(folder, DEFAULT_ENV_FILE)
+    return [default] if missing or os.path.isfile(default) else []
 
 
 def load_dotenv_file(path: str) -> dict[str, str]:

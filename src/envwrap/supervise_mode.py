@@ -19,6 +19,7 @@ These seams plug into it here:
 from __future__ import annotations
 
 import gc
+import os
 
 from envwrap import log
 from envwrap.supervisor import Supervisor
@@ -28,13 +29,26 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from envwrap.config import Settings
+    from envwrap.guardian import Guardian
     from envwrap.listen import Listener
     from envwrap.mask import MaskedOutput
     from envwrap.ready import ReadyCheck
     from envwrap.runner import Resolved
     from envwrap.watch import Watcher
 
-__all__ = ["run_supervised"]
+__all__ = ["leave_start_folder", "run_supervised"]
+
+
+def leave_start_folder() -> None:
+    """``chdir("/")``, so that envwrap does not keep its start folder busy (DESIGN §12).
+
+    An unmountable volume, a release folder that cannot be deleted: envwrap
+    lives as long as the program, and its own working folder would pin the
+    folder it was started in. Every path option is absolute by now
+    (:func:`envwrap.config.make_paths_absolute`); the program still starts in
+    the start folder (the supervisor's ``cwd``).
+    """
+    os.chdir("/")
 
 
 def run_supervised(
@@ -42,8 +56,12 @@ def run_supervised(
     resolved: Resolved,
     child_env: dict[str, str],
     listeners: Sequence[Listener] = (),
+    keeper: Guardian | None = None,
 ) -> int:
     """Run ``settings.argv`` as envwrap's child and return envwrap's exit code.
+
+    ``keeper`` (:func:`envwrap.guardian.start`, started by the caller before
+    any secret was read) is told at the end that this is a normal exit.
 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
     cannot be started.
@@ -63,7 +81,9 @@ def run_supervised(
         kill_timeout=settings.kill_timeout,
         passed_fds=[listener.fileno() for listener in listeners],
         ready_timeout=settings.ready_timeout,
+        cwd=settings.start_folder or None,
     )
+    leave_start_folder()
     if listeners:
         from envwrap.listen import listen_environment
 
@@ -98,6 +118,8 @@ def run_supervised(
             resolved.registry.close()  # nothing will read the stores again
         return supervisor.run()
     finally:
+        if keeper is not None:
+            keeper.release()
         if watcher is not None:
             watcher.stop()
         if ready is not None:

@@ -4,13 +4,22 @@ envwrap stays the parent of the program (``--init``, ``--watch``, ``--mask``)
 and does, at least, what tini and dumb-init do (DESIGN §3):
 
 - The program runs in its own process group. Every catchable signal envwrap
-  receives is forwarded to that group exactly once, in arrival order --
-  except SIGCHLD (envwrap's own), the stop signals (below), and signals that
-  envwrap was started with ignored (they stay ignored, for the program too).
-- SIGTERM or SIGINT to envwrap means "stop": the program gets
-  ``--kill-signal``; if it or anything it started is still running after
-  ``--kill-timeout``, every descendant is sent SIGKILL; envwrap then exits
-  with the program's code (128+N for death by signal N).
+  receives is forwarded to that group exactly once, in arrival order, as that
+  same signal (SIGINT stays SIGINT, SIGHUP and SIGQUIT are only forwarded, as
+  tini and dumb-init do) -- except SIGCHLD (envwrap's own), SIGPIPE and
+  SIGXFSZ (see :data:`posix.ENVWRAP_IGNORES`), the synchronous faults, and
+  signals that envwrap was started with ignored (they stay ignored, for the
+  program too).
+- SIGTERM or SIGINT to envwrap also means "stop": SIGINT is forwarded as
+  SIGINT, SIGTERM as ``--kill-signal`` (SIGTERM unless changed); if the
+  program or anything it started is still running after ``--kill-timeout``,
+  every descendant is sent SIGKILL; envwrap then exits with the program's code
+  (128+N for death by signal N).
+- Job control: SIGTSTP, SIGTTIN or SIGTTOU sent to envwrap is forwarded to the
+  program's group, then envwrap stops itself (SIGSTOP), so that whoever sent
+  it sees the whole job stopped; SIGCONT resumes envwrap, which forwards it
+  (dumb-init's behaviour). As PID 1 envwrap cannot stop (the kernel ignores
+  SIGSTOP to a namespace's init from inside it), so it only forwards.
 - envwrap is PID 1 or a child subreaper, and reaps every process that ends up
   its child. This loop is the only caller of ``waitpid``; the program is
   recognised by its PID, so its status is never lost to the reaper.
@@ -73,10 +82,12 @@ if TYPE_CHECKING:
 else:
     import _signal
 
-__all__ = ["KILL_GRACE", "STOP_SIGNALS", "Rejected", "Supervisor"]
+__all__ = ["JOB_CONTROL", "KILL_GRACE", "STOP_SIGNALS", "Rejected", "Supervisor"]
 
 #: the signals that tell envwrap itself to stop
 STOP_SIGNALS = frozenset((_signal.SIGTERM, _signal.SIGINT))
+#: forwarded, then envwrap stops itself (dumb-init's job control)
+JOB_CONTROL = posix.JOB_CONTROL
 #: after SIGKILL, how long to wait for the killed processes to be reaped before
 #: giving up on them (a process in uninterruptible sleep cannot die at once)
 KILL_GRACE = 5.0
@@ -182,6 +193,11 @@ class _WakeupPipe:
     """
 
     def __init__(self, signals: frozenset[int]) -> None:
+        # Only blocked signals are safe from envwrap's own terminal I/O (see
+        # posix.TERMINAL_IO); here nothing is blocked, so those two stay ignored.
+        for signum in signals & posix.TERMINAL_IO:
+            _signal.signal(signum, _signal.SIG_IGN)
+        signals = signals - posix.TERMINAL_IO
         self.read_fd, self.write_fd = os.pipe()  # O_CLOEXEC (PEP 446)
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)  # set_wakeup_fd requires it
@@ -219,6 +235,13 @@ class _WakeupPipe:
         os.close(self.write_fd)
 
 
+def _signal_source(signals: frozenset[int]) -> _SignalWait | _WakeupPipe:
+    """sigwaitinfo where it exists; the wakeup pipe elsewhere (tests force it here)."""
+    if hasattr(_signal, "sigtimedwait"):
+        return _SignalWait(signals)
+    return _WakeupPipe(signals)
+
+
 class Supervisor:
     """Run ``argv`` as envwrap's child until it ends, one generation after another.
 
@@ -250,8 +273,11 @@ class Supervisor:
         passed_fds: Sequence[int] = (),
         ready: ReadyCheck | None = None,
         ready_timeout: float = 60.0,
+        cwd: str | None = None,
     ) -> None:
         self.argv = list(argv)
+        #: where the program starts (envwrap's own folder is "/" by then)
+        self.cwd = cwd
         self.kill_signal = kill_signal
         self.kill_timeout = kill_timeout
         #: the program's fds 0, 1, 2 where not envwrap's own (``--mask`` pipes)
@@ -275,10 +301,11 @@ class Supervisor:
             caught |= {_signal.SIGCHLD}
         if getattr(_thread, "_count", lambda: 0)():
             log.debug("threads started before the supervisor may take signals meant for it")
-        self._signals: _SignalWait | _WakeupPipe = (
-            _SignalWait(caught) if hasattr(_signal, "sigtimedwait") else _WakeupPipe(caught)
-        )
+        self._signals = _signal_source(caught)
         self._child: Child | None = None
+        #: envwrap stopped itself after forwarding a job-control signal, and
+        #: has not been continued since
+        self._job_stopped = False
         self._terminal: int | None = None
         self._adopts_orphans = False
         self._children_left = True
@@ -288,6 +315,7 @@ class Supervisor:
         self._deadline: float | None = None
         self._escalated = False
         self._abandoned = False
+        self._stop_signal = kill_signal
         self._exit_code: int | None = None
         self._next_environment: dict[str, str] | None = None
         self._replace_done: list[Done] = []
@@ -442,11 +470,30 @@ class Supervisor:
             return
         if signum in STOP_SIGNALS and self._stopping in (None, _REPLACE):
             log.info("stopping the program", signal=posix.signal_name(signum))
-            self._begin_stop(_STOP)
+            if signum != _signal.SIGTERM and self._stopping is not None:
+                self._forward(signum)  # a replacement already sent the kill signal
+            self._begin_stop(_STOP, signum=None if signum == _signal.SIGTERM else signum)
             return
         if signum == _signal.SIGCONT:
+            self._job_stopped = False
             self._hand_terminal_back()
         self._forward(signum)
+        if signum in JOB_CONTROL:
+            self._stop_self(signum)
+
+    def _stop_self(self, signum: int) -> None:
+        """After forwarding a job-control signal: stop envwrap too, as dumb-init does.
+
+        Whoever sent it (a shell's job control, ``kill -TSTP``) then sees the
+        whole job stopped, and resumes it with SIGCONT, which the loop forwards.
+        """
+        if os.getpid() == 1:
+            return  # SIGSTOP to PID 1 from its own namespace is ignored anyway
+        log.debug("stopping envwrap with the program", signal=posix.signal_name(signum))
+        self._job_stopped = True
+        if self._child is not None:
+            self._reclaim_terminal(self._child)  # the shell will want it back
+        os.kill(os.getpid(), _signal.SIGSTOP)
 
     def _forward(self, signum: int) -> bool:
         child = self._child
@@ -471,7 +518,7 @@ class Supervisor:
             tty = None  # a background job does not take the terminal
         child = Child.start(
             self.argv, {**environment, **self.extra_environment}, self._slate,
-            stdio=self.stdio, terminal=tty, passed=self.passed_fds,
+            stdio=self.stdio, terminal=tty, passed=self.passed_fds, cwd=self.cwd,
         )
         log.info("started the program", program=self.argv[0], pid=child.pid, reason=reason)
         audit.record("start", pid=child.pid, reason=reason)
@@ -524,6 +571,8 @@ class Supervisor:
             return  # no terminal, no shell to hand control to (tini does the same)
         if posix.terminal_owner(terminal) == child.pid:
             posix.take_terminal(terminal, os.getpgrp())
+        if self._job_stopped:
+            return  # envwrap stopped itself with it already (a forwarded SIGTSTP)
         if os.getpid() == 1:
             # Nobody can resume PID 1 (the kernel ignores SIGSTOP sent to it by its
             # own namespace), so resume the program instead of leaving it hanging.
@@ -550,7 +599,8 @@ class Supervisor:
 
     # --- stopping ----------------------------------------------------------------------
 
-    def _begin_stop(self, reason: str) -> None:
+    def _begin_stop(self, reason: str, signum: int | None = None) -> None:
+        """Stop the program with ``signum`` (default ``--kill-signal``), then escalate."""
         if self._stopping is not None:
             if self._stopping == _REPLACE and reason != _REPLACE:
                 self._stopping = reason  # the program is on its way out already
@@ -559,18 +609,19 @@ class Supervisor:
         self._deadline = self._clock() + self.kill_timeout
         self._escalated = self._abandoned = False
         self._drop_probation(retire=False)
+        sent = self._stop_signal = self.kill_signal if signum is None else signum
         candidate = self._candidate
         if reason != _REPLACE and candidate is not None and candidate.alive:
             # a stop reaches every generation: retiring ones were asked already
-            candidate.signal(self.kill_signal)
-            if candidate.stopped and self.kill_signal != _signal.SIGCONT:
+            candidate.signal(sent)
+            if candidate.stopped and sent != _signal.SIGCONT:
                 candidate.signal(_signal.SIGCONT)
         child = self._child
         if child is not None and child.alive:
             log.debug("asking the program to stop", pid=child.pid,
-                      signal=posix.signal_name(self.kill_signal))
-            child.signal(self.kill_signal)
-            if child.stopped and self.kill_signal != _signal.SIGCONT:
+                      signal=posix.signal_name(sent))
+            child.signal(sent)
+            if child.stopped and sent != _signal.SIGCONT:
                 child.signal(_signal.SIGCONT)  # a stopped process acts on nothing else
 
     def _on_time(self) -> None:
@@ -586,7 +637,7 @@ class Supervisor:
                 killed += other.kill_tree()
             log.warning(
                 f"the program did not stop within {self.kill_timeout:g}s of "
-                f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
+                f"{posix.signal_name(self._stop_signal)}; sent SIGKILL to its process tree",
                 processes=killed,
             )
             self._escalated = True

@@ -8,6 +8,15 @@ compare content), and hands the newly composed environment to its
 file-system events (watchdog) on their folders -- which is what catches the
 Kubernetes ``..data`` symlink swap -- with the poll as a safety net.
 
+Nothing is applied at once: a change waits for quiet (``--wait MIN[:MAX]``,
+consul-template's quiescence, :class:`Quiescence`). Every look that finds
+new content -- a poll, a file re-read after an event -- restarts the MIN timer;
+when it runs out, what changed is read once more and applied only if it is
+still the same, so a burst of writes, or a slow writer caught between its
+truncate and its last write, is one change with the final content. MAX bounds
+the wait after the first change, so a store that changes all the time is still
+followed.
+
 A store that fails never yields an empty or partial environment: the watcher
 keeps the last good values, retries with backoff and jitter, logs names (never
 values), and applies the change once the store is back. The watcher knows
@@ -29,16 +38,58 @@ from envwrap.errors import EnvwrapError
 from envwrap.refs import Locator
 from envwrap.resolve import Backoff
 
-__all__ = ["Watcher"]
+__all__ = ["Quiescence", "Watcher"]
 
-#: quiet time after a file-system event before acting, so that one kubelet
-#: update (several renames) or an editor's save (truncate + write) is one change
-FILE_DEBOUNCE = 0.05
 #: a lease is renewed (or its secret re-read) when this share of it has passed
 LEASE_RENEW_AT = 2 / 3
 JITTER = 0.1
+#: a secret without a version id (a file, KV v1) is re-read at every poll; its
+#: ``access`` audit record is written when the content changed, and at most this
+#: often otherwise, as a heartbeat
+AUDIT_HEARTBEAT = 3600.0
 
 OnChange = Callable[[Composed, set[Locator]], None]
+
+
+class Quiescence:
+    """When to act on changes: ``minimum`` after the last one, ``maximum`` after the first.
+
+    Pure bookkeeping on the times it is given, so that it is tested with a
+    made-up clock. ``(0, 0)`` acts at once.
+    """
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum = minimum
+        self.maximum = max(minimum, maximum)
+        self.first: float | None = None
+        self.last: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.first is not None
+
+    def observe(self, now: float) -> None:
+        """A change was seen at ``now``."""
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def deadline(self) -> float | None:
+        """When the pending changes are due; None when there are none."""
+        if self.first is None or self.last is None:
+            return None
+        return min(self.last + self.minimum, self.first + self.maximum)
+
+    def due(self, now: float) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline
+
+    def overdue(self, now: float) -> bool:
+        """MAX has passed since the first change: act on what there is."""
+        return self.first is not None and now >= self.first + self.maximum
+
+    def reset(self) -> None:
+        self.first = self.last = None
 
 
 class Watcher:
@@ -55,6 +106,7 @@ class Watcher:
         splay: float = 0.0,
         reload: Callable[[], SecretEnvironment] | None = None,
         dotenv_paths: tuple[str, ...] = (),
+        wait: tuple[float, float] = (0.0, 0.0),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secrets = secrets
@@ -68,12 +120,21 @@ class Watcher:
         self.clock = clock
         self.versions: dict[Locator, str | None] = {loc: f.version for loc, f in fetched.items()}
         self.composed: Composed | None = None
+        self.quiet = Quiescence(*wait)
+        #: changed since the last apply, waiting for quiet
+        self._pending: set[Locator] = set()
+        self._dotenv_pending = False
+        self._dotenv_seen: tuple[bytes | None, ...] = ()
+        #: when an ``access`` record was last written for a version-less secret
+        self._audited: dict[Locator, float] = dict.fromkeys(fetched, clock())
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._files_changed = threading.Event()
         self._dotenv_changed = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: object | None = None
+        #: the folders the observer watches (see _watch_targets)
+        self._armed: frozenset[str] = frozenset()
         self._backoff: Backoff | None = None
         self._failing: set[Locator] = set()
         self._lease_due: dict[Locator, float] = {}
@@ -102,14 +163,15 @@ class Watcher:
     def _run(self) -> None:
         next_poll = self.clock() + self._jittered(self.interval)
         while not self._stopping.is_set():
-            timeout = max(0.0, min(next_poll, self._next_deadline()) - self.clock())
+            quiet = self.quiet.deadline()
+            wake_at = min(next_poll, self._next_deadline(), next_poll if quiet is None else quiet)
+            timeout = max(0.0, wake_at - self.clock())
             self._wake.wait(timeout)
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
                 if self._files_changed.is_set() or self._dotenv_changed.is_set():
-                    self._debounce()
                     self.check_files()
                 if self.clock() >= next_poll:
                     # the interval runs from the start of a round, so that a slow
@@ -117,16 +179,10 @@ class Watcher:
                     round_start = self.clock()
                     failed = self.check_once()
                     next_poll = max(self.clock(), round_start + self._next_interval(failed))
+                self.settle()
                 self._renew_due()
             except Exception as exc:  # the watcher must outlive any bug in one round
                 log.error(f"watch round failed ({type(exc).__name__}); keeping current values")
-
-    def _debounce(self) -> None:
-        deadline = self.clock() + 1.0
-        while self.clock() < deadline:
-            self._wake.clear()
-            if not self._wake.wait(FILE_DEBOUNCE):
-                return
 
     def _jittered(self, seconds: float) -> float:
         return seconds * random.uniform(1 - JITTER, 1 + JITTER)
@@ -142,22 +198,80 @@ class Watcher:
     # -- one round ----------------------------------------------------------
 
     def check_once(self) -> bool:
-        """Probe every secret, read what changed, apply; ``True`` if a store failed."""
+        """Probe every secret, read what changed, apply once quiet; ``True`` if a store failed."""
         changed, failed = self._detect(self.secrets.locators())
-        self._apply(changed)
+        self._hold(changed)
+        self.settle()
         return failed
 
     def check_files(self) -> None:
-        """Re-read file secrets (after a file-system event), and ``.env`` if it changed."""
+        """Re-read file secrets (after a file-system event), and see if ``.env`` changed."""
         if self._dotenv_changed.is_set():
             self._dotenv_changed.clear()
-            self._files_changed.clear()
-            self._reload_sources()
-            return
+            seen = self._dotenv_snapshot()
+            if seen != self._dotenv_seen or not self._dotenv_pending:
+                self._dotenv_seen = seen
+                self._dotenv_pending = True
+                self.quiet.observe(self.clock())
         self._files_changed.clear()
+        if self._observer is not None and self._watch_targets() != self._armed:
+            self._start_file_events()  # a folder appeared or went away: watch anew
         files = [loc for loc in self.secrets.locators() if loc.scheme == "file"]
         changed, _ = self._detect(files, probe=False)
-        self._apply(changed)
+        self._hold(changed)
+        self.settle()
+
+    def _hold(self, changed: set[Locator]) -> None:
+        """New content seen: wait for quiet before applying it."""
+        if changed:
+            self._pending |= changed
+            self.quiet.observe(self.clock())
+
+    def settle(self) -> None:
+        """Apply what is pending once the quiet period is over and a last look agrees."""
+        if not (self._pending or self._dotenv_pending):
+            self.quiet.reset()
+            return
+        now = self.clock()
+        if not self.quiet.due(now):
+            return
+        if self.quiet.minimum > 0 and not self.quiet.overdue(now) and self._changed_again():
+            self.quiet.observe(self.clock())
+            return
+        changed, self._pending = self._pending, set()
+        reload, self._dotenv_pending = self._dotenv_pending, False
+        self.quiet.reset()
+        if reload:
+            self._reload_sources(changed)
+        else:
+            self._apply(changed)
+
+    def _changed_again(self) -> bool:
+        """Read what is pending once more: did it change since the last look?"""
+        files = [loc for loc in self._pending if loc.scheme == "file"]
+        others = [loc for loc in self._pending if loc.scheme != "file"]
+        again: set[Locator] = set()
+        if files:
+            again |= self._detect(files, probe=False)[0]
+        if others:
+            again |= self._detect(others)[0]
+        self._pending |= again
+        if self._dotenv_pending:
+            seen = self._dotenv_snapshot()
+            if seen != self._dotenv_seen:
+                self._dotenv_seen = seen
+                return True
+        return bool(again)
+
+    def _dotenv_snapshot(self) -> tuple[bytes | None, ...]:
+        contents: list[bytes | None] = []
+        for path in self.dotenv_paths:
+            try:
+                with open(path, "rb") as handle:
+                    contents.append(handle.read())
+            except OSError:
+                contents.append(None)
+        return tuple(contents)
 
     def _detect(self, locators: list[Locator], probe: bool = True) -> tuple[set[Locator], bool]:
         by_scheme: dict[str, list[Locator]] = {}
@@ -187,7 +301,9 @@ class Watcher:
         started = time.monotonic()
         outcomes = backend.read_many(locators)
         read = {loc: o for loc, o in zip(locators, outcomes, strict=True) if isinstance(o, Fetched)}
-        audit.record_reads(self.secrets.uses(), read, time.monotonic() - started)
+        audit.record_reads(
+            self.secrets.uses(), self._worth_auditing(read), time.monotonic() - started
+        )
         for locator, outcome in zip(locators, outcomes, strict=True):
             if isinstance(outcome, EnvwrapError):
                 self._failed(locator, outcome)
@@ -200,6 +316,24 @@ class Watcher:
             self.fetched[locator] = outcome
             self._schedule_leases({locator: outcome})
         return changed
+
+    def _worth_auditing(self, read: dict[Locator, Fetched]) -> dict[Locator, Fetched]:
+        """Reads that get an ``access`` record: a versioned secret is read only when
+        its version changed; one without a version id is re-read every poll, and
+        recorded only when its content changed, or once per :data:`AUDIT_HEARTBEAT`."""
+        now = self.clock()
+        kept = {}
+        for locator, outcome in read.items():
+            previous = self.fetched.get(locator)
+            if (
+                outcome.version is not None
+                or previous is None
+                or not previous.same_content(outcome)
+                or now - self._audited.get(locator, float("-inf")) >= AUDIT_HEARTBEAT
+            ):
+                kept[locator] = outcome
+                self._audited[locator] = now
+        return kept
 
     def _failed(self, locator: Locator, error: EnvwrapError) -> bool:
         variable, reference = self.secrets.describe(locator)
@@ -254,7 +388,7 @@ class Watcher:
         self.composed = composed
         self.on_change(composed, changed)
 
-    def _reload_sources(self) -> None:
+    def _reload_sources(self, changed: set[Locator]) -> None:
         if self.reload is None:
             return
         try:
@@ -271,11 +405,13 @@ class Watcher:
                 self._schedule_leases(fetched)
         except EnvwrapError as err:
             log.warning(f"the changed .env cannot be used; keeping the current values: {err}")
+            self._apply(changed)  # secrets that changed meanwhile still count
             return
         self.secrets = secrets
         self._start_file_events()
         log.info(".env changed")
-        self._compose_and_notify(set())
+        still_used = set(secrets.locators())
+        self._compose_and_notify({loc for loc in changed if loc in still_used})
 
     # -- leases and the store token ------------------------------------------
 
@@ -351,9 +487,24 @@ class Watcher:
             folders.setdefault(folder, set()).add(name)
         return folders
 
+    def _watch_targets(self) -> frozenset[str]:
+        """The folders to watch: each wanted folder, or its nearest existing parent.
+
+        A ``.env`` file or a secret's folder that does not exist yet (or was
+        removed) is noticed when it appears in the parent; the events there make
+        :meth:`check_files` arm the watch again, on the folder itself.
+        """
+        targets = set()
+        for folder in self._watched_folders():
+            target = folder
+            while not os.path.isdir(target) and os.path.dirname(target) != target:
+                target = os.path.dirname(target)
+            targets.add(target)
+        return frozenset(targets)
+
     def _start_file_events(self) -> bool:
         """Watch the folders of file secrets and .env files; ``True`` if any is watched."""
-        folders = self._watched_folders()
+        folders = self._watch_targets()
         if not folders:
             return False
         try:
@@ -383,10 +534,11 @@ class Watcher:
             self._observer.stop()  # type: ignore[attr-defined]
         observer = Observer()
         for folder in folders:
-            if os.path.isdir(folder):
+            try:
                 observer.schedule(Handler(), folder, recursive=False)
-            else:
-                log.warning("cannot watch a missing folder; polling it", folder=folder)
+            except OSError:  # gone again, or not readable: the poll still covers it
+                log.warning("cannot watch a folder; polling it", folder=folder)
+        self._armed = folders
         observer.daemon = True
         observer.start()
         self._observer = observer

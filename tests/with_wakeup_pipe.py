@@ -1,0 +1,26 @@
+"""Run envwrap with the supervisor's wakeup-pipe fallback (macOS) forced on Linux.
+
+    with_wakeup_pipe.py ENVWRAP-ARGS...
+
+The seam is ``supervisor._signal_source``; the first line on stdout,
+``signals: wakeup pipe``, proves that the fallback was really built.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from envwrap import cli, supervisor
+
+
+class _Forced(supervisor._WakeupPipe):
+    def __init__(self, signals: frozenset[int]) -> None:
+        super().__init__(signals)
+        os.write(1, b"signals: wakeup pipe\n")
+
+
+supervisor._signal_source = _Forced  # type: ignore[assignment]
+
+if __name__ == "__main__":
+    sys.exit(cli.main(sys.argv[1:]))
