@@ -103,6 +103,13 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", commands=frozenset({"sidecar"})),
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
+    Option("--metrics", "value", "serve /metrics, /healthz and /readyz on this address "
+           "(127.0.0.1:9102, :9102); implies --init", metavar="HOST:PORT", commands=_WATCHING),
+    Option("--restart-limit", "value", "at most N rotation restarts per DURATION (3/10m); "
+           "later changes wait, coalesced", metavar="N/DURATION", commands=_RUN),
+    Option("--revoke-on-exit", "flag", "revoke the Vault leases and login token envwrap "
+           "obtained when it exits (and leases a stopped generation alone used); implies --init",
+           commands=_RUN),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -139,6 +146,10 @@ class Settings:
     mask: bool = False
     target_pid_file: str | None = None
     target_name: str | None = None
+    metrics: str | None = None
+    #: ``--restart-limit``: (restarts, window in seconds)
+    restart_limit: tuple[int, float] | None = None
+    revoke_on_exit: bool = False
 
     def __init__(self) -> None:
         self.argv = []
@@ -150,7 +161,7 @@ class Settings:
 
     @property
     def supervise(self) -> bool:
-        return self.watch or self.init
+        return self.watch or self.init or bool(self.metrics) or self.revoke_on_exit
 
 
 def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
@@ -244,6 +255,8 @@ def _apply(settings: Settings, option: Option, value: object, source: str) -> No
         converted = parse_duration(value, source)
     elif option.metavar == "SIGNAL":
         converted = parse_signal(value, source)
+    elif option.metavar == "N/DURATION":
+        converted = parse_rate(value, source)
     setattr(settings, dest, converted)
 
 
@@ -268,6 +281,17 @@ def parse_duration(text: str, source: str = "duration") -> float:
     if not 0 <= seconds < 10**7:  # also false for NaN
         raise ConfigError(f"{source}: {text!r} is out of range")
     return seconds
+
+
+def parse_rate(text: str, source: str = "limit") -> tuple[int, float]:
+    """``"3/10m"`` -> (3, 600.0): at most N events in any window of DURATION."""
+    count, slash, window = text.strip().partition("/")
+    if not slash or not count.strip().isdigit() or int(count) < 1:
+        raise ConfigError(f"{source}: {text!r} is not N/DURATION (example: 3/10m)")
+    seconds = parse_duration(window, source)
+    if seconds <= 0:
+        raise ConfigError(f"{source}: {text!r} needs a window longer than 0")
+    return int(count), seconds
 
 
 def parse_signal(text: str, source: str = "signal") -> int:

@@ -16,9 +16,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from envwrap.backends import Fetched
     from envwrap.config import Settings
     from envwrap.environment import Composed
     from envwrap.refs import Locator
+    from envwrap.restart_limit import LimitedRestarts
+    from envwrap.revoke import LeaseRevoker
     from envwrap.runner import Resolved
     from envwrap.watch import OnChange, Watcher
 
@@ -39,7 +42,9 @@ EXIT_ON_CHANGE = 75
 class ChildControl(Protocol):
     """The supervisor's operations, as the rotation uses them (thread-safe)."""
 
-    def replace(self, environment: dict[str, str]) -> None: ...
+    def replace(
+        self, environment: dict[str, str], done: Callable[[object], None] | None = None
+    ) -> None: ...
 
     def send(self, signum: int) -> None: ...
 
@@ -74,6 +79,13 @@ class RotationHandler:
         self.current = child_env
         self.child = child
         self.on_values = on_values
+        #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
+        self.restart: Callable[[dict[str, str]], None] = self._replace
+        self.limiter: LimitedRestarts | None = None
+
+    def _replace(self, environment: dict[str, str]) -> None:
+        audit.record("restart", outcome="ok")
+        self.child.replace(environment)
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         environment = launch.child_environment(composed.environment, self.settings.pass_env)
@@ -86,12 +98,12 @@ class RotationHandler:
             render_files(self.settings, composed)
         except EnvwrapError as err:
             log.error(f"cannot apply the new secrets; the program keeps the current ones: {err}")
-            audit.record("rotation", outcome=audit.outcome_of(err.exit_code), detail=str(err))
+            audit.record("rotation", outcome="failed", detail=str(err))
             return
         if self.on_values is not None:
             self.on_values(composed.secret_values)
         self.current = environment
-        audit.record("rotation", outcome="ok", detail=_names(changed))
+        audit.record("rotation", outcome="applied", detail=_names(changed))
         action = self.settings.on_change
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
@@ -103,8 +115,7 @@ class RotationHandler:
             self.child.request_exit(EXIT_ON_CHANGE)
         else:
             log.info("secrets changed; restarting the program")
-            audit.record("restart", outcome="ok")
-            self.child.replace(environment)
+            self.restart(environment)
 
 
 def _names(changed: set[Locator]) -> str:
@@ -136,14 +147,54 @@ def start_watching(
     resolved: Resolved,
     child_env: dict[str, str],
     child: ChildControl,
+    *,
     on_values: Callable[[list[str]], None] | None = None,
-) -> Watcher | None:
+    revoker: LeaseRevoker | None = None,
+) -> tuple[Watcher, RotationHandler] | None:
     """Start the watcher thread of ``envwrap --watch``; ``None`` when nothing can change."""
-    watcher = build_watcher(
-        settings, resolved, RotationHandler(settings, child_env, child, on_values)
-    )
+    handler = RotationHandler(settings, child_env, child, on_values)
+    watcher = build_watcher(settings, resolved, handler)
     if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None
+    _plug_restarts(settings, handler, watcher, child_env, revoker)
     watcher.start()
-    return watcher
+    return watcher, handler
+
+
+def _plug_restarts(
+    settings: Settings,
+    handler: RotationHandler,
+    watcher: Watcher,
+    child_env: dict[str, str],
+    revoker: LeaseRevoker | None,
+) -> None:
+    """``--restart-limit`` and ``--revoke-on-exit``'s part in a restart."""
+    child = handler.child
+    if settings.restart_limit is None and revoker is None:
+        return
+
+    def replace(environment: dict[str, str], used: object) -> None:
+        audit.record("restart", outcome="ok")
+        done = None
+        if revoker is not None:
+            def done(pid: object) -> None:
+                # on the supervisor's thread: revoke (network calls) elsewhere
+                if pid is not None:
+                    import threading
+
+                    threading.Thread(target=revoker.generation, args=(used,),
+                                     name="envwrap-revoke", daemon=True).start()
+        child.replace(environment, done)
+
+    def snapshot() -> dict[Locator, Fetched]:
+        return dict(watcher.fetched)  # on the watcher's thread, which owns it
+
+    if settings.restart_limit is None:
+        handler.restart = lambda environment: replace(environment, snapshot())
+        return
+    from envwrap.restart_limit import LimitedRestarts, RestartWindow
+
+    limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), replace, child_env)
+    handler.limiter = limiter
+    handler.restart = lambda environment: limiter.request(environment, snapshot())

@@ -23,6 +23,11 @@ __all__ = ["dispatch"]
 def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
     """Run the command of ``settings``; ``write`` prints its output (cli owns stdout)."""
     audit.configure(settings.audit_log)
+    if settings.metrics and settings.command in ("run", "sidecar"):
+        # before the first resolution: /readyz answers 503 while the stores are slow
+        from envwrap.metrics_http import start_metrics
+
+        start_metrics(settings)
     if settings.command == "check":
         return check(settings, environ, write)
     if settings.command == "export":
@@ -83,6 +88,7 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
             raise ConfigError(
                 f"{example!r} lists variables that are not set: {', '.join(missing)}"
             )
+    audit.record("resolved", outcome="ok")
     return Resolved(secrets, registry, fetched, composed, environ)
 
 

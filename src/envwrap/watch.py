@@ -99,6 +99,11 @@ class Watcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the watcher's thread runs (``/healthz``)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         next_poll = self.clock() + self._jittered(self.interval)
         while not self._stopping.is_set():
@@ -202,6 +207,10 @@ class Watcher:
         return changed
 
     def _failed(self, locator: Locator, error: EnvwrapError) -> bool:
+        # every failed attempt is an event (metrics count them); the audit
+        # log and the warning below say it once per outage
+        audit.record("check", store=locator.scheme, path=locator.path_with_query,
+                     outcome=audit.outcome_of(error.exit_code))
         variable, reference = self.secrets.describe(locator)
         if locator not in self._failing:
             self._failing.add(locator)
@@ -222,6 +231,7 @@ class Watcher:
         return True
 
     def _recovered(self, locator: Locator) -> None:
+        audit.record("check", store=locator.scheme, path=locator.path_with_query, outcome="ok")
         if locator in self._failing:
             self._failing.discard(locator)
             variable, reference = self.secrets.describe(locator)
@@ -312,6 +322,7 @@ class Watcher:
             try:
                 renewed = renew(lease)
                 self.fetched[locator].lease = renewed
+                audit.record_lease(locator, renewed.duration, "renewed")
                 if renewed.duration >= lease.duration * LEASE_RENEW_AT:
                     self._schedule_leases({locator: self.fetched[locator]})
                     return
