@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import envwrap_command
 from tests.fixtures_vault import FakeServer, OpenBao, free_port
-from tests.helpers import assert_not_leaked, canary, run_envwrap, wait_until
+from tests.helpers import LineCollector, assert_not_leaked, canary, run_envwrap, wait_until
 from tests.kube import write_volume
 from tests.proxy import TcpProxy
 from tests.test_rotation_e2e import VAR, Wrapped, fp, sh_child, unique_path, vault_env
@@ -345,3 +347,50 @@ def test_a_metrics_address_in_use_is_exit_78_naming_it(base_env: dict[str, str])
     assert address in result.stderr and "Traceback" not in result.stderr
     bad = run_envwrap(["--no-env-file", "--metrics", "nowhere", "--", "true"], env=base_env)
     assert bad.returncode == 78 and "--metrics" in bad.stderr
+
+
+def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
+    openbao: OpenBao, base_env: dict[str, str], tmp_path: Path,
+    rabbitmq_role: str, fake_rabbitmq: FakeServer,  # noqa: F811
+) -> None:
+    other_role = f"{rabbitmq_role}-other"
+    openbao.client.write_data(other_role.replace("/creds/", "/roles/"),
+                              data={"vhosts": '{"/": {"read": ".*"}}'})
+    dotenv = tmp_path / "app" / ".env"
+    dotenv.parent.mkdir()
+    dotenv.write_text(f"MQ_PASSWORD=vault://{rabbitmq_role}#password\n"
+                      f"STABLE=vault://{other_role}#password\n")
+    before = len(fake_rabbitmq.requests)
+    process = subprocess.Popen(
+        [*envwrap_command(), "--env-file", str(dotenv), "--watch", "--interval", "500ms",
+         "--revoke-on-exit", "--log-level", "info", "--",
+         "/bin/sh", "-c", 'echo "started $$"; exec sleep 3600'],
+        env={**base_env, **openbao.env()}, cwd=dotenv.parent, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    out, err = LineCollector(process.stdout), LineCollector(process.stderr)  # type: ignore[arg-type]
+    try:
+        out.wait_for("started", timeout=20)
+        first_users = _new_users(fake_rabbitmq, before, "PUT")
+        assert len(first_users) == 2
+        # the .env now takes MQ_PASSWORD from STABLE's secret: the new generation
+        # uses STABLE's lease only, so MQ_PASSWORD's old lease (and user) goes
+        middle = len(fake_rabbitmq.requests)
+        dotenv.write_text(f"MQ_PASSWORD=vault://{other_role}#password\n"
+                          f"STABLE=vault://{other_role}#password\n")
+        wait_until(lambda: out.text().count("started") == 2, timeout=20)
+        new_user = _new_users(fake_rabbitmq, middle, "PUT")
+        wait_until(lambda: _new_users(fake_rabbitmq, middle, "DELETE"), timeout=10)
+        time.sleep(0.5)  # any further (wrong) revocation would show by now
+        deleted = _new_users(fake_rabbitmq, middle, "DELETE")
+        assert len(deleted) == 1 and deleted < first_users  # MQ_PASSWORD's old user only
+        assert process.poll() is None
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(20)
+        wait_until(lambda: _new_users(fake_rabbitmq, before, "DELETE")
+                   == first_users | new_user, timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert "Traceback" not in err.join()

@@ -68,6 +68,8 @@ class Metrics:
         self.needs_child = needs_child
         self.clock = clock
         self._lock = _thread.allocate_lock()
+        #: bumped by every event that changes the state (``/metrics`` caches by it)
+        self.version = 0
         self.resolved = False
         self.child_pid: int | None = None
         self.child_up = False
@@ -93,6 +95,7 @@ class Metrics:
         if handler is not None:
             with self._lock:
                 handler(self, fields)
+                self.version += 1
 
     def _on_resolved(self, fields: Mapping[str, object]) -> None:
         self.resolved = True

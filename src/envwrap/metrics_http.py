@@ -1,17 +1,18 @@
 """``--metrics ADDR``: ``/healthz``, ``/readyz`` and ``/metrics`` over HTTP (DESIGN §10).
 
-A stdlib HTTP server in one daemon thread (a request each in a short-lived
-thread, so a stuck client cannot block the kubelet's probes). It serves what
+A small stdlib server (socketserver) in one daemon thread, a request each in
+a short-lived thread, so a stuck client cannot block the kubelet's probes. It serves what
 :class:`envwrap.metrics.Metrics` derives from events; ``prometheus_client``
 only formats ``/metrics``, and is imported here, i.e. only with ``--metrics``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from envwrap import events, log
 from envwrap.errors import ConfigError
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricsServer", "parse_address", "start_metrics"]
 
+JSON = "application/json"
+MAX_LINE = 8192
+MAX_HEADERS = 100
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            503: "Service Unavailable"}
 #: how often the idle server thread wakes up (serve_forever's poll); never
 #: shut down gracefully (envwrap exits), so this costs nothing but wake-ups
 POLL_INTERVAL = 5.0
@@ -45,47 +51,77 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port_text)  # noqa: S104 -- ":PORT" asks for every interface
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    allow_reuse_address = True
     metrics: Metrics
+    #: the last /metrics body and the state version it was rendered from: an
+    #: idle envwrap (no event since) answers a scrape without re-rendering
+    rendered: tuple[int, bytes] = (-1, b"")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(socketserver.StreamRequestHandler):
+    """A minimal HTTP/1.1 responder: GET or HEAD, one request per connection.
+
+    http.server's handler parses every header with the email package; the
+    probes and Prometheus need none of them, and a scrape a second should cost
+    envwrap next to nothing.
+    """
+
     server: _Server
-    protocol_version = "HTTP/1.1"
+    timeout = 5  # a client that sends nothing does not hold a thread for long
 
-    def do_GET(self) -> None:
-        self._answer(head=False)
-
-    def do_HEAD(self) -> None:
-        self._answer(head=True)
-
-    def _answer(self, head: bool) -> None:
+    def handle(self) -> None:
+        try:
+            request = self.rfile.readline(MAX_LINE + 1)
+            for _ in range(MAX_HEADERS):  # skip the headers, to the blank line
+                line = self.rfile.readline(MAX_LINE + 1)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+        except OSError:
+            return
+        parts = request.split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self._reply(400, b'{"status": "bad request"}\n', JSON, head=False)
+            return
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            self._reply(405, b'{"status": "method not allowed"}\n', JSON, head=False)
+            return
+        head = method == b"HEAD"
         metrics = self.server.metrics
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        if target == b"/metrics":
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-            self._reply(200, generate_latest(_Registry(metrics)), CONTENT_TYPE_LATEST, head)
-        elif path in ("/healthz", "/readyz"):
-            reason = metrics.not_alive() if path == "/healthz" else metrics.not_ready()
+            self._reply(200, self._exposition(metrics), CONTENT_TYPE_LATEST, head)
+        elif target in (b"/healthz", b"/readyz"):
+            reason = metrics.not_alive() if target == b"/healthz" else metrics.not_ready()
             body = {"status": "ok"} if reason is None else {"status": "fail", "reason": reason}
             data = (json.dumps(body) + "\n").encode()
-            self._reply(200 if reason is None else 503, data, "application/json", head)
+            self._reply(200 if reason is None else 503, data, JSON, head)
         else:
-            self._reply(404, b'{"status": "not found"}\n', "application/json", head)
+            self._reply(404, b'{"status": "not found"}\n', JSON, head)
+
+    def _exposition(self, metrics: Metrics) -> bytes:
+        version, data = self.server.rendered
+        if version != metrics.version:
+            from prometheus_client.exposition import generate_latest
+
+            version = metrics.version  # read first: a later event re-renders next time
+            data = generate_latest(_Registry(metrics))  # type: ignore[arg-type]
+            self.server.rendered = (version, data)
+        return data
 
     def _reply(self, status: int, data: bytes, content_type: str, head: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if not head:
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a scrape every few seconds is not news."""
+        header = (
+            f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            "Cache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        with contextlib.suppress(OSError):  # the client went away
+            self.wfile.write(header if head else header + data)
 
 
 class _Registry:
@@ -105,7 +141,7 @@ class MetricsServer:
         host, port = parse_address(address)
         _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            server = _Server((host, port), _Handler, bind_and_activate=True)
+            server = _Server((host, port), _Handler)
         except OSError as exc:
             raise ConfigError(
                 f"--metrics {address}: cannot listen ({exc.strerror or exc})",

@@ -188,7 +188,10 @@ def _plug_restarts(
         child.replace(environment, done)
 
     def snapshot() -> dict[Locator, Fetched]:
-        return dict(watcher.fetched)  # on the watcher's thread, which owns it
+        """What the new environment is made of (on the watcher's thread, which owns it);
+        the watcher keeps secrets a changed .env no longer references: not those."""
+        fetched = watcher.fetched
+        return {loc: fetched[loc] for loc in watcher.secrets.locators() if loc in fetched}
 
     if settings.restart_limit is None:
         handler.restart = lambda environment: replace(environment, snapshot())

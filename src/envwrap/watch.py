@@ -178,6 +178,11 @@ class Watcher:
                 for locator, outcome in zip(group, backend.probe_many(group), strict=True):
                     if isinstance(outcome, EnvwrapError):
                         failed |= self._failed(locator, outcome)
+                    elif outcome is None and self._leased(locator):
+                        # a dynamic secret: every read makes new credentials, so
+                        # it is not re-read to compare; its lease schedule
+                        # renews it, and re-reads it when renewal cannot
+                        self._recovered(locator)
                     elif outcome is None or outcome != self.versions.get(locator):
                         to_read.append(locator)
                     else:
@@ -186,6 +191,10 @@ class Watcher:
                 changed |= self._read(backend, to_read)
                 failed |= bool(self._failing & set(to_read))
         return changed, failed
+
+    def _leased(self, locator: Locator) -> bool:
+        current = self.fetched.get(locator)
+        return current is not None and current.lease is not None and current.lease.duration > 0
 
     def _read(self, backend: Backend, locators: list[Locator]) -> set[Locator]:
         changed: set[Locator] = set()
