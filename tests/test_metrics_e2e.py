@@ -394,3 +394,42 @@ def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
             process.kill()
             process.wait(5)
     assert "Traceback" not in err.join()
+
+
+def test_every_thread_blocks_the_signals_the_supervisor_takes(
+    tmp_path: Path, base_env: dict[str, str], run: Run
+) -> None:
+    """The metrics thread starts before the supervisor: it must not take a SIGTERM."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "pw").write_text(canary())
+    env = {**base_env, VAR: f"ref+file://{tmp_path}/s/pw"}
+    wrapped = run.start(env, WATCH, sh_child())
+    wait_until(lambda: wrapped.starts(), timeout=20)
+    run.endpoint.get("/metrics")
+    tasks = list(Path(f"/proc/{wrapped.process.pid}/task").iterdir())
+    assert len(tasks) >= 3  # main, watcher, metrics (at least)
+    for task in tasks:
+        if task.name == str(wrapped.process.pid):
+            continue  # the main thread: in sigwaitinfo, the kernel shows them unblocked
+        status = (task / "status").read_text()
+        blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+        name = (task / "comm").read_text().strip()
+        assert blocked & (1 << (signal.SIGTERM - 1)), f"thread {name} takes SIGTERM"
+    os.kill(wrapped.process.pid, signal.SIGTERM)
+    assert wrapped.process.wait(20) == 128 + signal.SIGTERM  # forwarded to the child
+
+
+def test_a_watched_dynamic_secret_is_renewed_not_re_read_every_poll(
+    openbao: OpenBao, base_env: dict[str, str], run: Run,
+    rabbitmq_role: str, fake_rabbitmq: FakeServer,  # noqa: F811
+) -> None:
+    before = len(fake_rabbitmq.requests)
+    env = {**base_env, **openbao.env(), VAR: f"vault://{rabbitmq_role}#password"}
+    wrapped = run.start(env, ["--watch", "--interval", "200ms", "--revoke-on-exit"], sh_child())
+    wait_until(lambda: wrapped.starts(), timeout=20)
+    wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 1,
+               timeout=10)
+    time.sleep(1.5)  # several poll intervals: none may read new credentials
+    assert len(wrapped.starts()) == 1
+    assert len(_new_users(fake_rabbitmq, before, "PUT")) == 1
+    assert run.endpoint.metrics()['envwrap_rotations_total{outcome="applied"}'] == 0

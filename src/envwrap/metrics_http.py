@@ -159,7 +159,17 @@ class MetricsServer:
         )
 
     def start(self) -> None:
-        self._thread.start()
+        # Started before the supervisor blocks the signals it takes with
+        # sigwaitinfo: a thread that does not block them could be picked by the
+        # kernel for a process-directed SIGTERM and die of its default action.
+        # The thread (and every request thread it starts) blocks them all.
+        import signal
+
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         log.info("serving /metrics, /healthz and /readyz", address=self.address)
 
 
