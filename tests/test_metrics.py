@@ -320,3 +320,48 @@ def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:
     revoker.close(fetched("db-3", "mq-2"))  # type: ignore[arg-type]
     assert sorted(backend.revoked) == ["db-1", "db-3", "mq-1"]  # mq-2 failed: logged only
     assert backend.token_revoked
+
+
+# -- the HTTP responder ------------------------------------------------------------------------
+
+
+def test_http_responder_answers_get_head_and_refuses_the_rest() -> None:
+    import socket as socket_module
+
+    from envwrap.metrics_http import MetricsServer
+
+    metrics = Metrics()
+    server = MetricsServer("127.0.0.1:0", metrics)
+    server.start()
+    host, port = server.server.server_address[:2]
+
+    def ask(request: bytes) -> bytes:
+        with socket_module.create_connection((str(host), int(port)), timeout=5) as conn:
+            conn.sendall(request)
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        answer = ask(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert answer.endswith(b'{"status": "fail", "reason": "resolving the secrets"}\n')
+        metrics.handle("resolved", {})
+        metrics.handle("start", {"pid": 5, "reason": "initial"})
+        metrics.handle("ready", {"pid": 5})
+        assert ask(b"GET /readyz?verbose=1 HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+        head = ask(b"HEAD /metrics HTTP/1.1\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
+        body = ask(b"GET /metrics HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")[2]
+        assert b"envwrap_child_ready 1.0" in body
+        metrics.handle("child_exit", {"pid": 5, "code": 0})  # the cached body is re-rendered
+        body = ask(b"GET /metrics HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")[2]
+        assert b"envwrap_child_ready 0.0" in body
+        metrics.health["watcher"] = lambda: False
+        assert b"the watcher is not running" in ask(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert ask(b"GET /nope HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+        assert ask(b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+        assert ask(b"garbage\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    finally:
+        server.close()

@@ -31,9 +31,9 @@ MAX_LINE = 8192
 MAX_HEADERS = 100
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             503: "Service Unavailable"}
-#: how often the idle server thread wakes up (serve_forever's poll); never
-#: shut down gracefully (envwrap exits), so this costs nothing but wake-ups
-POLL_INTERVAL = 5.0
+#: how often the idle server thread wakes up to see whether it must stop
+#: (serve_forever's poll); one wake-up a second costs ~0.002% of a core
+POLL_INTERVAL = 1.0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -171,6 +171,13 @@ class MetricsServer:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         log.info("serving /metrics, /healthz and /readyz", address=self.address)
+
+    def close(self) -> None:
+        """Stop serving (within POLL_INTERVAL) and close the socket; envwrap itself
+        just exits, the thread is a daemon."""
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
 
 
 def start_metrics(settings: Settings) -> MetricsServer:

@@ -92,8 +92,9 @@ class LimitedRestarts:
                 return
             self._held = (environment, token)
             self._arm(delay)
+        until = time.strftime("%H:%M:%SZ", time.gmtime(time.time() + delay))
         detail = (f"{self.window.limit} restarts in {self.window.window:g}s reached; "
-                  f"applying in {delay:.0f}s")
+                  f"the change waits until {until}")
         log.warning(f"restart held by --restart-limit: {detail}")
         audit.record("hold", outcome="held", detail=detail)
 
