@@ -222,7 +222,10 @@ def test_readyz_is_503_until_the_program_is_started(
         assert status == 503
         assert json.loads(body) == {"status": "fail", "reason": "resolving the secrets"}
         assert "\n" not in body.strip()
-        assert run.endpoint.metrics()["envwrap_child_up"] == 0
+        metrics = run.endpoint.metrics()
+        assert metrics["envwrap_child_up"] == 0
+        wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 0,
+                   timeout=10)
         assert wrapped.starts() == []
         proxy.restore()
         wrapped.wait_start(fp(value), timeout=30)

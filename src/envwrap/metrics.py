@@ -15,7 +15,9 @@ Events and what they feed:
   ``unchanged`` (same values) and, without a child (the sidecar, ``--on-change
   signal``), an ``applied`` one. A ``rolled_back`` or ``failed`` rotation
   forgets them.
-- ``check``: ``envwrap_store_up``, ``envwrap_store_errors_total``, last success.
+- ``check`` (the watcher's probes and reads; failed reads of the start-up
+  resolution's retries): ``envwrap_store_up``, ``envwrap_store_errors_total``,
+  last success.
 - ``lease``: ``envwrap_lease_expiry_timestamp_seconds``.
 - ``start``, ``ready``, ``child_exit``: the child gauges and start counter.
 - ``rotation``: ``envwrap_rotations_total``; ``failed`` makes ``/readyz`` 503
