@@ -128,6 +128,15 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
     assert sink.child_up
 
 
+def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> None:
+    access("DATABASE_URL", "4", path="secret/db-user")
+    access("DATABASE_URL", "7", path="secret/db-password")
+    audit.record("start", pid=1, reason="initial")
+    text = exposition(sink)
+    assert 'path="secret/db-user",store="vault",variable="DATABASE_URL",version="4"' in text
+    assert 'path="secret/db-password",store="vault",variable="DATABASE_URL",version="7"' in text
+
+
 def test_failed_and_rolled_back_rotations(sink: Metrics) -> None:
     access("A", "1")
     audit.record("resolved", outcome="ok")
@@ -144,7 +153,8 @@ def test_failed_and_rolled_back_rotations(sink: Metrics) -> None:
     audit.record("rotation", outcome="rolled_back")
     audit.record("start", pid=3, reason="rollback")
     audit.record("ready", pid=3)
-    assert sink.running["A"][3] == "3"  # what the rolled-back-to generation was started with
+    # what the rolled-back-to generation was started with
+    assert sink.running == {("A", "vault", "secret/db", "password"): "3"}
     text = exposition(sink)
     assert 'envwrap_rotations_total{outcome="rolled_back"} 1.0' in text
     assert 'envwrap_child_starts_total{reason="rollback"} 1.0' in text
@@ -179,7 +189,7 @@ def test_hold_and_cache_and_sidecar_readiness() -> None:
     sidecar.handle("access", {"variable": "A", "store": "file", "path": "/p", "outcome": "ok"})
     assert sidecar.not_ready() == "resolving the secrets"
     sidecar.handle("resolved", {"outcome": "ok"})
-    assert sidecar.not_ready() is None and "A" in sidecar.running
+    assert sidecar.not_ready() is None and sidecar.running == {("A", "file", "/p", ""): ""}
     sidecar.handle("hold", {"outcome": "held", "detail": "3 restarts in 600s reached"})
     assert sidecar.not_ready() == (
         "a restart is held by --restart-limit: 3 restarts in 600s reached")

@@ -47,7 +47,8 @@ ROTATION_OUTCOMES = ("applied", "unchanged", "rolled_back", "failed")
 #: ``check`` outcomes that are their own ``kind``; anything else is ``other``
 ERROR_KINDS = ("unavailable", "denied", "not_found")
 
-SecretLabels = tuple[str, str, str, str]  # store, path, key, version
+#: one use of a secret: variable, store, path, key (a variable may use several)
+Use = tuple[str, str, str, str]
 
 
 class Metrics:
@@ -81,8 +82,9 @@ class Metrics:
         self.held: str | None = None
         self.starts = dict.fromkeys(START_REASONS, 0)
         self.rotations = dict.fromkeys(ROTATION_OUTCOMES, 0)
-        self.pending: dict[str, SecretLabels] = {}
-        self.running: dict[str, SecretLabels] = {}
+        #: use -> version, as last read (pending) and as the running generation has it
+        self.pending: dict[Use, str] = {}
+        self.running: dict[Use, str] = {}
         self.last_success: dict[tuple[str, str], float] = {}
         self.store_up: dict[str, bool] = {}
         self.store_errors: dict[tuple[str, str], int] = {}
@@ -108,9 +110,8 @@ class Metrics:
         if fields.get("outcome") != "ok" or not fields.get("variable"):
             return
         store, path = _text(fields.get("store")), _text(fields.get("path"))
-        self.pending[_text(fields["variable"])] = (
-            store, path, _text(fields.get("key")), _text(fields.get("version"))
-        )
+        use = (_text(fields["variable"]), store, path, _text(fields.get("key")))
+        self.pending[use] = _text(fields.get("version"))
         self._success(store, path)
 
     def _on_check(self, fields: Mapping[str, object]) -> None:
@@ -219,7 +220,7 @@ class Metrics:
             cached = self.serving_cached
             starts = {(k,): v for k, v in self.starts.items()}
             rotations = {(k,): v for k, v in self.rotations.items()}
-            running = {(v, *labels): 1 for v, labels in self.running.items()}
+            running = {(*use, version): 1 for use, version in self.running.items()}
             last_success = dict(self.last_success)
             store_up = {(k,): float(v) for k, v in self.store_up.items()}
             store_errors = dict(self.store_errors)
