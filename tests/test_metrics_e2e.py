@@ -174,65 +174,67 @@ def test_rotation_moves_the_version_label_and_counts_applied(
     run.assert_clean(old, new)
 
 
+class Proxied:
+    """A fresh KV v2 secret (a canary value) read through a TcpProxy to OpenBao."""
+
+    def __init__(self, openbao: OpenBao, base_env: dict[str, str]) -> None:
+        path = unique_path()
+        self.value = canary()
+        openbao.kv2_put(path, {"value": self.value})
+        self.proxy = TcpProxy(int(openbao.addr.rsplit(":", 1)[1]))
+        self.env = vault_env(base_env, openbao, path, VAULT_ADDR=self.proxy.url)
+
+
+@pytest.fixture
+def proxied(openbao: OpenBao, base_env: dict[str, str]) -> Iterator[Proxied]:
+    one = Proxied(openbao, base_env)
+    yield one
+    one.proxy.close()
+
+
 def test_store_cut_shows_store_down_while_the_program_keeps_running(
-    openbao: OpenBao, base_env: dict[str, str], run: Run
+    proxied: Proxied, run: Run
 ) -> None:
-    path = unique_path()
-    value = canary()
-    openbao.kv2_put(path, {"value": value})
-    proxy = TcpProxy(int(openbao.addr.rsplit(":", 1)[1]))
-    try:
-        env = vault_env(base_env, openbao, path, VAULT_ADDR=proxy.url)
-        wrapped = run.start(env, WATCH, sh_child())
-        pid = wrapped.wait_start(fp(value))
-        wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 1,
-                   timeout=10)
-        proxy.cut()
-        errors = 'envwrap_store_errors_total{kind="unavailable",store="vault"}'
-        wait_until(lambda: run.endpoint.metrics().get(errors, 0) >= 2, timeout=20)
-        metrics = run.endpoint.metrics()
-        assert metrics['envwrap_store_up{store="vault"}'] == 0
-        assert metrics["envwrap_child_up"] == 1
-        assert wrapped.starts() == [(pid, fp(value))]
-        assert wrapped.process.poll() is None
-        # the program works with its values: still ready, and envwrap is healthy
-        assert run.endpoint.get("/readyz")[0] == 200
-        assert run.endpoint.get("/healthz")[0] == 200
-        proxy.restore()
-        wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 1,
-                   timeout=20)
-        assert wrapped.starts() == [(pid, fp(value))]
-        run.assert_clean(value)
-    finally:
-        proxy.close()
+    value, proxy = proxied.value, proxied.proxy
+    wrapped = run.start(proxied.env, WATCH, sh_child())
+    pid = wrapped.wait_start(fp(value))
+    wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 1,
+               timeout=10)
+    proxy.cut()
+    errors = 'envwrap_store_errors_total{kind="unavailable",store="vault"}'
+    wait_until(lambda: run.endpoint.metrics().get(errors, 0) >= 2, timeout=20)
+    metrics = run.endpoint.metrics()
+    assert metrics['envwrap_store_up{store="vault"}'] == 0
+    assert metrics["envwrap_child_up"] == 1
+    assert wrapped.starts() == [(pid, fp(value))]
+    assert wrapped.process.poll() is None
+    # the program works with its values: still ready, and envwrap is healthy
+    assert run.endpoint.get("/readyz")[0] == 200
+    assert run.endpoint.get("/healthz")[0] == 200
+    proxy.restore()
+    wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 1,
+               timeout=20)
+    assert wrapped.starts() == [(pid, fp(value))]
+    run.assert_clean(value)
 
 
-def test_readyz_is_503_until_the_program_is_started(
-    openbao: OpenBao, base_env: dict[str, str], run: Run
-) -> None:
-    path = unique_path()
-    value = canary()
-    openbao.kv2_put(path, {"value": value})
-    proxy = TcpProxy(int(openbao.addr.rsplit(":", 1)[1]))
+def test_readyz_is_503_until_the_program_is_started(proxied: Proxied, run: Run) -> None:
+    value, proxy = proxied.value, proxied.proxy
     proxy.cut()  # the store is down at start: envwrap retries, the program waits
-    try:
-        env = vault_env(base_env, openbao, path, VAULT_ADDR=proxy.url)
-        wrapped = run.start(env, [*WATCH, "--start-timeout", "60s"], sh_child())
-        status, body = run.endpoint.get("/readyz")
-        assert status == 503
-        assert json.loads(body) == {"status": "fail", "reason": "resolving the secrets"}
-        assert "\n" not in body.strip()
-        metrics = run.endpoint.metrics()
-        assert metrics["envwrap_child_up"] == 0
-        wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 0,
-                   timeout=10)
-        assert wrapped.starts() == []
-        proxy.restore()
-        wrapped.wait_start(fp(value), timeout=30)
-        wait_until(lambda: run.endpoint.get("/readyz")[0] == 200, timeout=10)
-        run.assert_clean(value)
-    finally:
-        proxy.close()
+    wrapped = run.start(proxied.env, [*WATCH, "--start-timeout", "60s"], sh_child())
+    status, body = run.endpoint.get("/readyz")
+    assert status == 503
+    assert json.loads(body) == {"status": "fail", "reason": "resolving the secrets"}
+    assert "\n" not in body.strip()
+    metrics = run.endpoint.metrics()
+    assert metrics["envwrap_child_up"] == 0
+    wait_until(lambda: run.endpoint.metrics().get('envwrap_store_up{store="vault"}') == 0,
+               timeout=10)
+    assert wrapped.starts() == []
+    proxy.restore()
+    wrapped.wait_start(fp(value), timeout=30)
+    wait_until(lambda: run.endpoint.get("/readyz")[0] == 200, timeout=10)
+    run.assert_clean(value)
 
 
 def test_sidecar_serves_metrics(tmp_path: Path, base_env: dict[str, str], run: Run) -> None:
