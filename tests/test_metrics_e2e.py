@@ -438,3 +438,37 @@ def test_a_watched_dynamic_secret_is_renewed_not_re_read_every_poll(
     assert len(wrapped.starts()) == 1
     assert len(_new_users(fake_rabbitmq, before, "PUT")) == 1
     assert run.endpoint.metrics()['envwrap_rotations_total{outcome="applied"}'] == 0
+
+
+def _accessors(openbao: OpenBao) -> set[str]:
+    listed = openbao.client.adapter.list("/v1/auth/token/accessors")
+    return set(listed["data"]["keys"])
+
+
+@pytest.mark.parametrize("revoke", [True, False], ids=["revoke-on-exit", "default"])
+def test_revoke_on_exit_revokes_the_token_envwrap_logged_in_for(
+    openbao: OpenBao, base_env: dict[str, str], run: Run, revoke: bool
+) -> None:
+    path, value = unique_path(), canary()
+    openbao.kv2_put(path, {"value": value})
+    openbao.policy("read-secret", 'path "secret/*" { capabilities = ["read"] }')
+    role_id, secret_id = openbao.approle("metrics-revoke", ["read-secret"])
+    env = {**base_env, "VAULT_ADDR": openbao.addr, "VAULT_ROLE_ID": role_id,
+           "VAULT_SECRET_ID": secret_id, VAR: f"vault://secret/{path}#value"}
+    before = _accessors(openbao)
+    wrapped = run.start(env, ["--revoke-on-exit"] if revoke else ["--init"], sh_child())
+    wrapped.wait_start(fp(value))
+    logged_in = _accessors(openbao) - before
+    assert len(logged_in) == 1
+    run.endpoint.assert_clean(value, secret_id)
+    os.kill(wrapped.process.pid, signal.SIGTERM)
+    assert wrapped.process.wait(20) == 128 + signal.SIGTERM
+    if revoke:
+        assert not logged_in & _accessors(openbao)
+        assert "revoked envwrap's login token" in wrapped.stderr()
+    else:
+        assert logged_in <= _accessors(openbao)
+        openbao.client.auth.token.revoke_accessor(next(iter(logged_in)))
+    wrapped.assert_clean(value, secret_id)
+    assert_not_leaked(value, run.audit.read_text())
+    assert_not_leaked(secret_id, run.audit.read_text())
