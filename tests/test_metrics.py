@@ -137,6 +137,17 @@ def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> No
     assert 'path="secret/db-password",store="vault",variable="DATABASE_URL",version="7"' in text
 
 
+def test_a_changed_env_file_lists_every_use_afresh(sink: Metrics) -> None:
+    access("A", "1", path="secret/a")
+    access("B", "1", path="secret/b")
+    audit.record("start", pid=1, reason="initial")
+    audit.record("reload", file=".env", outcome="ok",
+                 uses=[["A", "vault", "secret/b", "password", "1"]])  # B gone, A moved
+    audit.record("rotation", outcome="applied")
+    audit.record("start", pid=2, reason="rotation")
+    assert sink.running == {("A", "vault", "secret/b", "password"): "1"}
+
+
 def test_failed_and_rolled_back_rotations(sink: Metrics) -> None:
     access("A", "1")
     audit.record("resolved", outcome="ok")

@@ -366,9 +366,11 @@ def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
     dotenv.write_text(f"MQ_PASSWORD=vault://{rabbitmq_role}#password\n"
                       f"STABLE=vault://{other_role}#password\n")
     before = len(fake_rabbitmq.requests)
+    endpoint = Endpoint(free_port())
+    metrics_address = endpoint.base.removeprefix("http://")
     process = subprocess.Popen(
         [*envwrap_command(), "--env-file", str(dotenv), "--watch", "--interval", "500ms",
-         "--revoke-on-exit", "--log-level", "info", "--",
+         "--revoke-on-exit", "--log-level", "info", "--metrics", metrics_address, "--",
          "/bin/sh", "-c", 'echo "started $$"; exec sleep 3600'],
         env={**base_env, **openbao.env()}, cwd=dotenv.parent, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -390,6 +392,11 @@ def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
         deleted = _new_users(fake_rabbitmq, middle, "DELETE")
         assert len(deleted) == 1 and deleted < first_users  # MQ_PASSWORD's old user only
         assert process.poll() is None
+        # secret_info lists exactly what the new generation uses
+        info = {k for k in endpoint.metrics() if k.startswith("envwrap_secret_info{")}
+        assert {re.search(r'path="([^"]+)"', k).group(1) for k in info} == {other_role}  # type: ignore[union-attr]
+        assert {re.search(r'variable="([^"]+)"', k).group(1) for k in info} == {  # type: ignore[union-attr]
+            "MQ_PASSWORD", "STABLE"}
         os.kill(process.pid, signal.SIGTERM)
         process.wait(20)
         wait_until(lambda: _new_users(fake_rabbitmq, before, "DELETE")

@@ -4,8 +4,9 @@ The audit log is one sink of :mod:`envwrap.events`; :func:`record` emits to
 every sink (the metrics too). It leaves out ``check`` events (see ``SKIPPED``).
 
 Fields (absent when not applicable): ``time`` (UTC, ISO 8601), ``event``
-(``access``, ``rotation``, ``start``, ``ready``, ``child_exit``, ``restart``,
-``hold``, ``lease``, ``signal``, ``exit``, ``render``),
+(``access``, ``resolved``, ``reload``, ``rotation``, ``start``, ``ready``,
+``child_exit``, ``restart``, ``hold``, ``lease``, ``revoke``, ``signal``, ``exit``,
+``render``),
 ``variable``, ``store``, ``path``, ``key``, ``version``, ``outcome`` (``ok`` or
 the error class: ``not_found``, ``denied``, ``unavailable``, ``invalid``,
 ``config``, ``usage``), ``duration_ms``, ``pid``, ``signal``, ``file``,
@@ -23,7 +24,15 @@ import time
 from envwrap import events
 from envwrap.secret import redact
 
-__all__ = ["AuditLog", "configure", "outcome_of", "record", "record_lease", "record_reads"]
+__all__ = [
+    "AuditLog",
+    "configure",
+    "outcome_of",
+    "record",
+    "record_lease",
+    "record_reads",
+    "record_sources",
+]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,6 +126,22 @@ def record_reads(
     for locator, item in fetched.items():
         if item.lease is not None and item.lease.duration > 0:
             record_lease(locator, item.lease.duration, "obtained")
+
+
+def record_sources(
+    uses: Iterable[tuple[str, Reference]],
+    fetched: Mapping[Locator, Fetched],
+    files: Iterable[str],
+) -> None:
+    """A ``reload`` record: the ``.env`` files changed; ``uses`` lists every
+    variable's secret now (variable, store, path, key, version), so that what
+    the program will run with is known exactly, variables removed included."""
+    snapshot = [
+        [variable, ref.locator.scheme, ref.locator.path_with_query, ref.key or "",
+         fetched[ref.locator].version or ""]
+        for variable, ref in uses if ref.locator in fetched
+    ]
+    record("reload", file=", ".join(files), outcome="ok", uses=snapshot)
 
 
 def record_lease(locator: Locator, duration: float, outcome: str) -> None:

@@ -14,7 +14,7 @@ Events and what they feed:
   generation's (``envwrap_secret_info``); so does a ``rotation`` that is
   ``unchanged`` (same values) and, without a child (the sidecar, ``--on-change
   signal``), an ``applied`` one. A ``rolled_back`` or ``failed`` rotation
-  forgets them.
+  forgets them. ``reload`` (a ``.env`` changed) lists them all afresh.
 - ``check`` (the watcher's probes and reads; failed reads of the start-up
   resolution's retries): ``envwrap_store_up``, ``envwrap_store_errors_total``,
   last success.
@@ -114,6 +114,12 @@ class Metrics:
         self.pending[use] = _text(fields.get("version"))
         self._success(store, path)
 
+    def _on_reload(self, fields: Mapping[str, object]) -> None:
+        uses = fields.get("uses")
+        if isinstance(uses, list):  # the whole set of uses after a .env change
+            self.pending = {(str(v), str(s), str(p), str(k)): str(version)
+                            for v, s, p, k, version in uses}
+
     def _on_check(self, fields: Mapping[str, object]) -> None:
         store, path = _text(fields.get("store")), _text(fields.get("path"))
         outcome = _text(fields.get("outcome"))
@@ -177,6 +183,7 @@ class Metrics:
     _HANDLERS: dict[str, Callable[[Metrics, Mapping[str, object]], None]] = {
         "resolved": _on_resolved,
         "access": _on_access,
+        "reload": _on_reload,
         "check": _on_check,
         "lease": _on_lease,
         "start": _on_start,

@@ -282,9 +282,11 @@ class Watcher:
             if missing:
                 from envwrap.resolve import fetch_all
 
+                started = time.monotonic()
                 fetched = fetch_all(
                     missing, self.registry, timeout=self.interval, describe=secrets.describe
                 )
+                audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
                 self.fetched.update(fetched)
                 self.versions.update({loc: f.version for loc, f in fetched.items()})
                 self._schedule_leases(fetched)
@@ -294,6 +296,7 @@ class Watcher:
         self.secrets = secrets
         self._start_file_events()
         log.info(".env changed")
+        audit.record_sources(secrets.uses(), self.fetched, self.dotenv_paths)
         self._compose_and_notify(set())
 
     # -- leases and the store token ------------------------------------------
