@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "src" / "envwrap"
 SUPERVISION = {"posix", "child", "supervisor", "guardian"}
-STORE_LIBRARIES = ("hvac", "boto3", "botocore", "psutil", "watchdog", "requests")
+STORE_LIBRARIES = ("hvac", "boto3", "botocore", "psutil", "watchdog", "requests",
+                   "prometheus_client")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -98,7 +99,8 @@ def test_start_up_without_references_stays_lean(tmp_path: Path) -> None:
     heavy = {m for m in modules if m.split(".")[0] in STORE_LIBRARIES}
     assert not heavy, heavy
     for costly in ("importlib.metadata", "argparse", "logging", "dotenv", "dataclasses",
-                   "envwrap.backends", "envwrap.resolve", "concurrent.futures"):
+                   "envwrap.backends", "envwrap.resolve", "concurrent.futures",
+                   "envwrap.metrics", "http.server", "threading"):
         assert costly not in modules, costly
 
 

@@ -135,3 +135,75 @@ def test_readme_documents_every_option_and_its_variable() -> None:
     for option in OPTIONS:
         assert f"`{option.flag}" in readme, option.flag
         assert option.env_name in readme, option.env_name
+
+
+def _envwrap_containers(doc: dict[str, object]) -> list[dict[str, object]]:
+    found = []
+    for container in containers(doc):
+        words = [*container.get("command", []), *container.get("args", [])]  # type: ignore[misc]
+        if container.get("name") == "envwrap" or "envwrap" in words[:1]:
+            found.append(container)
+    return found
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_probes_use_envwraps_readyz_and_healthz(path: Path) -> None:
+    seen = 0
+    for doc in documents(path):
+        for container in _envwrap_containers(doc):
+            seen += 1
+            env = {item["name"]: item["value"] for item in container.get("env", [])}  # type: ignore[attr-defined]
+            port = int(env["ENVWRAP_METRICS"].rpartition(":")[2])
+            ports = {p.get("name"): p["containerPort"] for p in container["ports"]}  # type: ignore[attr-defined]
+            assert ports["metrics"] == port
+            ready, live = container["readinessProbe"], container["livenessProbe"]
+            assert ready["httpGet"] == {"path": "/readyz", "port": "metrics"}  # type: ignore[index]
+            assert live["httpGet"] == {"path": "/healthz", "port": "metrics"}  # type: ignore[index]
+    assert seen, "no envwrap container"
+
+
+def _exposed_metric_names() -> set[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from envwrap.metrics import Metrics
+
+    metrics = Metrics()
+    for event, fields in (
+        ("access", {"variable": "A", "store": "vault", "path": "p", "outcome": "ok"}),
+        ("check", {"store": "vault", "path": "p", "outcome": "unavailable"}),
+        ("lease", {"path": "p", "outcome": "obtained", "expires": 1.0}),
+        ("start", {"pid": 1, "reason": "initial"}),
+    ):
+        metrics.handle(event, fields)
+    from prometheus_client.exposition import generate_latest
+
+    class Registry:
+        def collect(self) -> object:
+            return metrics.collect()
+
+    text = generate_latest(Registry()).decode()  # type: ignore[arg-type]
+    return {sample.name for family in text_string_to_metric_families(text)
+            for sample in family.samples}
+
+
+def test_prometheus_example_scrapes_envwrap_and_alerts_on_real_metrics() -> None:
+    folder = ROOT / "examples" / "prometheus"
+    config = yaml.safe_load((folder / "prometheus.yml").read_text())
+    for rule_file in config["rule_files"]:
+        assert (folder / rule_file).exists()
+    assert any(job.get("metrics_path", "/metrics") == "/metrics"
+               for job in config["scrape_configs"])
+    assert "9102" in (folder / "prometheus.yml").read_text()
+    rules = yaml.safe_load((folder / "envwrap-alerts.yml").read_text())
+    exposed = _exposed_metric_names()
+    alerts = {}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names = set(re.findall(r"\benvwrap_[a-z_]+", rule["expr"]))
+            assert names and names <= exposed, (rule["alert"], names - exposed)
+            assert rule["expr"].count("(") == rule["expr"].count(")")
+            alerts[rule["alert"]] = rule
+    assert alerts["EnvwrapSecretStoreDown"]["for"] == "5m"
+    assert "envwrap_store_up" in alerts["EnvwrapSecretStoreDown"]["expr"]
+    assert alerts["EnvwrapStaleSecretVersion"]["for"] == "1h"
+    assert "envwrap_secret_info" in alerts["EnvwrapStaleSecretVersion"]["expr"]

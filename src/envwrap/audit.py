@@ -1,7 +1,12 @@
 """``--audit-log``: one JSON line per secret access, rotation, restart and signal.
 
+The audit log is one sink of :mod:`envwrap.events`; :func:`record` emits to
+every sink (the metrics too). It leaves out ``check`` events (see ``SKIPPED``).
+
 Fields (absent when not applicable): ``time`` (UTC, ISO 8601), ``event``
-(``access``, ``rotation``, ``restart``, ``signal``, ``exit``, ``render``),
+(``access``, ``resolved``, ``reload``, ``rotation``, ``start``, ``ready``,
+``child_exit``, ``restart``, ``hold``, ``lease``, ``revoke``, ``signal``, ``exit``,
+``render``),
 ``variable``, ``store``, ``path``, ``key``, ``version``, ``outcome`` (``ok`` or
 the error class: ``not_found``, ``denied``, ``unavailable``, ``invalid``,
 ``config``, ``usage``), ``duration_ms``, ``pid``, ``signal``, ``file``,
@@ -16,9 +21,18 @@ import os
 import sys
 import time
 
+from envwrap import events
 from envwrap.secret import redact
 
-__all__ = ["configure", "outcome_of", "record", "record_reads"]
+__all__ = [
+    "AuditLog",
+    "configure",
+    "outcome_of",
+    "record",
+    "record_lease",
+    "record_reads",
+    "record_sources",
+]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,17 +41,49 @@ if TYPE_CHECKING:
     from envwrap.backends import Fetched
     from envwrap.refs import Locator, Reference
 
-_lock = _thread.allocate_lock()
-_target: dict[str, int | None] = {"fd": None}
 _OUTCOMES = {64: "usage", 65: "not_found", 69: "unavailable", 77: "denied", 78: "config"}
+#: events the audit log leaves out: a store check every poll interval per secret
+#: would drown the accesses; failures still appear as ``access`` records
+SKIPPED = frozenset({"check"})
+
+
+class AuditLog:
+    """The ``--audit-log`` sink of :mod:`envwrap.events`: one JSON line per event."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        self._lock = _thread.allocate_lock()
+
+    def handle(self, event: str, fields: Mapping[str, object]) -> None:
+        fd = self.fd
+        if fd is None or event in SKIPPED:
+            return
+        import json
+
+        now = time.time()
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
+            "event": event,
+        }
+        entry.update({k: v for k, v in fields.items() if v is not None})
+        line = redact(json.dumps(entry, ensure_ascii=False, default=str)) + "\n"
+        with self._lock:
+            try:
+                os.write(fd, line.encode())
+            except OSError:
+                from envwrap import log
+
+                log.error("cannot write the audit log; auditing stops")
+                self.fd = None
 
 
 def configure(path: str | None) -> None:
-    """Open the audit log (``-`` is stderr); appends, mode 0600 when created."""
+    """Open the audit log (``-`` is stderr) and subscribe it; appends, mode 0600."""
     if not path:
         return
     if path == "-":
-        _target["fd"] = sys.stderr.fileno()
+        events.add_sink(AuditLog(sys.stderr.fileno()))
         return
     from envwrap.errors import ConfigError
 
@@ -45,35 +91,15 @@ def configure(path: str | None) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise ConfigError(f"--audit-log {path!r}: cannot open ({exc.strerror})") from None
-    _target["fd"] = fd
+    events.add_sink(AuditLog(fd))
 
 
 def outcome_of(exit_code: int) -> str:
     return _OUTCOMES.get(exit_code, "error")
 
 
-def record(event: str, **fields: object) -> None:
-    """Append one record; a failing audit log is reported once, never fatal."""
-    fd = _target["fd"]
-    if fd is None:
-        return
-    import json
-
-    entry: dict[str, object] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z",
-        "event": event,
-    }
-    entry.update({k: v for k, v in fields.items() if v is not None})
-    line = redact(json.dumps(entry, ensure_ascii=False, default=str)) + "\n"
-    with _lock:
-        try:
-            os.write(fd, line.encode())
-        except OSError:
-            from envwrap import log
-
-            log.error("cannot write the audit log; auditing stops")
-            _target["fd"] = None
+#: every call site's name for :func:`envwrap.events.emit`
+record = events.emit
 
 
 def record_reads(
@@ -81,7 +107,8 @@ def record_reads(
     fetched: Mapping[Locator, Fetched],
     seconds: float,
 ) -> None:
-    """One debug line and one ``access`` record per variable that read a secret."""
+    """One debug line and one ``access`` record per variable that read a secret,
+    and one ``lease`` record per dynamic secret read (its expiry, never its id)."""
     from envwrap import log
 
     for variable, ref in uses:
@@ -96,3 +123,30 @@ def record_reads(
         }
         log.debug("resolved", **fields)
         record("access", **fields, outcome="ok", duration_ms=round(seconds * 1000, 1))
+    for locator, item in fetched.items():
+        if item.lease is not None and item.lease.duration > 0:
+            record_lease(locator, item.lease.duration, "obtained")
+
+
+def record_sources(
+    uses: Iterable[tuple[str, Reference]],
+    fetched: Mapping[Locator, Fetched],
+    files: Iterable[str],
+) -> None:
+    """A ``reload`` record: the ``.env`` files changed; ``uses`` lists every
+    variable's secret now (variable, store, path, key, version), so that what
+    the program will run with is known exactly, variables removed included."""
+    snapshot = [
+        [variable, ref.locator.scheme, ref.locator.path_with_query, ref.key or "",
+         fetched[ref.locator].version or ""]
+        for variable, ref in uses if ref.locator in fetched
+    ]
+    record("reload", file=", ".join(files), outcome="ok", uses=snapshot)
+
+
+def record_lease(locator: Locator, duration: float, outcome: str) -> None:
+    """A ``lease`` record: ``obtained``, ``renewed`` (expiring in ``duration``
+    seconds) or ``revoked``."""
+    expires = round(time.time() + duration, 3) if outcome != "revoked" else None
+    record("lease", store=locator.scheme, path=locator.path_with_query,
+           outcome=outcome, expires=expires)

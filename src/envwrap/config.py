@@ -116,6 +116,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("--wait", "value", "apply a change once nothing changed for MIN, at the latest "
            "MAX after the first change (quiescence)", default="250ms:2s", metavar="MIN[:MAX]",
            commands=_WATCHING),
+    Option("--metrics", "value", "serve /metrics, /healthz and /readyz on this address "
+           "(127.0.0.1:9102, :9102); implies --init", metavar="HOST:PORT", commands=_WATCHING),
+    Option("--restart-limit", "value", "at most N rotation restarts per DURATION (3/10m); "
+           "later changes wait, coalesced", metavar="N/DURATION", commands=_RUN),
+    Option("--revoke-on-exit", "flag", "revoke the Vault leases and login token envwrap "
+           "obtained when it exits (and leases a stopped generation alone used); implies --init",
+           commands=_RUN),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -159,6 +166,10 @@ class Settings:
     #: the folder envwrap was started in (absolute), once paths are made absolute;
     #: "" when it cannot be known (it was removed before envwrap started)
     start_folder: str = ""
+    metrics: str | None = None
+    #: ``--restart-limit``: (restarts, window in seconds)
+    restart_limit: tuple[int, float] | None = None
+    revoke_on_exit: bool = False
 
     def __init__(self) -> None:
         self.argv = []
@@ -171,7 +182,7 @@ class Settings:
 
     @property
     def supervise(self) -> bool:
-        return self.watch or self.init
+        return self.watch or self.init or bool(self.metrics) or self.revoke_on_exit
 
 
 def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
@@ -286,6 +297,8 @@ def _apply(settings: Settings, option: Option, value: object, source: str) -> No
         converted = parse_signal(value, source)
     elif option.dest == "wait":
         converted = parse_wait(value, source)
+    elif option.metavar == "N/DURATION":
+        converted = parse_rate(value, source)
     setattr(settings, dest, converted)
 
 
@@ -351,6 +364,17 @@ def parse_wait(text: str, source: str = "--wait") -> tuple[float, float]:
     if maximum < minimum:
         raise ConfigError(f"{source}: {text!r}: MAX must not be shorter than MIN")
     return minimum, maximum
+
+
+def parse_rate(text: str, source: str = "limit") -> tuple[int, float]:
+    """``"3/10m"`` -> (3, 600.0): at most N events in any window of DURATION."""
+    count, slash, window = text.strip().partition("/")
+    if not slash or not count.strip().isdigit() or int(count) < 1:
+        raise ConfigError(f"{source}: {text!r} is not N/DURATION (example: 3/10m)")
+    seconds = parse_duration(window, source)
+    if seconds <= 0:
+        raise ConfigError(f"{source}: {text!r} needs a window longer than 0")
+    return int(count), seconds
 
 
 def parse_signal(text: str, source: str = "signal") -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from envwrap import log
+from envwrap import audit, log
 from envwrap.backends import BackendRegistry, Fetched
 from envwrap.errors import (
     EnvwrapError,
@@ -128,6 +128,9 @@ def _fetch_round(
         for locator, outcome in zip(by_scheme[scheme], results, strict=True):
             if isinstance(outcome, EnvwrapError):
                 failures[locator] = outcome
+                # each failed attempt, for the store metrics (a store down at start)
+                audit.record("check", store=locator.scheme, path=locator.path_with_query,
+                             outcome=audit.outcome_of(outcome.exit_code))
             else:
                 fetched[locator] = outcome
     return fetched, failures

@@ -16,9 +16,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from envwrap.backends import Fetched
     from envwrap.config import Settings
     from envwrap.environment import Composed
     from envwrap.refs import Locator
+    from envwrap.restart_limit import LimitedRestarts
+    from envwrap.revoke import LeaseRevoker
     from envwrap.runner import Resolved
     from envwrap.watch import OnChange, Watcher
 
@@ -120,6 +123,13 @@ class RotationHandler:
         """Whether a change waits for the new generation to be ready before it counts."""
         action = self.settings.on_change
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
+        #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
+        self.restart: Callable[[dict[str, str]], None] = self._replace
+        self.limiter: LimitedRestarts | None = None
+
+    def _replace(self, environment: dict[str, str]) -> None:
+        audit.record("restart", outcome="ok")
+        self.child.replace(environment)
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         environment = launch.child_environment(composed.environment, self.settings.pass_env)
@@ -136,7 +146,7 @@ class RotationHandler:
             render_files(self.settings, composed)
         except EnvwrapError as err:
             log.error(f"cannot apply the new secrets; the program keeps the current ones: {err}")
-            audit.record("rotation", outcome=audit.outcome_of(err.exit_code), detail=str(err))
+            audit.record("rotation", outcome="failed", detail=str(err))
             return
         if self.on_values is not None:
             self.on_values(composed.secret_values)
@@ -173,8 +183,7 @@ class RotationHandler:
             self.child.request_exit(EXIT_ON_CHANGE)
         else:
             log.info("secrets changed; restarting the program")
-            audit.record("restart", outcome="ok")
-            self.child.replace(environment)
+            self.restart(environment)
 
     def _settled(self, attempt: int, environment: dict[str, str], detail: str,
                  composed: Composed, outcome: object) -> None:
@@ -284,13 +293,57 @@ def start_watching(
     resolved: Resolved,
     child_env: dict[str, str],
     child: ChildControl,
+    *,
     on_values: Callable[[list[str]], None] | None = None,
-) -> Watcher | None:
+    revoker: LeaseRevoker | None = None,
+) -> tuple[Watcher, RotationHandler] | None:
     """Start the watcher thread of ``envwrap --watch``; ``None`` when nothing can change."""
     handler = RotationHandler(settings, child_env, child, on_values, composed=resolved.composed)
     watcher = build_watcher(settings, resolved, handler)
     if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None
+    _plug_restarts(settings, handler, watcher, child_env, revoker)
     watcher.start()
-    return watcher
+    return watcher, handler
+
+
+def _plug_restarts(
+    settings: Settings,
+    handler: RotationHandler,
+    watcher: Watcher,
+    child_env: dict[str, str],
+    revoker: LeaseRevoker | None,
+) -> None:
+    """``--restart-limit`` and ``--revoke-on-exit``'s part in a restart."""
+    child = handler.child
+    if settings.restart_limit is None and revoker is None:
+        return
+
+    def replace(environment: dict[str, str], used: object) -> None:
+        audit.record("restart", outcome="ok")
+        done = None
+        if revoker is not None:
+            def done(pid: object) -> None:
+                # on the supervisor's thread: revoke (network calls) elsewhere
+                if pid is not None:
+                    import threading
+
+                    threading.Thread(target=revoker.generation, args=(used,),
+                                     name="envwrap-revoke", daemon=True).start()
+        child.replace(environment, done)
+
+    def snapshot() -> dict[Locator, Fetched]:
+        """What the new environment is made of (on the watcher's thread, which owns it);
+        the watcher keeps secrets a changed .env no longer references: not those."""
+        fetched = watcher.fetched
+        return {loc: fetched[loc] for loc in watcher.secrets.locators() if loc in fetched}
+
+    if settings.restart_limit is None:
+        handler.restart = lambda environment: replace(environment, snapshot())
+        return
+    from envwrap.restart_limit import LimitedRestarts, RestartWindow
+
+    limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), replace, child_env)
+    handler.limiter = limiter
+    handler.restart = lambda environment: limiter.request(environment, snapshot())

@@ -27,6 +27,11 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
 
     make_paths_absolute(settings)
     audit.configure(settings.audit_log)
+    if settings.metrics and settings.command in ("run", "sidecar"):
+        # before the first resolution: /readyz answers 503 while the stores are slow
+        from envwrap.metrics_http import start_metrics
+
+        start_metrics(settings)
     if settings.command == "check":
         return check(settings, environ, write)
     if settings.command == "export":
@@ -87,6 +92,7 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
             raise ConfigError(
                 f"{example!r} lists variables that are not set: {', '.join(missing)}"
             )
+    audit.record("resolved", outcome="ok")
     return Resolved(secrets, registry, fetched, composed, environ)
 
 

@@ -106,6 +106,8 @@ class SidecarHandler:
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         render_files(self.settings, composed)
+        audit.record("rotation", outcome="applied",
+                     detail=", ".join(sorted(str(loc) for loc in changed)))
         if not self.target.configured:
             return
         pids = self.target.wait(TARGET_WAIT, self.stopping)
@@ -148,6 +150,10 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     target = TargetFinder(settings.target_pid_file, settings.target_name)
     watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
     watcher.start()
+    if settings.metrics:
+        from envwrap.metrics import watch_health
+
+        watch_health("watcher", lambda: watcher.alive)
     log.info(
         "sidecar running",
         files=", ".join(settings.render),

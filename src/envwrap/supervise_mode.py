@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from envwrap.listen import Listener
     from envwrap.mask import MaskedOutput
     from envwrap.ready import ReadyCheck
+    from envwrap.revoke import LeaseRevoker
+    from envwrap.rotation import RotationHandler
     from envwrap.runner import Resolved
     from envwrap.watch import Watcher
 
@@ -105,23 +107,46 @@ def run_supervised(
 
         masked = MaskedOutput(resolved.composed.secret_values)
         supervisor.stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd)
+    revoker: LeaseRevoker | None = None
+    if settings.revoke_on_exit and resolved.registry is not None:
+        from envwrap.revoke import LeaseRevoker
+
+        revoker = LeaseRevoker(resolved.registry, resolved.fetched)
     watcher: Watcher | None = None
+    handler: RotationHandler | None = None
     try:
         if settings.watch:
             from envwrap.rotation import start_watching
 
-            watcher = start_watching(
+            watching = start_watching(
                 settings, resolved, child_env, supervisor,
                 on_values=masked.update if masked is not None else None,
+                revoker=revoker,
             )
-        elif resolved.registry is not None:
+            if watching is not None:
+                watcher, handler = watching
+        elif resolved.registry is not None and revoker is None:
             resolved.registry.close()  # nothing will read the stores again
+        if settings.metrics:
+            import threading
+
+            from envwrap.metrics import watch_health
+
+            watch_health("supervisor", threading.main_thread().is_alive)
+            if watcher is not None:
+                watch_health("watcher", lambda: watcher is not None and watcher.alive)
         return supervisor.run()
     finally:
         if keeper is not None:
             keeper.release()
+        if handler is not None:
+            handler.close()
+            if handler.limiter is not None:
+                handler.limiter.close()
         if watcher is not None:
             watcher.stop()
+        if revoker is not None:
+            revoker.close(watcher.fetched if watcher is not None else None)
         if ready is not None:
             ready.close()
         if masked is not None:

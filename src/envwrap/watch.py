@@ -160,6 +160,11 @@ class Watcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the watcher's thread runs (``/healthz``)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         next_poll = self.clock() + self._jittered(self.interval)
         while not self._stopping.is_set():
@@ -287,6 +292,11 @@ class Watcher:
                 for locator, outcome in zip(group, backend.probe_many(group), strict=True):
                     if isinstance(outcome, EnvwrapError):
                         failed |= self._failed(locator, outcome)
+                    elif outcome is None and self._leased(locator):
+                        # a dynamic secret: every read makes new credentials, so
+                        # it is not re-read to compare; its lease schedule
+                        # renews it, and re-reads it when renewal cannot
+                        self._recovered(locator)
                     elif outcome is None or outcome != self.versions.get(locator):
                         to_read.append(locator)
                     else:
@@ -295,6 +305,10 @@ class Watcher:
                 changed |= self._read(backend, to_read)
                 failed |= bool(self._failing & set(to_read))
         return changed, failed
+
+    def _leased(self, locator: Locator) -> bool:
+        current = self.fetched.get(locator)
+        return current is not None and current.lease is not None and current.lease.duration > 0
 
     def _read(self, backend: Backend, locators: list[Locator]) -> set[Locator]:
         changed: set[Locator] = set()
@@ -336,6 +350,10 @@ class Watcher:
         return kept
 
     def _failed(self, locator: Locator, error: EnvwrapError) -> bool:
+        # every failed attempt is an event (metrics count them); the audit
+        # log and the warning below say it once per outage
+        audit.record("check", store=locator.scheme, path=locator.path_with_query,
+                     outcome=audit.outcome_of(error.exit_code))
         variable, reference = self.secrets.describe(locator)
         if locator not in self._failing:
             self._failing.add(locator)
@@ -356,6 +374,7 @@ class Watcher:
         return True
 
     def _recovered(self, locator: Locator) -> None:
+        audit.record("check", store=locator.scheme, path=locator.path_with_query, outcome="ok")
         if locator in self._failing:
             self._failing.discard(locator)
             variable, reference = self.secrets.describe(locator)
@@ -397,9 +416,11 @@ class Watcher:
             if missing:
                 from envwrap.resolve import fetch_all
 
+                started = time.monotonic()
                 fetched = fetch_all(
                     missing, self.registry, timeout=self.interval, describe=secrets.describe
                 )
+                audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
                 self.fetched.update(fetched)
                 self.versions.update({loc: f.version for loc, f in fetched.items()})
                 self._schedule_leases(fetched)
@@ -410,6 +431,7 @@ class Watcher:
         self.secrets = secrets
         self._start_file_events()
         log.info(".env changed")
+        audit.record_sources(secrets.uses(), self.fetched, self.dotenv_paths)
         still_used = set(secrets.locators())
         self._compose_and_notify({loc for loc in changed if loc in still_used})
 
@@ -448,6 +470,7 @@ class Watcher:
             try:
                 renewed = renew(lease)
                 self.fetched[locator].lease = renewed
+                audit.record_lease(locator, renewed.duration, "renewed")
                 if renewed.duration >= lease.duration * LEASE_RENEW_AT:
                     self._schedule_leases({locator: self.fetched[locator]})
                     return

@@ -162,6 +162,10 @@ class BackendRegistry:
             self._instances[scheme] = backend
         return backend
 
+    def loaded(self, scheme: str) -> bool:
+        """Whether the backend of ``scheme`` was used (``get`` would not create it)."""
+        return scheme in self._instances
+
     def close(self) -> None:
         for backend in self._instances.values():
             backend.close()

@@ -142,6 +142,9 @@ class VaultBackend(Backend):
       for KV v1, other paths, and when reading the metadata is denied.
     * ``renew_lease(lease) -> Lease``: ``sys/leases/renew``; the returned lease
       has the new duration. Raises mapped errors (65 for an unknown lease).
+    * ``revoke_lease(lease)`` and ``revoke_token() -> bool`` (``--revoke-on-exit``):
+      ``sys/leases/revoke``; ``auth/token/revoke-self`` for a token envwrap
+      logged in for (never a ``VAULT_TOKEN`` it was given).
     * ``renew_token() -> float | None``: renews envwrap's own token when it is
       renewable and returns its new TTL in seconds; logs in again (AppRole,
       Kubernetes) when it cannot be renewed or renewal no longer extends it;
@@ -231,6 +234,31 @@ class VaultBackend(Backend):
                 return None
             with self._lock:
                 return self._login(client)
+
+    def revoke_lease(self, lease: Lease) -> None:
+        """``sys/leases/revoke``: end a dynamic secret now (Vault deletes the credentials)."""
+        with self._errors(action="revoke the lease"):
+            self._client_ready().adapter.put(
+                "/v1/sys/leases/revoke", json={"lease_id": lease.lease_id}
+            )
+
+    def revoke_token(self) -> bool:
+        """Revoke the token envwrap logged in for (AppRole, Kubernetes); ``True`` if it did.
+
+        A token envwrap was *given* (``VAULT_TOKEN``, a token file) belongs to
+        its user and is left alone.
+        """
+        if not self._can_login():
+            return False
+        with self._lock:
+            client, logged_in = self._client, self._logged_in
+        if client is None or not logged_in:
+            return False
+        with self._errors(action="revoke the token"):
+            client.adapter.post("/v1/auth/token/revoke-self")
+        with self._lock:
+            self._logged_in = False
+        return True
 
     def close(self) -> None:
         with self._lock:

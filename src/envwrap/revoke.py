@@ -1,0 +1,98 @@
+"""``--revoke-on-exit`` (DESIGN §12): give back what envwrap obtained.
+
+Dynamic secrets (``database/creds/ROLE``, ``rabbitmq/creds/ROLE``) come with
+a lease; once no generation of the program uses a lease, revoking it makes the
+store delete the credentials at once instead of at the end of its TTL (the
+team's "delete old secret"). :class:`LeaseRevoker` remembers which leases each
+generation was started with: when a new generation replaces the old one, the
+leases only the old one used are revoked; when envwrap exits, every lease it
+obtained, then the token it logged in with (AppRole, Kubernetes; never a
+``VAULT_TOKEN`` it was given). Revocation goes through the backends'
+``revoke_lease`` / ``revoke_token`` (optional methods, as ``renew_lease`` is);
+a failure is logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from envwrap import audit, log
+from envwrap.errors import EnvwrapError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from envwrap.backends import BackendRegistry, Fetched, Lease
+    from envwrap.refs import Locator
+
+__all__ = ["LeaseRevoker"]
+
+Leases = dict[str, tuple["Locator", "Lease"]]  # lease id -> where it came from, the lease
+
+
+def leases_of(fetched: Mapping[Locator, Fetched]) -> Leases:
+    return {item.lease.lease_id: (locator, item.lease)
+            for locator, item in fetched.items() if item.lease is not None}
+
+
+class LeaseRevoker:
+    """Which leases the running generation uses; revokes the rest when asked."""
+
+    def __init__(self, registry: BackendRegistry, first: Mapping[Locator, Fetched]) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+        self._current = leases_of(first)
+        self._obtained = dict(self._current)
+        self._revoked: set[str] = set()
+
+    def generation(self, fetched: Mapping[Locator, Fetched]) -> None:
+        """A new generation runs with ``fetched``: revoke leases only the old one used."""
+        leases = leases_of(fetched)
+        with self._lock:
+            stale = {i: lease for i, lease in self._current.items() if i not in leases}
+            self._current = leases
+            self._obtained.update(leases)
+        self._revoke(stale)
+
+    def close(self, also: Mapping[Locator, Fetched] | None = None) -> None:
+        """envwrap exits: revoke every lease obtained (and ``also``'s), then the token."""
+        with self._lock:
+            if also is not None:
+                self._obtained.update(leases_of(also))
+            leases = dict(self._obtained)
+        self._revoke(leases)
+        for scheme in sorted({locator.scheme for locator, _ in leases.values()} | {"vault"}):
+            if not self.registry.loaded(scheme):
+                continue
+            revoke = getattr(self.registry.get(scheme), "revoke_token", None)
+            if revoke is None:
+                continue
+            try:
+                if revoke():
+                    log.info("revoked envwrap's login token", store=scheme)
+                    audit.record("revoke", store=scheme, outcome="ok", detail="login token")
+            except EnvwrapError as err:
+                log.warning(f"cannot revoke envwrap's login token: {err.message}", store=scheme)
+                audit.record("revoke", store=scheme, outcome=audit.outcome_of(err.exit_code),
+                             detail="login token")
+
+    def _revoke(self, leases: Leases) -> None:
+        for lease_id, (locator, lease) in leases.items():
+            with self._lock:
+                if lease_id in self._revoked:
+                    continue
+                self._revoked.add(lease_id)
+            revoke = getattr(self.registry.get(locator.scheme), "revoke_lease", None)
+            if revoke is None:
+                continue
+            try:
+                revoke(lease)
+            except EnvwrapError as err:
+                log.warning(f"cannot revoke a lease: {err.message}",
+                            reference=str(locator))
+                audit.record("revoke", store=locator.scheme, path=locator.path_with_query,
+                             outcome=audit.outcome_of(err.exit_code), detail=err.message)
+                continue
+            log.info("revoked a lease", reference=str(locator))
+            audit.record_lease(locator, 0, "revoked")
