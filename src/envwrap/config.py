@@ -103,6 +103,12 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", commands=frozenset({"sidecar"})),
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
+    Option("--cache", "value", "keep the last resolved secrets in this file, encrypted, and "
+           "start from it when a store is unreachable", metavar="PATH", commands=_RUN),
+    Option("--cache-key-file", "value", "the key material of --cache (or the variable "
+           "ENVWRAP_CACHE_KEY)", metavar="FILE", commands=_RUN),
+    Option("--cache-max-age", "value", "never start from a --cache file older than this",
+           default="24h", metavar="DURATION", commands=_RUN),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -139,6 +145,9 @@ class Settings:
     mask: bool = False
     target_pid_file: str | None = None
     target_name: str | None = None
+    cache: str | None = None
+    cache_key_file: str | None = None
+    cache_max_age: float = 86400.0
 
     def __init__(self) -> None:
         self.argv = []

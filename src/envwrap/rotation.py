@@ -92,6 +92,10 @@ class RotationHandler:
             self.on_values(composed.secret_values)
         self.current = environment
         audit.record("rotation", outcome="ok", detail=_names(changed))
+        if self.settings.cache:  # keep the fallback cache on what the program now runs on
+            from envwrap.cache import after_rotation
+
+            after_rotation(composed)
         action = self.settings.on_change
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
@@ -145,5 +149,9 @@ def start_watching(
     if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None
+    if settings.cache:
+        from envwrap.cache import follow
+
+        follow(watcher)
     watcher.start()
     return watcher

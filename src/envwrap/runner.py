@@ -71,9 +71,21 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
         except EnvwrapError as err:
             audit.record("access", variable=err.variable, reference=err.reference,
                          outcome=audit.outcome_of(err.exit_code), detail=err.message)
-            raise
-        audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
-    composed = secrets.compose(fetched)
+            if not settings.cache:
+                raise
+            from envwrap.cache import fall_back
+
+            fetched = fall_back(secrets, err)  # the error stands unless the cache serves
+        else:
+            audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
+    try:
+        composed = secrets.compose(fetched)
+    except EnvwrapError as err:
+        if settings.cache:  # a live "no such key" deletes the cache too
+            from envwrap.cache import discard_after
+
+            discard_after(err)
+        raise
     example = settings.require_example or settings.example
     if example:
         from envwrap.sources import missing_example_keys
@@ -87,7 +99,15 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
+    if settings.cache or settings.cache_key_file:
+        from envwrap import cache
+
+        cache.configure(settings, environ)
     resolved = resolve(settings, environ)
+    if settings.cache:
+        from envwrap.cache import remember_start
+
+        remember_start(resolved.composed)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
     if settings.render:
