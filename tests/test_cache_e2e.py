@@ -333,3 +333,25 @@ def test_aws_throttling_serves_and_access_denied_deletes(
         assert_not_leaked(value, text)
         assert_not_leaked(env["ENVWRAP_CACHE_KEY"], text)
     assert os.environ.get("ENVWRAP_CACHE_KEY") is None
+
+
+def test_partial_outage_serves_the_whole_set_from_the_cache(
+    setup: Setup, aws: MotoServer, aws_proxy: AwsProxy
+) -> None:
+    """Vault down, AWS up: every value comes from the cache, the live AWS one too, so
+    that the program gets a set it already ran on, never a mix that never existed."""
+    old_token, new_token = canary("old-token"), canary("new-token")
+    aws.sm.create_secret(Name="cache/partial", SecretString=old_token)
+    env = aws_env(setup.env, aws, AWS_ENDPOINT_URL=aws_proxy.endpoint,
+                  TOKEN="aws-sm://cache/partial")
+    child = ["/bin/sh", "-c", 'printf "%s %s\\n" "$(printf %s "$DB" | sha256sum | cut -c1-12)" '
+             '"$(printf %s "$TOKEN" | sha256sum | cut -c1-12)"']
+    live = setup.run(env=env, child=child)
+    assert live.stdout == f"{fp(setup.value)} {fp(old_token)}\n", live.stderr
+
+    aws.sm.put_secret_value(SecretId="cache/partial", SecretString=new_token)
+    setup.proxy.cut()
+    served = setup.run(env=env, child=child)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout == f"{fp(setup.value)} {fp(old_token)}\n"
+    setup.assert_clean(live.stderr, served.stderr, values=(old_token, new_token))
