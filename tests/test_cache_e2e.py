@@ -355,3 +355,22 @@ def test_partial_outage_serves_the_whole_set_from_the_cache(
     assert served.returncode == 0, served.stderr
     assert served.stdout == f"{fp(setup.value)} {fp(old_token)}\n"
     setup.assert_clean(live.stderr, served.stderr, values=(old_token, new_token))
+
+
+def test_watch_rewrites_a_confirmed_cache_before_it_expires(
+    setup: Setup, envwrap_watch: object  # noqa: F811
+) -> None:
+    """A long-running program keeps a fresh cache: every round that confirms the values
+    rewrites the file once an eighth of --cache-max-age has passed (here 0.5s)."""
+    run = envwrap_watch(setup.env, sh_child_db(), *setup.args("--cache-max-age", "4s")[3:])  # type: ignore[operator]
+    first = run.wait_start(fp(setup.value))
+    written = wait_until(lambda: setup.cache.exists() and setup.cache.read_bytes())
+    wait_until(lambda: setup.cache.read_bytes() != written, timeout=15)
+    assert run.starts() == [(first, fp(setup.value))]
+    assert not [r for r in setup.audit_records() if r["event"] in ("cache", "rotation")]
+    run.assert_clean(setup.value)
+
+
+def sh_child_db() -> list[str]:
+    return ["/bin/sh", "-c", 'printf "started %s %s\\n" "$$" '
+            '"$(printf %s "$DB" | sha256sum | cut -c1-12)"; exec sleep 3600']
