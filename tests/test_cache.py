@@ -249,3 +249,24 @@ def test_concurrent_writers_never_leave_an_unreadable_file(tmp_path: Path) -> No
         assert reads > 0
     # last writer wins, and no temporary file is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.bin", "stop"]
+
+
+@pytest.mark.parametrize("length", [16, 32, 33, 64, 100])
+def test_hkdf_matches_cryptography(length: int) -> None:
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from envwrap.cache import hkdf_sha256
+
+    salt, material = os.urandom(16), os.urandom(40)
+    expected = HKDF(algorithm=SHA256(), length=length, salt=salt, info=b"envwrap cache v1")
+    assert hkdf_sha256(material, salt, b"envwrap cache v1", length) == expected.derive(material)
+
+
+def test_rfc5869_test_case_1() -> None:
+    from envwrap.cache import hkdf_sha256
+
+    okm = hkdf_sha256(bytes.fromhex("0b" * 22), bytes.fromhex("000102030405060708090a0b0c"),
+                      bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)
+    assert okm.hex() == ("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+                         "34007208d5b887185865")

@@ -65,6 +65,7 @@ __all__ = [
     "configure",
     "fall_back",
     "follow",
+    "hkdf_sha256",
     "reference_digest",
     "remember_start",
     "seal",
@@ -113,23 +114,47 @@ def reference_digest(locators: Iterable[Locator]) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def _primitives() -> tuple[Any, Any, type[Exception]]:
-    """(AESGCM, derive(material, salt) -> key, InvalidTag), imported on first use."""
+def hkdf_sha256(material: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869), extract then expand.
+
+    Written on the standard library's HMAC, which every store client has loaded
+    already, instead of importing cryptography's KDF modules on the start-up
+    path; a test checks it against cryptography's ``HKDF``.
+    """
+    import hashlib
+    import hmac
+
+    prk = hmac.new(salt, material, hashlib.sha256).digest()
+    blocks, block, counter = b"", b"", 1
+    while len(blocks) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        blocks += block
+        counter += 1
+    return blocks[:length]
+
+
+def _primitives() -> tuple[Any, type[Exception]]:
+    """(AESGCM, InvalidTag), imported on first use.
+
+    AESGCM is taken from cryptography's compiled module, which its public
+    ``ciphers.aead`` module only re-exports: that skips the pure-Python cipher
+    modules (~3 ms of start-up). Should a release move it, the public import
+    is used.
+    """
     try:
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-        from cryptography.hazmat.primitives.hashes import SHA256
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        try:
+            from cryptography.hazmat.bindings._rust import openssl as compiled
+
+            aesgcm: Any = compiled.aead.AESGCM
+        except (ImportError, AttributeError):
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM as aesgcm
     except ImportError:
         raise BackendMissingError(
             "--cache needs the 'cryptography' package", hint="pip install 'envwrap[cache]'"
         ) from None
-
-    def derive(material: bytes, salt: bytes) -> bytes:
-        key: bytes = HKDF(algorithm=SHA256(), length=32, salt=salt, info=_INFO).derive(material)
-        return key
-
-    return AESGCM, derive, InvalidTag
+    return aesgcm, InvalidTag
 
 
 def seal(material: bytes, fetched: Mapping[Locator, Fetched], *, written: float) -> bytes:
@@ -137,7 +162,7 @@ def seal(material: bytes, fetched: Mapping[Locator, Fetched], *, written: float)
     import json
     import struct
 
-    aesgcm, derive, _ = _primitives()
+    aesgcm, _ = _primitives()
     entries = [
         [loc.scheme, loc.path, [list(kv) for kv in loc.params], item.data, item.version]
         for loc, item in fetched.items()
@@ -150,7 +175,8 @@ def seal(material: bytes, fetched: Mapping[Locator, Fetched], *, written: float)
     salt, nonce = os.urandom(16), os.urandom(12)
     header = struct.pack(HEADER_FORMAT, MAGIC, FORMAT_VERSION, int(written * 1000), salt, nonce,
                          reference_digest(fetched))
-    sealed: bytes = aesgcm(derive(material, salt)).encrypt(nonce, payload, header)
+    key = hkdf_sha256(material, salt, _INFO)
+    sealed: bytes = aesgcm(key).encrypt(nonce, payload, header)
     return header + sealed
 
 
@@ -175,10 +201,11 @@ def unseal(
     wanted = list(locators)
     if digest != reference_digest(wanted):
         raise Unusable("written for other references")
-    aesgcm, derive, invalid_tag = _primitives()
+    aesgcm, invalid_tag = _primitives()
     header = blob[:HEADER_SIZE]
     try:
-        payload = aesgcm(derive(material, salt)).decrypt(nonce, blob[HEADER_SIZE:], header)
+        key = hkdf_sha256(material, salt, _INFO)
+        payload = aesgcm(key).decrypt(nonce, blob[HEADER_SIZE:], header)
     except invalid_tag:
         raise Unusable("cannot be decrypted: a wrong key, or the file was altered") from None
     written = written_ms / 1000

@@ -1,0 +1,110 @@
+"""--cache: what the fallback cache costs a normal start, and a start while the store is down.
+
+(a) ``envwrap -- true`` with 10 KV v2 references to 10 distinct paths, with and
+    without ``--cache`` (the write after resolution: cryptography's import,
+    HKDF, AES-GCM, the atomic 0600 write with its fsyncs). Target: the median
+    with ``--cache`` <= the median without + 5 ms, measured in the same run.
+(b) The same start with the store cut off (a loopback proxy that refuses
+    connections) and ``--start-timeout 1s``: with a cache (the program starts
+    from it) against without one (exit 69 after the same timeout).
+
+Cases run alternately, round after round; medians are reported. The script
+starts and stops its own OpenBao dev server.
+
+    .venv/bin/python benchmarks/bench_cache.py [--runs N] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import alternate, report  # noqa: E402
+from tests.fixtures_vault import start_openbao  # noqa: E402
+from tests.proxy import TcpProxy  # noqa: E402
+
+REFS = 10
+
+
+def envwrap() -> list[str]:
+    script = Path(sys.executable).parent / "envwrap"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "envwrap"]
+
+
+def timed(argv: Sequence[str], env: Mapping[str, str], expect: int) -> float:
+    """Wall seconds of one run, spawn to reaped exit; fails unless it exits ``expect``."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, devnull, 1), (os.POSIX_SPAWN_DUP2, devnull, 2)]
+        started = time.perf_counter()
+        pid = os.posix_spawnp(argv[0], list(argv), dict(env), file_actions=actions)
+        _, status = os.waitpid(pid, 0)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(devnull)
+    code = os.waitstatus_to_exitcode(status)
+    if code != expect:
+        raise RuntimeError(f"{argv} exited with {code}, expected {expect}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--down-runs", type=int, default=8)
+    parser.add_argument("--dir", help="where the cache file goes (default: a temporary folder)")
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        folder = Path(options.dir) if options.dir else work / "cache"
+        folder.mkdir(parents=True, exist_ok=True)
+        server = start_openbao(work / "openbao")
+        proxy = TcpProxy(int(server.addr.rsplit(":", 1)[1]))
+        try:
+            key = work / "key"
+            key.write_text(secrets.token_urlsafe(32))
+            env = {"PATH": os.environ["PATH"], **server.env(VAULT_ADDR=proxy.url)}
+            for i in range(REFS):
+                server.kv2_put(f"bench/s{i}", {"value": secrets.token_hex(16)})
+                env[f"V{i}"] = f"vault://secret/bench/s{i}#value"
+            base = [*envwrap(), "--no-env-file", "--start-timeout", "1s"]
+            cache = str(folder / "secrets.bin")
+            with_cache = [*base, "--cache", cache, "--cache-key-file", str(key)]
+            command = ["--", "true"]
+
+            print(f"(a) a normal start, {REFS} KV v2 references, {options.runs} rounds; "
+                  f"cache in {folder}")
+            samples = alternate({
+                "without --cache": lambda: timed([*base, *command], env, 0),
+                "with --cache": lambda: timed([*with_cache, *command], env, 0),
+            }, runs=options.runs)
+            report(samples, "without --cache")
+            added = (statistics.median(samples["with --cache"])
+                     - statistics.median(samples["without --cache"])) * 1000
+            print(f"added by --cache: {added:+.1f} ms median (target <= 5 ms)\n")
+
+            proxy.cut()
+            print(f"(b) the store down, --start-timeout 1s, {options.down_runs} rounds")
+            down = alternate({
+                "no cache (exit 69)": lambda: timed([*base, *command], env, 69),
+                "from the cache (exit 0)": lambda: timed([*with_cache, *command], env, 0),
+            }, runs=options.down_runs, warmup=1)
+            report(down, "no cache (exit 69)")
+        finally:
+            proxy.close()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
