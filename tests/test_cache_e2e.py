@@ -374,3 +374,48 @@ def test_watch_rewrites_a_confirmed_cache_before_it_expires(
 def sh_child_db() -> list[str]:
     return ["/bin/sh", "-c", 'printf "started %s %s\\n" "$$" '
             '"$(printf %s "$DB" | sha256sum | cut -c1-12)"; exec sleep 3600']
+
+
+def test_applied_rotation_rewrites_the_cache(
+    setup: Setup, envwrap_watch: object  # noqa: F811
+) -> None:
+    run = envwrap_watch(setup.env, sh_child_db(), *setup.args()[3:])  # type: ignore[operator]
+    run.wait_start(fp(setup.value))
+    new = canary("rotated")
+    setup.openbao.kv2_put(setup.path, {"value": new, "user": "app"})
+    run.wait_start(fp(new), timeout=20)
+    run.stop()
+    setup.proxy.cut()
+    result = setup.run()
+    assert result.returncode == 0 and f"fp {fp(new)}" in result.stdout, result.stderr
+    run.assert_clean(setup.value, new)
+    setup.assert_clean(result.stderr, values=(new,))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cache", "{tmp}/no/such/folder/c.bin", "--cache-key-file", "{tmp}/key"],
+         "--cache '{tmp}/no/such/folder/c.bin': cannot open its directory"),
+        (["--cache-key-file", "{tmp}/key"], "--cache-key-file needs --cache PATH"),
+        (["--cache", "{tmp}/c.bin", "--cache-key-file", "{tmp}/nokey"],
+         "--cache-key-file '{tmp}/nokey': cannot read the key"),
+        (["--cache", "{tmp}/c.bin"], "--cache needs a key"),
+    ],
+    ids=["cache folder missing", "key without cache", "key file missing", "no key"],
+)
+def test_configuration_errors_exit_78_before_the_program_starts(
+    tmp_path: Path, base_env: dict[str, str], args: list[str], message: str
+) -> None:
+    value = canary()
+    (tmp_path / "secret").write_text(value)
+    (tmp_path / "key").write_text(secrets.token_urlsafe(32))
+    marker = tmp_path / "started"
+    env = {**base_env, "DB": f"ref+file://{tmp_path}/secret"}
+    result = run_envwrap(["--no-env-file", *(a.format(tmp=tmp_path) for a in args),
+                          "--", "touch", str(marker)], env=env, cwd=tmp_path)
+    assert result.returncode == 78, result.stderr
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
+    assert_not_leaked(value, result.stderr)
+    assert_not_leaked((tmp_path / "key").read_text(), result.stderr)
