@@ -226,11 +226,30 @@ def test_cache_of_other_references_is_never_served(setup: Setup) -> None:
     assert setup.run(env=env).returncode == 69
 
 
+def test_restart_with_the_same_secrets_keeps_the_file(setup: Setup) -> None:
+    setup.warm()
+    before = setup.cache.stat()
+    assert setup.run().returncode == 0
+    after = setup.cache.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    new = canary("new")
+    setup.openbao.kv2_put(setup.path, {"value": new, "user": "app"})
+    assert setup.run().returncode == 0
+    assert setup.cache.stat().st_ino != before.st_ino
+    setup.proxy.cut()
+    served = setup.run()
+    assert served.returncode == 0 and f"fp {fp(new)}" in served.stdout, served.stderr
+    setup.assert_clean(served.stderr, values=(new,))
+
+
 def test_concurrent_envwrap_starts_share_one_cache(setup: Setup) -> None:
     setup.warm()
+    # a tiny max age makes every start rewrite the file (and find it expired)
     processes = [
         subprocess.Popen(
-            [*envwrap_command(), *setup.args(), "--", *CHILD], env=setup.env, cwd=setup.dir,
+            [*envwrap_command(), *setup.args("--cache-max-age", "80ms"), "--", *CHILD],
+            env=setup.env, cwd=setup.dir,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(6)
     ]

@@ -453,7 +453,25 @@ def remember_start(composed: Composed) -> None:
     if _state["serving"]:
         return  # never refresh the age of values that were not read live
     _state["applied"] = composed.fetched
-    cache.save(composed.fetched)
+    if not _holds_recent(cache, composed.fetched):
+        cache.save(composed.fetched)
+
+
+def _holds_recent(cache: FallbackCache, fetched: Mapping[Locator, Fetched]) -> bool:
+    """Whether the file already holds ``fetched``, written within the refresh share of
+    --cache-max-age: a restart storm with unchanged secrets then costs a read, not
+    a write and its two fsyncs (the same rule as the refresh under --watch)."""
+    try:
+        cached, written = cache.load(fetched)
+    except Unusable:
+        return False
+    if cache.clock() - written >= cache.max_age * REFRESH_SHARE:
+        return False
+    if not all(cached[loc].data == item.data and cached[loc].version == item.version
+               for loc, item in fetched.items()):
+        return False
+    cache.saved_at = written
+    return True
 
 
 def after_rotation(composed: Composed) -> None:
