@@ -270,3 +270,52 @@ def test_rfc5869_test_case_1() -> None:
                       bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)
     assert okm.hex() == ("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
                          "34007208d5b887185865")
+
+
+def test_check_recognises_the_same_secrets_only() -> None:
+    from envwrap.cache import holds
+
+    value = canary()
+    blob = seal(KEY, secrets_for(value), written=NOW)
+    same = dict(reversed(list(secrets_for(value).items())))  # order does not matter
+    assert holds(KEY, blob, same, now=NOW + 10, within=60) == NOW
+    assert holds(KEY, blob, secrets_for(value + "x"), now=NOW + 10, within=60) is None
+    changed_version = {**secrets_for(value), API: Fetched(value + "-api", version="v-9")}
+    assert holds(KEY, blob, changed_version, now=NOW + 10, within=60) is None
+    assert holds(KEY, blob, same, now=NOW + 61, within=60) is None  # not recent enough
+    assert holds(b"w" * 32, blob, same, now=NOW + 10, within=60) is None  # other key
+    assert holds(KEY, blob, {DB: secrets_for(value)[DB]}, now=NOW + 10, within=60) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(index=st.integers(0, len(BLOB) - 1), mask=st.integers(1, 255))
+def test_flipping_any_byte_defeats_the_check(index: int, mask: int) -> None:
+    from envwrap.cache import holds
+
+    tampered = bytearray(BLOB)
+    tampered[index] ^= mask
+    same = secrets_for("hypothesis-value-0123456789")
+    assert holds(KEY, BLOB, same, now=NOW + 1, within=60) == NOW
+    assert holds(KEY, bytes(tampered), same, now=NOW + 1, within=60) is None
+
+
+def test_kept_cache_does_not_load_cryptography(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        from envwrap.backends import Fetched
+        from envwrap.cache import FallbackCache
+        from envwrap.refs import Locator
+        cache = FallbackCache({str(tmp_path / "c.bin")!r}, b"k" * 32, 3600)
+        fetched = {{Locator("vault", "secret/a"): Fetched({{"v": "x" * 20}}, "1")}}
+        if sys.argv[1] == "write":
+            cache.save(fetched)
+        else:
+            assert cache.holds_recent(fetched)
+            assert not cache.holds_recent({{Locator("vault", "secret/a"): Fetched("y", "2")}})
+        print(any(m.startswith("cryptography") for m in sys.modules))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = [sys.executable, "-c", script]
+    wrote = subprocess.run([*run, "write"], env=env, capture_output=True, text=True, check=True)
+    kept = subprocess.run([*run, "check"], env=env, capture_output=True, text=True, check=True)
+    assert (wrote.stdout, kept.stdout) == ("True\n", "False\n")

@@ -28,14 +28,22 @@ File format (version 1; integers big-endian)::
     32      12    AES-GCM nonce, random per write
     44      32    SHA-256 of the sorted locators (the reference set)
     76      ...   AES-256-GCM ciphertext of the payload, then its 16-byte tag
+    end-32  32    check: HMAC-SHA256 of everything before it and of the payload
 
 The AES key is HKDF-SHA256(key material, salt, info ``b"envwrap cache v1"``);
 the whole header is the associated data, so the version, the write time and
 the reference set are authenticated with the secrets: nobody without the key
 can make a file look younger or move it to other references. The payload is
-JSON padded with spaces to a multiple of 256 bytes, so that the file's size
-says little about the secrets' lengths. The file holds no plaintext value, no
-encoding of one, and no key.
+JSON (the secrets sorted by locator) padded with spaces to a multiple of 256
+bytes, so that the file's size says little about the secrets' lengths. The file
+holds no plaintext value, no encoding of one, and no key.
+
+The check is keyed too (HKDF info ``b"envwrap cache check v1"``, the same
+per-file salt): without the key it says nothing, not even whether two files
+hold the same secrets. It lets a start whose secrets did not change see that
+the file already holds them, whole and unaltered, with the standard library
+alone -- without loading cryptography, whose compiled module costs several
+milliseconds. Reading a file for use verifies it as well.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ __all__ = [
     "fall_back",
     "follow",
     "hkdf_sha256",
+    "holds",
     "reference_digest",
     "remember_start",
     "seal",
@@ -76,6 +85,7 @@ MAGIC = b"EWCACHE"
 FORMAT_VERSION = 1
 HEADER_FORMAT = ">7sBQ16s12s32s"
 HEADER_SIZE = 76
+CHECK_SIZE = 32
 TAG_SIZE = 16
 PADDING = 256
 #: the key material must be at least this long: HKDF does not stretch a weak key
@@ -87,6 +97,7 @@ FUTURE_SKEW = 300.0
 KEY_VARIABLE = "ENVWRAP_CACHE_KEY"
 KEY_HINT = "generate one with: openssl rand -base64 32"
 _INFO = b"envwrap cache v1"
+_CHECK_INFO = b"envwrap cache check v1"
 #: with --watch, a confirmed cache is rewritten once this share of --cache-max-age has passed
 REFRESH_SHARE = 1 / 8
 
@@ -157,27 +168,63 @@ def _primitives() -> tuple[Any, type[Exception]]:
     return aesgcm, InvalidTag
 
 
-def seal(material: bytes, fetched: Mapping[Locator, Fetched], *, written: float) -> bytes:
-    """The cache file's bytes for ``fetched`` (every locator of the reference set)."""
+def _payload(fetched: Mapping[Locator, Fetched]) -> bytes:
+    """The plaintext: every secret with its version, sorted by locator, padded."""
     import json
-    import struct
 
-    aesgcm, _ = _primitives()
     entries = [
         [loc.scheme, loc.path, [list(kv) for kv in loc.params], item.data, item.version]
-        for loc, item in fetched.items()
+        for loc, item in sorted(fetched.items(), key=lambda e: (e[0].scheme, e[0].path,
+                                                                e[0].params))
     ]
     try:
         payload = json.dumps({"secrets": entries}, separators=(",", ":")).encode()
     except (TypeError, ValueError):
         raise ConfigError("--cache: a secret is not JSON data and cannot be cached") from None
-    payload += b" " * (-len(payload) % PADDING)
+    return payload + b" " * (-len(payload) % PADDING)
+
+
+def _check(material: bytes, salt: bytes, sealed: bytes, payload: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    key = hkdf_sha256(material, salt, _CHECK_INFO)
+    return hmac.new(key, sealed + payload, hashlib.sha256).digest()
+
+
+def seal(material: bytes, fetched: Mapping[Locator, Fetched], *, written: float) -> bytes:
+    """The cache file's bytes for ``fetched`` (every locator of the reference set)."""
+    import struct
+
+    aesgcm, _ = _primitives()
+    payload = _payload(fetched)
     salt, nonce = os.urandom(16), os.urandom(12)
     header = struct.pack(HEADER_FORMAT, MAGIC, FORMAT_VERSION, int(written * 1000), salt, nonce,
                          reference_digest(fetched))
     key = hkdf_sha256(material, salt, _INFO)
-    sealed: bytes = aesgcm(key).encrypt(nonce, payload, header)
-    return header + sealed
+    sealed: bytes = header + aesgcm(key).encrypt(nonce, payload, header)
+    return sealed + _check(material, salt, sealed, payload)
+
+
+def holds(
+    material: bytes, blob: bytes, fetched: Mapping[Locator, Fetched], *, now: float,
+    within: float,
+) -> float | None:
+    """The write time of ``blob`` if it holds exactly ``fetched`` and was written less
+    than ``within`` seconds ago; else ``None``. Standard library only (the check)."""
+    import hmac
+    import struct
+
+    if len(blob) < HEADER_SIZE + TAG_SIZE + CHECK_SIZE:
+        return None
+    magic, version, written_ms, salt, _, digest = struct.unpack_from(HEADER_FORMAT, blob)
+    written = written_ms / 1000
+    if (magic, version) != (MAGIC, FORMAT_VERSION) or not -FUTURE_SKEW <= now - written < within:
+        return None
+    if digest != reference_digest(fetched):
+        return None
+    expected = _check(material, salt, blob[:-CHECK_SIZE], _payload(fetched))
+    return written if hmac.compare_digest(blob[-CHECK_SIZE:], expected) else None
 
 
 def unseal(
@@ -189,9 +236,10 @@ def unseal(
     tag (a wrong key and an altered byte look the same), then the age -- only
     an authentic file can be judged expired (and deleted for it).
     """
+    import hmac
     import struct
 
-    if len(blob) < HEADER_SIZE + TAG_SIZE:
+    if len(blob) < HEADER_SIZE + TAG_SIZE + CHECK_SIZE:
         raise Unusable("truncated, or not an envwrap cache file")
     magic, version, written_ms, salt, nonce, digest = struct.unpack_from(HEADER_FORMAT, blob)
     if magic != MAGIC:
@@ -202,12 +250,14 @@ def unseal(
     if digest != reference_digest(wanted):
         raise Unusable("written for other references")
     aesgcm, invalid_tag = _primitives()
-    header = blob[:HEADER_SIZE]
+    header, sealed = blob[:HEADER_SIZE], blob[:-CHECK_SIZE]
     try:
         key = hkdf_sha256(material, salt, _INFO)
-        payload = aesgcm(key).decrypt(nonce, blob[HEADER_SIZE:], header)
+        payload = aesgcm(key).decrypt(nonce, sealed[HEADER_SIZE:], header)
     except invalid_tag:
         raise Unusable("cannot be decrypted: a wrong key, or the file was altered") from None
+    if not hmac.compare_digest(blob[-CHECK_SIZE:], _check(material, salt, sealed, payload)):
+        raise Unusable("its check does not match: the file was altered")
     written = written_ms / 1000
     age = now - written
     if age > max_age:
@@ -286,6 +336,21 @@ class FallbackCache:
                           option="--cache", only_if_changed=False)
         self.saved_at = now
         log.debug("fallback cache written", file=self.path)
+
+    def holds_recent(self, fetched: Mapping[Locator, Fetched]) -> bool:
+        """Whether the file holds ``fetched`` already, written within the refresh share of
+        --cache-max-age: a restart storm with unchanged secrets then reads the file
+        instead of writing it (two fsyncs) and never loads cryptography."""
+        try:
+            blob, _ = self._read()
+        except Unusable:
+            return False
+        written = holds(self._material, blob, fetched, now=self.clock(),
+                        within=self.max_age * REFRESH_SHARE)
+        if written is None:
+            return False
+        self.saved_at = written
+        return True
 
     def load(self, locators: Iterable[Locator]) -> tuple[dict[Locator, Fetched], float]:
         """The cached secrets for ``locators`` and their write time; raises :class:`Unusable`."""
@@ -453,25 +518,8 @@ def remember_start(composed: Composed) -> None:
     if _state["serving"]:
         return  # never refresh the age of values that were not read live
     _state["applied"] = composed.fetched
-    if not _holds_recent(cache, composed.fetched):
+    if not cache.holds_recent(composed.fetched):
         cache.save(composed.fetched)
-
-
-def _holds_recent(cache: FallbackCache, fetched: Mapping[Locator, Fetched]) -> bool:
-    """Whether the file already holds ``fetched``, written within the refresh share of
-    --cache-max-age: a restart storm with unchanged secrets then costs a read, not
-    a write and its two fsyncs (the same rule as the refresh under --watch)."""
-    try:
-        cached, written = cache.load(fetched)
-    except Unusable:
-        return False
-    if cache.clock() - written >= cache.max_age * REFRESH_SHARE:
-        return False
-    if not all(cached[loc].data == item.data and cached[loc].version == item.version
-               for loc, item in fetched.items()):
-        return False
-    cache.saved_at = written
-    return True
 
 
 def after_rotation(composed: Composed) -> None:
