@@ -104,16 +104,16 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
 
         cache.configure(settings, environ)
     resolved = resolve(settings, environ)
-    if settings.cache:
-        from envwrap.cache import remember_start
-
-        remember_start(resolved.composed)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
     if settings.render:
         from envwrap.rotation import render_files
 
         render_files(settings, resolved.composed)
+    if settings.cache:  # the program can start on these values: keep them
+        from envwrap.cache import remember_start
+
+        remember_start(resolved.composed)
     if not (settings.supervise or settings.mask):
         if resolved.registry is not None:
             resolved.registry.close()
