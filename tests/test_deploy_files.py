@@ -207,3 +207,19 @@ def test_prometheus_example_scrapes_envwrap_and_alerts_on_real_metrics() -> None
     assert "envwrap_store_up" in alerts["EnvwrapSecretStoreDown"]["expr"]
     assert alerts["EnvwrapStaleSecretVersion"]["for"] == "1h"
     assert "envwrap_secret_info" in alerts["EnvwrapStaleSecretVersion"]["expr"]
+
+
+def test_cache_example_keeps_the_key_apart_from_the_cache() -> None:
+    (statefulset,) = documents(ROOT / "examples" / "kubernetes" / "cache.yaml")
+    spec = statefulset["spec"]
+    assert isinstance(spec, dict)
+    (container,) = containers(statefulset)
+    command = container["command"]
+    assert isinstance(command, list)
+    cache = command[command.index("--cache") + 1]
+    key = command[command.index("--cache-key-file") + 1]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}  # type: ignore[index]
+    assert cache.startswith(mounts["cache"] + "/") and key.startswith(mounts["cache-key"] + "/")
+    (key_volume,) = spec["template"]["spec"]["volumes"]
+    assert key_volume["name"] == "cache-key" and "secret" in key_volume
+    assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "cache"

@@ -123,6 +123,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--revoke-on-exit", "flag", "revoke the Vault leases and login token envwrap "
            "obtained when it exits (and leases a stopped generation alone used); implies --init",
            commands=_RUN),
+    Option("--cache", "value", "keep the last resolved secrets in this file, encrypted, and "
+           "start from it when a store is unreachable", metavar="PATH", commands=_RUN),
+    Option("--cache-key-file", "value", "the key material of --cache (or the variable "
+           "ENVWRAP_CACHE_KEY)", metavar="FILE", commands=_RUN),
+    Option("--cache-max-age", "value", "never start from a --cache file older than this",
+           default="24h", metavar="DURATION", commands=_RUN),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -170,6 +176,9 @@ class Settings:
     #: ``--restart-limit``: (restarts, window in seconds)
     restart_limit: tuple[int, float] | None = None
     revoke_on_exit: bool = False
+    cache: str | None = None
+    cache_key_file: str | None = None
+    cache_max_age: float = 86400.0
 
     def __init__(self) -> None:
         self.argv = []

@@ -52,10 +52,14 @@ def is_dangerous_name(name: str) -> bool:
 class Composed:
     """The result of composing: the final environment and what envwrap put into it."""
 
-    __slots__ = ("contributed", "environment", "secret_values")
+    __slots__ = ("contributed", "environment", "fetched", "secret_values")
 
     def __init__(
-        self, environment: dict[str, str], contributed: list[str], secret_values: list[str]
+        self,
+        environment: dict[str, str],
+        contributed: list[str],
+        secret_values: list[str],
+        fetched: dict[Locator, Fetched] | None = None,
     ) -> None:
         #: every variable the program gets (before credential scrubbing)
         self.environment = environment
@@ -63,6 +67,8 @@ class Composed:
         self.contributed = contributed
         #: every resolved value (for --mask and redaction)
         self.secret_values = secret_values
+        #: the secrets it was composed from, one per locator in use (for --cache)
+        self.fetched = fetched or {}
 
 
 class SecretEnvironment:
@@ -171,7 +177,8 @@ class SecretEnvironment:
                     continue  # the explicit environment wins over --from
                 environment[name] = value
                 contributed.append(name)
-        return Composed(environment, list(dict.fromkeys(contributed)), secret_values)
+        used = {locator: fetched[locator] for locator in self.locators()}
+        return Composed(environment, list(dict.fromkeys(contributed)), secret_values, used)
 
     def _imported(self, ref: Reference, fetched: Mapping[Locator, Fetched]) -> dict[str, str]:
         import json

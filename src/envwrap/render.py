@@ -50,28 +50,32 @@ def render_bytes(values: dict[str, str], fmt: str) -> bytes:
     return format_environment(dict(sorted(values.items())), fmt).encode()
 
 
-def write_secret_file(path: str, content: bytes) -> bool:
+def write_secret_file(
+    path: str, content: bytes, *, option: str = "--render", only_if_changed: bool = True
+) -> bool:
     """Write ``content`` to ``path`` atomically with mode 0600; ``False`` if unchanged.
 
-    Raises :class:`ConfigError` (78) naming the path when the directory does not
-    exist or cannot be written, or when the target is not a regular file.
+    Raises :class:`ConfigError` (78) naming ``option`` and the path when the
+    directory does not exist or cannot be written, or when the target is not a
+    regular file. ``only_if_changed=False`` skips reading the current content,
+    for files that differ at every write (``--cache``: a fresh salt and nonce).
     """
     directory, name = os.path.split(os.path.abspath(path))
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(
-            f"--render {path!r}: cannot open its directory ({exc.strerror})"
+            f"{option} {path!r}: cannot open its directory ({exc.strerror})"
         ) from None
     try:
-        if _current_bytes(name, dir_fd, path) == content:
+        if only_if_changed and _current_bytes(name, dir_fd, path, option) == content:
             return False
         temporary = f".{name}.{secrets.token_hex(6)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(temporary, flags, 0o600, dir_fd=dir_fd)
         except OSError as exc:
-            raise ConfigError(f"--render {path!r}: cannot write ({exc.strerror})") from None
+            raise ConfigError(f"{option} {path!r}: cannot write ({exc.strerror})") from None
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
             view = memoryview(content)
@@ -83,14 +87,18 @@ def write_secret_file(path: str, content: bytes) -> bool:
             os.unlink(temporary, dir_fd=dir_fd)
             raise
         os.close(fd)
-        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as exc:  # the target is a directory, or the folder went read-only
+            os.unlink(temporary, dir_fd=dir_fd)
+            raise ConfigError(f"{option} {path!r}: cannot replace ({exc.strerror})") from None
         os.fsync(dir_fd)  # make the rename itself durable
         return True
     finally:
         os.close(dir_fd)
 
 
-def _current_bytes(name: str, dir_fd: int, path: str) -> bytes | None:
+def _current_bytes(name: str, dir_fd: int, path: str, option: str) -> bytes | None:
     try:
         fd = os.open(
             name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
@@ -103,7 +111,7 @@ def _current_bytes(name: str, dir_fd: int, path: str) -> bytes | None:
         import stat
 
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"--render {path!r}: exists and is not a regular file")
+            raise ConfigError(f"{option} {path!r}: exists and is not a regular file")
         chunks = []
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)

@@ -173,6 +173,7 @@ class RotationHandler:
             self.current = environment
             self.current_composed = composed
         audit.record("rotation", outcome="applied", detail=detail)
+        self._keep_in_cache(composed)
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
             self.child.send(self.settings.reload_signal)
@@ -199,6 +200,7 @@ class RotationHandler:
                 self._failures = 0
                 audit.record("rotation", outcome="applied", detail=detail)
                 log.info("the new secrets are in use", pid=outcome)
+                self._keep_in_cache(composed)
                 return
             names = ", ".join(changed_variables(self.current, environment)) or "none"
             delay = min(self.retry_first * 2**self._failures, self.settings.interval)
@@ -212,6 +214,13 @@ class RotationHandler:
             if self.current_composed is not None and not self._render(self.current_composed):
                 log.error("the --render files keep the rejected values")
             self._schedule_retry(attempt, environment, detail, composed, delay)
+
+    def _keep_in_cache(self, composed: Composed) -> None:
+        """Keep the fallback cache on what the program now runs on (once a change is final)."""
+        if self.settings.cache:
+            from envwrap.cache import after_rotation
+
+            after_rotation(composed)
 
     def _render(self, composed: Composed) -> bool:
         """Write the --render files; False (logged, audited) if they cannot be written."""
@@ -304,6 +313,10 @@ def start_watching(
         log.info("nothing to watch: no references and no .env file")
         return None
     _plug_restarts(settings, handler, watcher, child_env, revoker)
+    if settings.cache:
+        from envwrap.cache import follow
+
+        follow(watcher)
     watcher.start()
     return watcher, handler
 

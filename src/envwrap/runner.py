@@ -80,9 +80,21 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
         except EnvwrapError as err:
             audit.record("access", variable=err.variable, reference=err.reference,
                          outcome=audit.outcome_of(err.exit_code), detail=err.message)
-            raise
-        audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
-    composed = secrets.compose(fetched)
+            if not settings.cache:
+                raise
+            from envwrap.cache import fall_back
+
+            fetched = fall_back(secrets, err)  # the error stands unless the cache serves
+        else:
+            audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
+    try:
+        composed = secrets.compose(fetched)
+    except EnvwrapError as err:
+        if settings.cache:  # a live "no such key" deletes the cache too
+            from envwrap.cache import discard_after
+
+            discard_after(err)
+        raise
     example = settings.require_example or settings.example
     if example:
         from envwrap.sources import missing_example_keys
@@ -105,6 +117,10 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         from envwrap import guardian
 
         keeper = guardian.start()
+    if settings.cache or settings.cache_key_file:
+        from envwrap import cache
+
+        cache.configure(settings, environ)
     resolved = resolve(settings, environ)
     child_env = launch.child_environment(resolved.composed.environment, settings.pass_env)
     launch.check_exec_limits(child_env, settings.argv)
@@ -117,6 +133,10 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
         from envwrap.listen import listen_environment, open_listeners
 
         listeners = open_listeners(settings.listen)  # before the first start (DESIGN §9)
+    if settings.cache:  # the program can start on these values: keep them
+        from envwrap.cache import remember_start
+
+        remember_start(resolved.composed)
     if not (settings.supervise or settings.mask):
         if resolved.registry is not None:
             resolved.registry.close()

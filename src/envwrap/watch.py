@@ -140,6 +140,10 @@ class Watcher:
         self._lease_due: dict[Locator, float] = {}
         self._token_due: float | None = None
         self._schedule_leases(self.fetched)
+        #: seconds before the first poll (None: one jittered --interval)
+        self.first_poll: float | None = None
+        #: called after each poll round with whether a store failed (--cache uses it)
+        self.on_round: Callable[[bool], None] | None = None
 
     # -- life cycle -------------------------------------------------------
 
@@ -166,7 +170,8 @@ class Watcher:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
-        next_poll = self.clock() + self._jittered(self.interval)
+        first = self._jittered(self.interval) if self.first_poll is None else self.first_poll
+        next_poll = self.clock() + first
         while not self._stopping.is_set():
             quiet = self.quiet.deadline()
             wake_at = min(next_poll, self._next_deadline(), next_poll if quiet is None else quiet)
@@ -183,6 +188,8 @@ class Watcher:
                     # round (many secrets, a slow link) does not stretch it
                     round_start = self.clock()
                     failed = self.check_once()
+                    if self.on_round is not None:
+                        self.on_round(failed)
                     next_poll = max(self.clock(), round_start + self._next_interval(failed))
                 self.settle()
                 self._renew_due()
