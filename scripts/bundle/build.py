@@ -210,7 +210,7 @@ def main() -> int:
     reqs = requirements()
     base = cache / f"base-{base_key(reqs)}"
     if not base.exists():
-        print(f"bundle: building the base (CPython {PYVER}, {len(reqs)} requirements)", file=sys.stderr)
+        print(f"bundle: building the base (CPython {PYVER})", file=sys.stderr)
         cache.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=cache, prefix="work-"))
         try:
