@@ -167,10 +167,23 @@ def build_base(base: Path, reqs: list[str], patchelf: Path) -> None:
     libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
     shutil.copy2(libpython, libdir / libpython.name)
     dynload = elf_files(pylib / "lib-dynload")
+    # Debug symbols: not needed to run, and most of the size of the shared
+    # objects (libpython, cryptography's module). Stripped before patchelf edits them.
+    for file in [*dynload, *elf_files(pylib / "site-packages")]:
+        run("strip", "--strip-unneeded", file)
     for soname, path in needed_libraries([libdir / libpython.name, *dynload]).items():
         shutil.copy2(path, libdir / soname)
-    # Debug symbols: not needed to run, and most of libpython's size.
-    for file in [*libdir.glob("*.so*"), *dynload]:
+    # Wheels' extension modules that need a system library (cryptography's Rust
+    # module: libgcc_s) get it from lib/ too.
+    for module in elf_files(pylib / "site-packages"):
+        needed = needed_libraries([module])
+        if not needed:
+            continue
+        for soname, path in needed.items():
+            shutil.copy2(path, libdir / soname)
+        rel = os.path.relpath(libdir, module.parent)
+        run(patchelf, "--add-rpath", f"$ORIGIN/{rel}", module)
+    for file in libdir.glob("*.so*"):
         run("strip", "--strip-unneeded", file)
         file.chmod(0o755)
     for file in libdir.glob("*.so*"):
@@ -178,13 +191,10 @@ def build_base(base: Path, reqs: list[str], patchelf: Path) -> None:
     for file in dynload:
         run(patchelf, "--set-rpath", "$ORIGIN/../..", file)
 
-    for file in elf_files(pylib / "site-packages"):
-        run("strip", "--strip-unneeded", file)
-
-    # Sourceless bytecode (module.pyc in place of module.py): a third of the
-    # size, and nothing to check against a source. Timestamp-checked .pyc would
-    # go stale when the bundle is copied (new mtimes) and be recompiled in
-    # memory at every start, as the bundle may be read-only.
+    # Sourceless bytecode (module.pyc in place of module.py): half the size of
+    # source plus bytecode, and nothing to check against a source. Timestamp-
+    # checked .pyc would go stale when the bundle is copied (new mtimes) and be
+    # recompiled in memory at every start, as the bundle may be read-only.
     compileall.compile_dir(pylib, quiet=2, workers=0, legacy=True)
     for source in pylib.rglob("*.py"):
         if source.with_suffix(".pyc").exists():

@@ -61,9 +61,13 @@ int main(int argc, char **argv)
     PyStatus status;
 
     n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    if (n > 0) {
+        exe[n] = '\0';
+    } else if (strchr(argv[0], '/') != NULL && realpath(argv[0], exe) != NULL) {
+        n = (ssize_t)strlen(exe);   /* no /proc (a bare chroot): the path it was run by */
+    } else {
         fail("cannot read /proc/self/exe", NULL, PyStatus_Ok());
-    exe[n] = '\0';
+    }
     memcpy(root, exe, (size_t)n + 1);
     slash = strrchr(root, '/');
     if (slash == NULL)

@@ -1,0 +1,183 @@
+"""The bundle (scripts/bundle.sh) in an image with no Python: a chroot holding
+only glibc, a static busybox and the bundle. Built once per session; the slow
+part of the build is cached across runs (scripts/bundle/build.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import assert_not_leaked, canary
+
+pytestmark = pytest.mark.slow
+
+BUSYBOX = Path("/bin/busybox")
+# What the image must provide: glibc, nothing else. Anything more is the bundle's job.
+GLIBC = {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "ld-linux-x86-64.so.2"}
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+APPLETS = ["sh", "true", "cat", "cp", "mkdir", "env", "kill"]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "envwrap"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bundle.sh"), str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def _elf_files(top: Path) -> list[Path]:
+    return [p for p in top.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
+
+
+def _system_libraries(bundle: Path) -> dict[str, Path]:
+    """Libraries the bundle's binaries load from outside the bundle, by name."""
+    found: dict[str, Path] = {}
+    for file in _elf_files(bundle):
+        for line in subprocess.run(["ldd", str(file)], capture_output=True, text=True).stdout.splitlines():
+            match = re.match(r"\s*(\S+) => (/\S+)", line) or re.match(r"\s*(/\S+/(ld-linux\S+))", line)
+            if not match:
+                continue
+            if match.re.pattern.startswith(r"\s*(/"):
+                path, name = Path(match.group(1)), match.group(2)
+            else:
+                name, path = match.group(1), Path(match.group(2))
+            if not path.is_relative_to(bundle):
+                found[name] = path
+    return found
+
+
+@dataclass
+class Image:
+    root: Path
+
+    def run(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CHROOT, str(self.root), *argv],
+            env={"PATH": "/bin", "HOME": "/tmp", **(env or {})},
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def image(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root (CI runs as root)")
+    assert BUSYBOX.exists(), "no static busybox: scripts/setup.sh installs busybox-static"
+    root = tmp_path_factory.mktemp("image")
+    system = _system_libraries(bundle)
+    assert set(system) <= GLIBC, f"the bundle needs more than glibc: {sorted(set(system) - GLIBC)}"
+    for path in system.values():
+        (root / path.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path.resolve(), root / path.relative_to("/"))
+    (root / "bin").mkdir()
+    shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "tmp").mkdir()
+    (root / "dev").mkdir()
+    os.mknod(root / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    shutil.copytree(bundle, root / "opt" / "envwrap", symlinks=True)
+    # Real images have /proc (the launcher finds its folder through /proc/self/exe);
+    # where mounting is refused it falls back to the path it was run by.
+    (root / "proc").mkdir()
+    mounted = subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=False).returncode == 0
+    assert not any(root.rglob("python3")), "the image must hold no Python interpreter"
+    try:
+        yield Image(root)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(root / "proc")], check=False)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_version_from_the_bundle_and_from_a_copy_elsewhere(image: Image) -> None:
+    assert image.run("/opt/envwrap/envwrap", "--version").stdout.startswith("envwrap ")
+    copied = image.run("/bin/cp", "-r", "/opt/envwrap", "/tmp/moved")
+    assert copied.returncode == 0, copied.stderr
+    shutil.rmtree(image.root / "opt" / "envwrap" / "lib", ignore_errors=False)
+    try:
+        result = image.run("/tmp/moved/envwrap", "--version")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("envwrap ")
+    finally:
+        shutil.copytree(image.root / "tmp" / "moved" / "lib", image.root / "opt" / "envwrap" / "lib", symlinks=True)
+
+
+def test_file_reference_reaches_sh_and_not_envwrap_stderr(image: Image) -> None:
+    value = canary("bundle-file")
+    (image.root / "tmp" / "db-password").write_text(value)
+    result = image.run(
+        "/opt/envwrap/envwrap", "--log-level", "debug", "--",
+        "sh", "-c", 'echo "child got $DB_PASSWORD"; echo "child err" >&2',
+        env={"DB_PASSWORD": "ref+file:///tmp/db-password"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"child got {value}\n"
+    assert "child err" in result.stderr
+    assert_not_leaked(value, result.stderr)
+
+
+def test_init_passes_on_exit_code_and_signal_death(image: Image) -> None:
+    assert image.run("/opt/envwrap/envwrap", "--init", "--", "sh", "-c", "exit 7").returncode == 7
+    killed = image.run("/opt/envwrap/envwrap", "--init", "--", "sh", "-c", "kill -TERM $$")
+    assert killed.returncode == 128 + 15, killed.stderr
+
+
+@pytest.mark.parametrize(
+    ("reference", "settings"),
+    [
+        ("vault://secret/app#password", lambda port: {
+            "VAULT_ADDR": f"http://127.0.0.1:{port}", "VAULT_TOKEN": "unused"}),
+        ("aws-sm://app#password", lambda port: {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_REGION": "eu-west-1",
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true"}),
+    ],
+    ids=["vault", "aws"],
+)
+def test_unreachable_store_is_69_not_a_missing_extra(image: Image, reference: str, settings) -> None:  # type: ignore[no-untyped-def]
+    result = image.run(
+        "/opt/envwrap/envwrap", "--start-timeout", "1s", "--", "true",
+        env={"DB_PASSWORD": reference, **settings(closed_port())},
+    )
+    assert result.returncode == 69, result.stderr
+    assert "unreachable" in result.stderr
+    assert "pip install" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_vault_and_aws_secrets_reach_sh(image: Image, openbao, moto_server) -> None:  # type: ignore[no-untyped-def]
+    vault_value, aws_value = canary("bundle-vault"), canary("bundle-aws")
+    openbao.kv2_put("bundle", {"password": vault_value})
+    moto_server.sm.create_secret(Name=f"bundle-{aws_value[-6:]}", SecretString=aws_value)
+    result = image.run(
+        "/opt/envwrap/envwrap", "--", "sh", "-c", 'echo "$V $A"',
+        env={
+            **openbao.env(), **moto_server.env,
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "V": "vault://secret/bundle#password", "A": f"aws-sm://bundle-{aws_value[-6:]}",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{vault_value} {aws_value}\n"
+    assert_not_leaked(vault_value, result.stderr)
+    assert_not_leaked(aws_value, result.stderr)
