@@ -33,6 +33,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
+STATIC_LIBPYTHON = Path(sysconfig.get_config_var("LIBPL") or "/nonexistent") / str(
+    sysconfig.get_config_var("LIBRARY")
+)
+
+# Variants, for benchmarks/bench_bundle.py to compare (the defaults are the
+# faster ones measured there):
+#   ENVWRAP_BUNDLE_LINK=static|shared  libpython linked into the launcher (when
+#       this CPython ships libpython3.X.a) or loaded as lib/libpython3.X.so
+#   ENVWRAP_BUNDLE_BYTECODE=sourceless|hash  module.pyc in place of module.py,
+#       or sources plus unchecked-hash __pycache__/*.pyc
+LINK = os.environ.get("ENVWRAP_BUNDLE_LINK", "static")
+BYTECODE = os.environ.get("ENVWRAP_BUNDLE_BYTECODE", "sourceless")
 
 # Packages that extras on other branches bring (metrics: prometheus_client;
 # cache: cryptography). Installing them here keeps the bundle complete whether
@@ -84,7 +96,7 @@ def requirements() -> list[str]:
 
 def base_key(reqs: list[str]) -> str:
     digest = hashlib.sha256()
-    for part in (sys.version, sys.executable, "\n".join(reqs)):
+    for part in (sys.version, sys.executable, "\n".join(reqs), str(static_link()), BYTECODE):
         digest.update(part.encode())
     for path in (Path(__file__), Path(__file__).with_name("launcher.c")):
         digest.update(path.read_bytes())
@@ -142,8 +154,8 @@ def elf_files(top: Path) -> list[Path]:
     return [p for p in top.rglob("*.so*") if p.is_file() and not p.is_symlink()]
 
 
-def needed_libraries(files: list[Path]) -> dict[str, Path]:
-    """Shared libraries outside glibc that `files` load, by soname, as ldd resolves them."""
+def needed_libraries(files: list[Path], bundle: Path) -> dict[str, Path]:
+    """Libraries outside glibc and `bundle` that `files` load, by soname, as ldd resolves them."""
     found: dict[str, Path] = {}
     for file in files:
         for line in run("ldd", file).splitlines():
@@ -152,7 +164,7 @@ def needed_libraries(files: list[Path]) -> dict[str, Path]:
                 continue
             soname, path = match.groups()
             # Wheels ship their own copies (auditwheel's *.libs folders): keep those.
-            if ".libs" in path or "site-packages" in path:
+            if Path(path).resolve().is_relative_to(bundle.resolve()):
                 continue
             found[soname] = Path(path)
     return found
@@ -164,19 +176,22 @@ def build_base(base: Path, reqs: list[str], patchelf: Path) -> None:
     copy_stdlib(pylib)
     install_packages(reqs, pylib / "site-packages")
 
-    libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
-    shutil.copy2(libpython, libdir / libpython.name)
+    build_launcher(base / "envwrap")
+    if not static_link():
+        libpython = Path(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME"))
+        shutil.copy2(libpython, libdir / libpython.name)
     dynload = elf_files(pylib / "lib-dynload")
     # Debug symbols: not needed to run, and most of the size of the shared
     # objects (libpython, cryptography's module). Stripped before patchelf edits them.
     for file in [*dynload, *elf_files(pylib / "site-packages")]:
         run("strip", "--strip-unneeded", file)
-    for soname, path in needed_libraries([libdir / libpython.name, *dynload]).items():
+    system = needed_libraries([base / "envwrap", *libdir.glob("*.so*"), *dynload], base)
+    for soname, path in system.items():
         shutil.copy2(path, libdir / soname)
     # Wheels' extension modules that need a system library (cryptography's Rust
     # module: libgcc_s) get it from lib/ too.
     for module in elf_files(pylib / "site-packages"):
-        needed = needed_libraries([module])
+        needed = needed_libraries([module], base)
         if not needed:
             continue
         for soname, path in needed.items():
@@ -192,21 +207,43 @@ def build_base(base: Path, reqs: list[str], patchelf: Path) -> None:
         run(patchelf, "--set-rpath", "$ORIGIN/../..", file)
 
     # Sourceless bytecode (module.pyc in place of module.py): half the size of
-    # source plus bytecode, and nothing to check against a source. Timestamp-
-    # checked .pyc would go stale when the bundle is copied (new mtimes) and be
-    # recompiled in memory at every start, as the bundle may be read-only.
-    compileall.compile_dir(pylib, quiet=2, workers=0, legacy=True)
-    for source in pylib.rglob("*.py"):
-        if source.with_suffix(".pyc").exists():
-            source.unlink()
+    # source plus bytecode, and nothing to check against a source. Either way
+    # the .pyc must not be timestamp-checked: a copied bundle gets new mtimes,
+    # and stale .pyc would be recompiled in memory at every start (the bundle
+    # may be read-only).
+    if BYTECODE == "sourceless":
+        compileall.compile_dir(pylib, quiet=2, workers=0, legacy=True)
+        for source in pylib.rglob("*.py"):
+            if source.with_suffix(".pyc").exists():
+                source.unlink()
+    else:
+        compile_unchecked(pylib)
+
+
+def compile_unchecked(folder: Path) -> None:
+    compileall.compile_dir(
+        folder, quiet=2, workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+
+
+def static_link() -> bool:
+    return LINK == "static" and STATIC_LIBPYTHON.exists()
 
 
 def build_launcher(dest: Path) -> None:
-    include = sysconfig.get_config_var("INCLUDEPY")
-    libdir = sysconfig.get_config_var("LIBDIR")
+    """Compile launcher.c, with libpython linked in, or loaded from $ORIGIN/lib."""
+    if static_link():
+        # Extension modules find CPython's symbols in the executable itself.
+        libs = f"{sysconfig.get_config_var('LIBS')} {sysconfig.get_config_var('SYSLIBS')}"
+        # Only libraries: the build machine's -L / -rpath must not leak into the bundle.
+        flags = [w for w in libs.split() if w.startswith("-l")]
+        link = [str(STATIC_LIBPYTHON), *flags, "-Wl,-export-dynamic"]
+    else:
+        link = [f"-L{sysconfig.get_config_var('LIBDIR')}", f"-lpython{PYVER}"]
     run(
         os.environ.get("CC", "cc"), "-O2", "-o", dest, ROOT / "scripts" / "bundle" / "launcher.c",
-        f"-I{include}", f"-DPYVER=\"{PYVER}\"", f"-L{libdir}", f"-lpython{PYVER}",
+        f"-I{sysconfig.get_config_var('INCLUDEPY')}", f'-DPYVER="{PYVER}"', *link,
         "-Wl,-rpath,$ORIGIN/lib", "-s",
     )
 
@@ -225,7 +262,6 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(dir=cache, prefix="work-"))
         try:
             build_base(work, reqs, patchelf_tool(cache))
-            build_launcher(work / "envwrap")
             work.rename(base)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -238,10 +274,8 @@ def main() -> int:
         ROOT / "src" / "envwrap", site / "envwrap",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    compileall.compile_dir(
-        site / "envwrap", quiet=2,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
+    # envwrap's own modules keep their sources (readable --debug tracebacks).
+    compile_unchecked(site / "envwrap")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"bundle: {out}/envwrap ({size / 2**20:.1f} MiB)", file=sys.stderr)
     return 0
