@@ -5,19 +5,24 @@ part of the build is cached across runs (scripts/bundle/build.py).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import assert_not_leaked, canary
+from tests.helpers import LineCollector, assert_not_leaked, canary
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +76,13 @@ class Image:
             capture_output=True, text=True, timeout=120, check=False,
         )
 
+    def start(self, *argv: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [CHROOT, str(self.root), *argv],
+            env={"PATH": "/bin", "HOME": "/tmp", **env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
 
 @pytest.fixture(scope="session")
 def image(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
@@ -91,11 +103,11 @@ def image(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Im
     (root / "dev").mkdir()
     os.mknod(root / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
     shutil.copytree(bundle, root / "opt" / "envwrap", symlinks=True)
+    assert not [p for p in root.rglob("python3*") if p.is_file()], "the image must hold no Python"
     # Real images have /proc (the launcher finds its folder through /proc/self/exe);
     # where mounting is refused it falls back to the path it was run by.
     (root / "proc").mkdir()
     mounted = subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=False).returncode == 0
-    assert not any(root.rglob("python3")), "the image must hold no Python interpreter"
     try:
         yield Image(root)
     finally:
@@ -181,3 +193,104 @@ def test_vault_and_aws_secrets_reach_sh(image: Image, openbao, moto_server) -> N
     assert result.stdout == f"{vault_value} {aws_value}\n"
     assert_not_leaked(vault_value, result.stderr)
     assert_not_leaked(aws_value, result.stderr)
+
+
+def test_watch_applies_a_rotated_file_secret_with_watchdog(image: Image) -> None:
+    first, second = canary("bundle-rot1"), canary("bundle-rot2")
+    secret = image.root / "tmp" / "rotating"
+    secret.write_text(first)
+    proc = image.start(
+        "/opt/envwrap/envwrap", "--watch", "--", "sh", "-c", 'echo "v=$S"; exec sleep 300',
+        env={"S": "ref+file:///tmp/rotating"},
+    )
+    assert proc.stdout and proc.stderr
+    out, err = LineCollector(proc.stdout), LineCollector(proc.stderr)
+    try:
+        out.wait_for(f"v={first}", timeout=60)
+        (image.root / "tmp" / "rotating.new").write_text(second)
+        os.replace(image.root / "tmp" / "rotating.new", secret)
+        out.wait_for(f"v={second}", timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    stderr = err.join()
+    assert "watchdog is not installed" not in stderr
+    assert_not_leaked(first, stderr)
+    assert_not_leaked(second, stderr)
+
+
+# --- the AWS credential chain with botocore's models trimmed -----------------------
+
+
+class _Metadata(BaseHTTPRequestHandler):
+    """ECS/EKS container credentials and EC2 instance metadata (IMDSv2), faked."""
+
+    hits: list[str]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, body: str) -> None:
+        self.hits.append(self.path)
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self) -> None:  # IMDSv2 session token
+        self._send("imds-session-token")
+
+    def do_GET(self) -> None:
+        expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        creds = {"AccessKeyId": "testing", "SecretAccessKey": "testing", "Token": "t",
+                 "Expiration": expires, "Code": "Success"}
+        if self.path.endswith("/security-credentials/"):
+            self._send("app-role")
+        else:
+            self._send(json.dumps(creds))
+
+
+@pytest.fixture
+def metadata() -> Iterator[tuple[str, list[str]]]:
+    hits: list[str] = []
+    handler = type("Handler", (_Metadata,), {"hits": hits})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("link", ["shared-file", "web-identity", "container", "instance-metadata"])
+def test_aws_credential_chain_works_in_the_bundle(  # type: ignore[no-untyped-def]
+    image: Image, aws, aws_proxy, metadata, link: str
+) -> None:
+    value = canary(f"bundle-{link}")
+    aws.sm.create_secret(Name="chain", SecretString=value)
+    url, hits = metadata
+    env = {
+        "AWS_ENDPOINT_URL": aws_proxy.endpoint, "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true", "X": "aws-sm://chain",
+    }
+    if link == "shared-file":
+        (image.root / "tmp" / "credentials").write_text(
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+        env["AWS_SHARED_CREDENTIALS_FILE"] = "/tmp/credentials"
+    elif link == "web-identity":  # EKS IRSA: a projected token, exchanged with STS
+        (image.root / "tmp" / "token").write_text("eyJhbGciOiJub25lIn0.e30.")
+        env |= {"AWS_WEB_IDENTITY_TOKEN_FILE": "/tmp/token",
+                "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/app"}
+    elif link == "container":
+        env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = f"{url}/creds"
+    else:
+        env |= {"AWS_EC2_METADATA_DISABLED": "false", "AWS_EC2_METADATA_SERVICE_ENDPOINT": url}
+    result = image.run("/opt/envwrap/envwrap", "--", "sh", "-c", 'echo "x=$X"', env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"x={value}\n"
+    assert_not_leaked(value, result.stderr)
+    if link == "web-identity":
+        assert "" in [r.operation for r in aws_proxy.since()], aws_proxy.calls  # STS: query protocol
+    if link in ("container", "instance-metadata"):
+        assert hits, "the credentials did not come from the metadata endpoint"
