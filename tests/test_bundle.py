@@ -127,12 +127,51 @@ def test_version_from_the_bundle_and_from_a_copy_elsewhere(image: Image) -> None
     copied = image.run("/bin/cp", "-r", "/opt/envwrap", "/tmp/moved")
     assert copied.returncode == 0, copied.stderr
     shutil.rmtree(image.root / "opt" / "envwrap" / "lib", ignore_errors=False)
+    (image.root / "bin" / "envwrap").symlink_to("/tmp/moved/envwrap")  # as images link it
     try:
-        result = image.run("/tmp/moved/envwrap", "--version")
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith("envwrap ")
+        for command in ("/tmp/moved/envwrap", "envwrap"):
+            result = image.run(command, "--version")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("envwrap ")
     finally:
+        (image.root / "bin" / "envwrap").unlink()
         shutil.copytree(image.root / "tmp" / "moved" / "lib", image.root / "opt" / "envwrap" / "lib", symlinks=True)
+
+
+def test_bundle_fits_its_size_budget(bundle: Path) -> None:
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())
+    assert size <= 60 * 2**20, f"{size / 2**20:.1f} MiB"
+
+
+def test_shared_libpython_variant_runs_in_the_image(  # type: ignore[no-untyped-def]
+    image: Image, openbao, tmp_path: Path
+) -> None:
+    """The build for CPythons that ship no libpython3.X.a (the python:3.x images)."""
+    out = image.root / "opt" / "shared"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bundle.sh"), str(out)],
+        env={**os.environ, "ENVWRAP_BUNDLE_LINK": "shared"},
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "lib" / f"libpython{_python_version(out)}.so.1.0").exists()
+    value = canary("bundle-shared")
+    openbao.kv2_put("bundle-shared", {"password": value})
+    try:
+        ran = image.run(
+            "/opt/shared/envwrap", "--", "sh", "-c", 'echo "v=$V"',
+            env={**openbao.env(), "V": "vault://secret/bundle-shared#password"},
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == f"v={value}\n"
+        assert_not_leaked(value, ran.stderr)
+    finally:
+        shutil.rmtree(out)
+
+
+def _python_version(bundle: Path) -> str:
+    (pylib,) = (bundle / "lib").glob("python3.*")
+    return pylib.name.removeprefix("python")
 
 
 def test_file_reference_reaches_sh_and_not_envwrap_stderr(image: Image) -> None:

@@ -262,7 +262,11 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(dir=cache, prefix="work-"))
         try:
             build_base(work, reqs, patchelf_tool(cache))
-            work.rename(base)
+            try:
+                work.rename(base)
+            except OSError:
+                if not base.exists():  # else a concurrent build finished first: use its base
+                    raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
