@@ -7,6 +7,7 @@ installed into a fresh virtualenv.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -115,3 +116,16 @@ def test_missing_extra_names_the_distribution(installed: Path) -> None:
     )
     assert result.returncode == 78, result.stderr
     assert f"pip install '{NAME}[vault]'" in result.stderr
+
+
+def test_nothing_tells_users_to_install_the_other_pypi_project() -> None:
+    """`pip install envwrap` / `envwrap[extra]` installs an unrelated project."""
+    wrong = re.compile(r"(?<![\w-])envwrap\[|pip install (?:-U )?['\"]?envwrap(?![\w-])")
+    files = [*ROOT.glob("src/**/*.py"), *ROOT.glob("examples/**/*"), *ROOT.glob("scripts/**/*"),
+             ROOT / "README.md", ROOT / "Dockerfile.sidecar", ROOT / "pyproject.toml"]
+    found = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in files if path.is_file()
+        for match in wrong.finditer(path.read_text(errors="replace"))
+    ]
+    assert not found
