@@ -138,6 +138,21 @@ def test_version_from_the_bundle_and_from_a_copy_elsewhere(image: Image) -> None
         shutil.copytree(image.root / "tmp" / "moved" / "lib", image.root / "opt" / "envwrap" / "lib", symlinks=True)
 
 
+def test_the_image_python_settings_cannot_change_what_runs(image: Image) -> None:
+    """PYTHONPATH, PYTHONHOME and the current folder are ignored: an application
+    image's own Python setup (or a file named like a module) cannot hijack envwrap."""
+    evil = image.root / "tmp" / "evil"
+    (evil / "envwrap").mkdir(parents=True, exist_ok=True)
+    for module in ("envwrap/__init__.py", "os.py", "hvac.py"):
+        (evil / module).write_text('raise SystemExit("hijacked")\n')
+    result = image.run(
+        "sh", "-c", "cd /tmp/evil && /opt/envwrap/envwrap --version",
+        env={"PYTHONPATH": "/tmp/evil", "PYTHONHOME": "/nonexistent", "PYTHONSTARTUP": "/tmp/evil/os.py"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("envwrap ") and "hijacked" not in result.stderr
+
+
 def test_bundle_fits_its_size_budget(bundle: Path) -> None:
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())
     assert size <= 60 * 2**20, f"{size / 2**20:.1f} MiB"
