@@ -12,4 +12,13 @@ if [ $# -ne 1 ]; then
     exit 64
 fi
 PYTHON="${PYTHON:-python3}"
+if ! command -v "${CC:-cc}" >/dev/null || ! command -v strip >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        { apt-get install -y -qq gcc libc6-dev binutils \
+            || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev binutils; }; } >/dev/null 2>&1
+    else
+        echo "bundle.sh: needs a C compiler and strip (apt-get install gcc binutils)" >&2
+        exit 78
+    fi
+fi
 exec "$PYTHON" "$(dirname "$0")/bundle/build.py" "$1"
