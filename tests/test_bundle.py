@@ -348,3 +348,35 @@ def test_aws_credential_chain_works_in_the_bundle(  # type: ignore[no-untyped-de
         assert "" in [r.operation for r in aws_proxy.since()], aws_proxy.calls  # STS: query protocol
     if link in ("container", "instance-metadata"):
         assert hits, "the credentials did not come from the metadata endpoint"
+
+
+def test_the_dockerfile_bundle_stage_holds_all_the_build_needs(tmp_path: Path) -> None:
+    """Replays Dockerfile.sidecar's bundle-build stage (its COPY lines, then its RUN)
+    in an empty folder: a file the build reads but the stage does not copy fails here."""
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(fileobj=(ROOT / "Dockerfile.sidecar").open("rb"))  # type: ignore[arg-type]
+    stage, work, runs = "", tmp_path / "context", []
+    for item in parser.structure:
+        words = item["value"].split()
+        if item["instruction"] == "FROM":
+            stage = words[-1] if len(words) == 3 else ""
+        elif stage != "bundle-build":
+            continue
+        elif item["instruction"] == "COPY":
+            *sources, dest = words
+            for source in sources:
+                target = work / dest / Path(source).name if dest.endswith("/") else work / dest
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(ROOT / source, target)
+        elif item["instruction"] == "RUN":
+            runs.append(item["value"].replace("/opt/envwrap", str(tmp_path / "out")))
+    assert runs == [f"bash scripts/bundle.sh {tmp_path / 'out'}"]
+    result = subprocess.run(["bash", "-c", runs[0]], cwd=work, capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert subprocess.run([str(tmp_path / "out" / "envwrap"), "--version"], capture_output=True,
+                          text=True, check=True).stdout.startswith("envwrap ")
