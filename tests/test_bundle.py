@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,6 +152,33 @@ def test_the_image_python_settings_cannot_change_what_runs(image: Image) -> None
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("envwrap ") and "hijacked" not in result.stderr
+
+
+IMPORTS = """
+import ssl, hashlib, lzma, bz2, zlib, ctypes, uuid, json, http.client
+import dotenv, hvac, boto3, psutil, watchdog.observers, prometheus_client
+from cryptography.fernet import Fernet
+key = Fernet.generate_key()
+assert Fernet(key).decrypt(Fernet(key).encrypt(b"x")) == b"x"
+for service in ("secretsmanager", "ssm", "sts", "sso", "sso-oidc", "signin"):
+    boto3.client(service, region_name="us-east-1")
+print("ok")
+"""
+
+
+def test_every_extra_loads_from_the_trimmed_library(bundle: Path) -> None:
+    """What the trimming kept is enough for every extra's package, and for every
+    botocore client envwrap or the credential chain creates. The launcher runs only
+    envwrap, so the CPython that built the bundle is pointed at its library."""
+    base = Path(sys.executable).resolve()
+    result = subprocess.run(
+        [str(base), "-S", "-c", IMPORTS],
+        env={"PYTHONHOME": str(bundle), "PYTHONPATH": str(bundle / "lib" / f"python{_python_version(bundle)}" / "site-packages"),
+             "PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "ok\n"
 
 
 def test_bundle_fits_its_size_budget(bundle: Path) -> None:
