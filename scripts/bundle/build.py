@@ -3,8 +3,9 @@
 Layout of OUTDIR:
 
     envwrap                       the command: a small C program embedding CPython
-    lib/libpython3.X.so.1.0       CPython, and the shared libraries its modules need
-    lib/libssl.so.3 ...           (found with ldd; glibc itself is left to the image)
+    lib/libssl.so.3 ...           the shared libraries CPython's and the wheels' modules
+                                  need (found with ldd; glibc itself is left to the image),
+                                  and libpython3.X.so.1.0 when it is not linked in
     lib/python3.X/                the standard library, trimmed, precompiled
     lib/python3.X/lib-dynload/    its extension modules (RUNPATH $ORIGIN/../..)
     lib/python3.X/site-packages/  envwrap and every backend's packages, trimmed
@@ -13,7 +14,8 @@ Every path is relative ($ORIGIN in ELF, /proc/self/exe in the launcher), so the
 folder runs from wherever it is copied. The expensive part (standard library,
 third-party packages, shared libraries, bytecode) is cached by a hash of what
 decides it, so a rebuild after a change to envwrap's own sources only copies
-that cache and compiles envwrap.
+that cache and compiles envwrap. Delete the cache to take new releases of the
+dependencies.
 """
 
 from __future__ import annotations
@@ -70,16 +72,16 @@ DYNLOAD_DROP = re.compile(
 )
 # glibc's own libraries: every target image has them, and they must match its loader.
 GLIBC = re.compile(
-    r"^(linux-vdso|ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv|libnsl"
+    r"^(linux-vdso|ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv"
     r"|libanl|libmvec|libBrokenLocale|libnss_\w+)[.-]"
 )
 
 
-def run(*cmd: str | Path, **kwargs: object) -> str:
-    result = subprocess.run(
-        [str(c) for c in cmd], check=True, text=True, capture_output=True, **kwargs  # type: ignore[call-overload]
-    )
-    return str(result.stdout)
+def run(*cmd: str | Path) -> str:
+    result = subprocess.run([str(c) for c in cmd], text=True, capture_output=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"bundle: {' '.join(map(str, cmd[:4]))} ... failed:\n{result.stderr[-4000:]}")
+    return result.stdout
 
 
 def requirements() -> list[str]:
@@ -163,7 +165,7 @@ def needed_libraries(files: list[Path], bundle: Path) -> dict[str, Path]:
             if not match or GLIBC.match(match.group(1)):
                 continue
             soname, path = match.groups()
-            # Wheels ship their own copies (auditwheel's *.libs folders): keep those.
+            # Already in the bundle (lib/, or a wheel's own *.libs folder).
             if Path(path).resolve().is_relative_to(bundle.resolve()):
                 continue
             found[soname] = Path(path)
