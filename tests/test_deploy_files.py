@@ -9,6 +9,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from dockerfile_parse import DockerfileParser
 
 from envwrap.config import OPTIONS, parse_args
 from envwrap.refs import parse_value
@@ -43,7 +44,7 @@ def test_manifest_references_and_options_parse(path: Path) -> None:
             for item in container.get("env", []):  # type: ignore[attr-defined]
                 parse_value(item["value"])  # raises on a malformed reference
             words = [*container.get("command", []), *container.get("args", [])]  # type: ignore[misc]
-            if "envwrap" in words[:1] or container.get("name") == "envwrap":
+            if (words[:1] and Path(str(words[0])).name == "envwrap") or container.get("name") == "envwrap":
                 for word in words:
                     if word.startswith("--") and word != "--":
                         assert word.split("=")[0] in flags, word
@@ -223,3 +224,61 @@ def test_cache_example_keeps_the_key_apart_from_the_cache() -> None:
     (key_volume,) = spec["template"]["spec"]["volumes"]
     assert key_volume["name"] == "cache-key" and "secret" in key_volume
     assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "cache"
+
+
+# --- the bundle (DESIGN §13): built in Dockerfile.sidecar, copied, injected ---------
+
+
+def instructions(path: Path) -> list[dict[str, str]]:
+    parser = DockerfileParser(fileobj=path.open("rb"))  # type: ignore[arg-type]
+    return list(parser.structure)
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_copies_from_stages_it_defines(path: Path) -> None:
+    stages: set[str] = set()
+    for item in instructions(path):
+        if item["instruction"] == "FROM":
+            words = item["value"].split()
+            assert len(words) in (1, 3), item["content"]
+            if len(words) == 3:
+                assert words[1].upper() == "AS"
+                stages.add(words[2])
+        elif item["instruction"] == "COPY" and "--from=" in item["value"]:
+            source = re.search(r"--from=(\S+)", item["value"])
+            assert source and source.group(1) in stages, item["content"]
+
+
+def test_sidecar_dockerfile_builds_the_bundle_into_a_stage_of_its_own() -> None:
+    items = instructions(ROOT / "Dockerfile.sidecar")
+    assert any(i["instruction"] == "RUN" and "scripts/bundle.sh /opt/envwrap" in i["value"] for i in items)
+    froms = [i["value"] for i in items if i["instruction"] == "FROM"]
+    assert any(v.endswith(" AS bundle") for v in froms)
+    # The last stage (what `docker build` gives without --target) stays the sidecar.
+    assert not froms[-1].endswith(" AS bundle")
+
+
+def test_app_image_copies_the_bundle_and_installs_no_python() -> None:
+    path = ROOT / "examples" / "docker" / "Dockerfile"
+    items = instructions(path)
+    copies = [i["value"] for i in items if i["instruction"] == "COPY" and "--from=" in i["value"]]
+    assert any(v.endswith("/opt/envwrap /opt/envwrap") for v in copies)
+    for item in items:
+        if item["instruction"] in ("RUN", "FROM"):
+            assert "python" not in item["value"].lower() and "pip" not in item["value"].split(), item
+    assert "Dockerfile.sidecar --target bundle -t envwrap-bundle" in path.read_text()
+    assert "ARG ENVWRAP_BUNDLE=envwrap-bundle" in path.read_text()
+
+
+def test_kubernetes_injects_the_bundle_without_rebuilding_the_app_image() -> None:
+    docs = documents(ROOT / "examples" / "kubernetes" / "inject-bundle.yaml")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]  # type: ignore[index]
+    (volume,) = [v for v in pod["volumes"] if "emptyDir" in v]
+    (init,) = pod["initContainers"]
+    (mount,) = [m for m in init["volumeMounts"] if m["name"] == volume["name"]]
+    assert init["command"] == ["cp", "-R", "/opt/envwrap/.", f"{mount['mountPath']}/"]
+    (app,) = pod["containers"]
+    (app_mount,) = [m for m in app["volumeMounts"] if m["name"] == volume["name"]]
+    assert app_mount["mountPath"] == "/envwrap" and app_mount["readOnly"] is True
+    assert app["command"] == ["/envwrap/envwrap", "--init", "--watch", "--", "node", "server.js"]

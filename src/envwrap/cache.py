@@ -163,7 +163,7 @@ def _primitives() -> tuple[Any, type[Exception]]:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM as aesgcm
     except ImportError:
         raise BackendMissingError(
-            "--cache needs the 'cryptography' package", hint="pip install 'envwrap[cache]'"
+            "--cache needs the 'cryptography' package", hint="pip install 'envwrap-secrets[cache]'"
         ) from None
     return aesgcm, InvalidTag
 

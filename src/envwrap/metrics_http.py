@@ -186,7 +186,7 @@ def start_metrics(settings: Settings) -> MetricsServer:
         import prometheus_client  # noqa: F401 -- fail early, with the fix
     except ImportError:
         raise ConfigError(
-            "--metrics needs prometheus_client", hint="pip install 'envwrap[metrics]'"
+            "--metrics needs prometheus_client", hint="pip install 'envwrap-secrets[metrics]'"
         ) from None
     assert settings.metrics is not None
     sidecar = settings.command == "sidecar"

@@ -542,7 +542,8 @@ class Watcher:
             from watchdog.observers import Observer
         except ImportError:
             log.warning(
-                "watchdog is not installed; files are polled only (pip install 'envwrap[watch]')"
+                "watchdog is not installed; files are polled only"
+                " (pip install 'envwrap-secrets[watch]')"
             )
             return False
         watcher = self

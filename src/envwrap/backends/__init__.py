@@ -217,7 +217,7 @@ def _import_builtin(
         raise BackendMissingError(
             f"the {scheme}:// backend needs packages that are not installed "
             f"({exc.name or 'unknown'})",
-            hint=f"pip install 'envwrap[{extra}]'",
+            hint=f"pip install 'envwrap-secrets[{extra}]'",
         ) from exc
     backend: type[Backend] = getattr(module, class_name)
     return backend
