@@ -100,7 +100,8 @@ def node_service_commands() -> list[tuple[str, list[str], list[int]]]:
             for container in containers(doc):
                 words = [*container.get("command", []), *container.get("args", [])]  # type: ignore[misc]
                 if words[:1] == ["envwrap"] and "server.js" in words:
-                    ports = [p["containerPort"] for p in container.get("ports", [])]  # type: ignore[attr-defined]
+                    ports = [p["containerPort"] for p in container.get("ports", [])  # type: ignore[attr-defined]
+                             if p.get("name") != "metrics"]  # envwrap's own, not the service's
                     found.append((path.name, words, ports))
     return found
 
@@ -142,7 +143,7 @@ def _envwrap_containers(doc: dict[str, object]) -> list[dict[str, object]]:
     found = []
     for container in containers(doc):
         words = [*container.get("command", []), *container.get("args", [])]  # type: ignore[misc]
-        if container.get("name") == "envwrap" or "envwrap" in words[:1]:
+        if container.get("name") == "envwrap" or (words and Path(str(words[0])).name == "envwrap"):
             found.append(container)
     return found
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from envwrap import audit
+from envwrap import audit, events
 from envwrap.config import Settings
 from envwrap.environment import Composed
 from envwrap.refs import Locator
@@ -54,11 +54,13 @@ class Supervisor:
 @pytest.fixture
 def audit_log(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "audit.jsonl"
+    before = set(events.sinks())
     audit.configure(str(path))
     yield path
-    fd, audit._target["fd"] = audit._target["fd"], None
-    if fd is not None:
-        os.close(fd)
+    for sink in set(events.sinks()) - before:
+        events.remove_sink(sink)
+        if isinstance(sink, audit.AuditLog) and sink.fd is not None:
+            os.close(sink.fd)
 
 
 def records(path: Path, event: str) -> list[dict[str, object]]:

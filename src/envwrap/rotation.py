@@ -117,15 +117,15 @@ class RotationHandler:
         self._attempt = 0  # numbers the changes handed to the supervisor
         self._failures = 0
         self._timer: threading.Timer | None = None
+        #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
+        self.restart: Callable[[dict[str, str]], None] = self._replace
+        self.limiter: LimitedRestarts | None = None
 
     @property
     def verified(self) -> bool:
         """Whether a change waits for the new generation to be ready before it counts."""
         action = self.settings.on_change
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
-        #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
-        self.restart: Callable[[dict[str, str]], None] = self._replace
-        self.limiter: LimitedRestarts | None = None
 
     def _replace(self, environment: dict[str, str]) -> None:
         audit.record("restart", outcome="ok")
