@@ -547,6 +547,7 @@ class Watcher:
             )
             return False
         watcher = self
+        relevant = _RelevantPaths(self._watched_folders())
 
         class Handler(FileSystemEventHandler):  # type: ignore[misc]
             def on_any_event(self, event: FileSystemEvent) -> None:
@@ -556,6 +557,10 @@ class Watcher:
                     os.fsdecode(event.src_path),
                     os.fsdecode(getattr(event, "dest_path", b"") or ""),
                 }
+                if not any(relevant(p) for p in paths if p):
+                    # another file in the same folder -- an --audit-log written
+                    # there would otherwise wake the watcher at every record
+                    return
                 if any(os.path.abspath(p) in watcher.dotenv_paths for p in paths if p):
                     watcher._dotenv_changed.set()
                 watcher._files_changed.set()
@@ -574,3 +579,27 @@ class Watcher:
         observer.start()
         self._observer = observer
         return True
+
+
+class _RelevantPaths:
+    """Whether a file-system event's path can change a watched file.
+
+    Relevant: a watched file itself; a ``..``-prefixed entry beside it (the
+    kubelet's ``..data`` swap renames those); and any folder on the way to a
+    watched folder that does not exist yet (its creation arms the watch).
+    """
+
+    def __init__(self, folders: dict[str, set[str]]) -> None:
+        self.files = frozenset(
+            os.path.join(folder, name) for folder, names in folders.items() for name in names
+        )
+        self.folders = frozenset(folders)
+
+    def __call__(self, path: str) -> bool:
+        path = os.path.abspath(path)
+        if path in self.files:
+            return True
+        folder, name = os.path.split(path)
+        if folder in self.folders and name.startswith(".."):
+            return True
+        return any(wanted == path or wanted.startswith(path + os.sep) for wanted in self.folders)
