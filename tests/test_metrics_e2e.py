@@ -258,15 +258,21 @@ def test_sidecar_serves_metrics(tmp_path: Path, base_env: dict[str, str], run: R
     run.assert_clean(old, new)
 
 
+#: how each rotation mode starts the next generation; handoff waits for --ready
+MODES = {"restart": [], "handoff": ["--on-change", "handoff", "--ready", "200ms"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_burst_under_restart_limit_restarts_at_most_n_times_and_ends_on_the_last_value(
-    tmp_path: Path, base_env: dict[str, str], run: Run
+    tmp_path: Path, base_env: dict[str, str], run: Run, mode: str
 ) -> None:
     volume = tmp_path / "volume"
     values = [canary(f"v{i}") for i in range(6)]
     write_volume(volume, {"password": values[0]})
     env = {**base_env, VAR: f"ref+file://{volume}/password"}
     window = 4.0
-    wrapped = run.start(env, [*WATCH, "--restart-limit", f"2/{window:g}s"], sh_child())
+    wrapped = run.start(env, [*WATCH, *MODES[mode], "--restart-limit", f"2/{window:g}s"],
+                        sh_child())
     wrapped.wait_start(fp(values[0]))
     held_seen = False
     for value in values[1:]:
@@ -354,9 +360,10 @@ def test_a_metrics_address_in_use_is_exit_78_naming_it(base_env: dict[str, str])
     assert bad.returncode == 78 and "--metrics" in bad.stderr
 
 
-def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
+@pytest.mark.parametrize("mode", list(MODES))
+def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(  # noqa: PLR0917
     openbao: OpenBao, base_env: dict[str, str], tmp_path: Path,
-    rabbitmq_role: str, fake_rabbitmq: FakeServer,  # noqa: F811
+    rabbitmq_role: str, fake_rabbitmq: FakeServer, mode: str,  # noqa: F811
 ) -> None:
     other_role = f"{rabbitmq_role}-other"
     openbao.client.write_data(other_role.replace("/creds/", "/roles/"),
@@ -370,7 +377,8 @@ def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(
     metrics_address = endpoint.base.removeprefix("http://")
     process = subprocess.Popen(
         [*envwrap_command(), "--env-file", str(dotenv), "--watch", "--interval", "500ms",
-         "--revoke-on-exit", "--log-level", "info", "--metrics", metrics_address, "--",
+         "--revoke-on-exit", *MODES[mode], "--log-level", "info", "--metrics", metrics_address,
+         "--",
          "/bin/sh", "-c", 'echo "started $$"; exec sleep 3600'],
         env={**base_env, **openbao.env()}, cwd=dotenv.parent, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,

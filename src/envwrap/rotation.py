@@ -119,6 +119,10 @@ class RotationHandler:
         self._timer: threading.Timer | None = None
         #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
         self.restart: Callable[[dict[str, str]], None] = self._replace
+        #: how a change that waits for --ready starts its generation (the same hooks)
+        self.start_verified: Callable[
+            [dict[str, str], Callable[[object], None], bool], None
+        ] = self._start_verified
         self.limiter: LimitedRestarts | None = None
 
     @property
@@ -130,6 +134,15 @@ class RotationHandler:
     def _replace(self, environment: dict[str, str]) -> None:
         audit.record("restart", outcome="ok")
         self.child.replace(environment)
+
+    def _start_verified(
+        self, environment: dict[str, str], done: Callable[[object], None], handoff: bool
+    ) -> None:
+        if handoff:
+            self.child.handoff(environment, done)
+        else:
+            audit.record("restart", outcome="ok")
+            self.child.replace(environment, done)
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         environment = launch.child_environment(composed.environment, self.settings.pass_env)
@@ -164,11 +177,9 @@ class RotationHandler:
 
                 if action == "handoff":
                     log.info("secrets changed; starting a new generation next to the current one")
-                    self.child.handoff(environment, done)
                 else:
                     log.info("secrets changed; restarting the program")
-                    audit.record("restart", outcome="ok")
-                    self.child.replace(environment, done)
+                self.start_verified(environment, done, action == "handoff")
                 return
             self.current = environment
             self.current_composed = composed
@@ -333,18 +344,31 @@ def _plug_restarts(
     if settings.restart_limit is None and revoker is None:
         return
 
-    def replace(environment: dict[str, str], used: object) -> None:
-        audit.record("restart", outcome="ok")
-        done = None
-        if revoker is not None:
-            def done(pid: object) -> None:
-                # on the supervisor's thread: revoke (network calls) elsewhere
-                if pid is not None:
-                    import threading
+    def perform(environment: dict[str, str], token: object) -> None:
+        """Start the generation of ``environment``; ``token`` is (what it is made of,
+        the handler's callback or None, whether by handoff)."""
+        assert isinstance(token, tuple)
+        used, done, handoff = token
 
-                    threading.Thread(target=revoker.generation, args=(used,),
-                                     name="envwrap-revoke", daemon=True).start()
-        child.replace(environment, done)
+        def settled(outcome: object) -> None:
+            if done is not None:
+                done(outcome)
+            from envwrap.supervisor import Rejected
+
+            # the stopped generation's leases, once the new one runs (never after a
+            # rollback: the previous generation keeps serving with them)
+            if revoker is not None and outcome is not None and not isinstance(outcome, Rejected):
+                import threading
+
+                # on the supervisor's thread: revoke (network calls) elsewhere
+                threading.Thread(target=revoker.generation, args=(used,),
+                                 name="envwrap-revoke", daemon=True).start()
+
+        if handoff:
+            child.handoff(environment, settled)
+        else:
+            audit.record("restart", outcome="ok")
+            child.replace(environment, settled)
 
     def snapshot() -> dict[Locator, Fetched]:
         """What the new environment is made of (on the watcher's thread, which owns it);
@@ -352,11 +376,14 @@ def _plug_restarts(
         fetched = watcher.fetched
         return {loc: fetched[loc] for loc in watcher.secrets.locators() if loc in fetched}
 
-    if settings.restart_limit is None:
-        handler.restart = lambda environment: replace(environment, snapshot())
-        return
-    from envwrap.restart_limit import LimitedRestarts, RestartWindow
+    request = perform
+    if settings.restart_limit is not None:
+        from envwrap.restart_limit import LimitedRestarts, RestartWindow
 
-    limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), replace, child_env)
-    handler.limiter = limiter
-    handler.restart = lambda environment: limiter.request(environment, snapshot())
+        limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), perform, child_env)
+        handler.limiter = limiter
+        request = limiter.request
+    handler.restart = lambda environment: request(environment, (snapshot(), None, False))
+    handler.start_verified = lambda environment, done, handoff: request(
+        environment, (snapshot(), done, handoff)
+    )
