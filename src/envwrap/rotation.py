@@ -117,12 +117,13 @@ class RotationHandler:
         self._attempt = 0  # numbers the changes handed to the supervisor
         self._failures = 0
         self._timer: threading.Timer | None = None
-        #: how a restart is made (set by start_watching: --restart-limit, --revoke-on-exit)
-        self.restart: Callable[[dict[str, str]], None] = self._replace
-        #: how a change that waits for --ready starts its generation (the same hooks)
-        self.start_verified: Callable[
-            [dict[str, str], Callable[[object], None], bool], None
-        ] = self._start_verified
+        #: how a rotation starts the next generation: (environment, done, by handoff);
+        #: start_watching routes it through --restart-limit and --revoke-on-exit
+        self.start_generation: Callable[
+            [dict[str, str], Callable[[object], None] | None, bool], None
+        ] = lambda environment, done, handoff: start_generation(
+            child, environment, done, handoff
+        )
         self.limiter: LimitedRestarts | None = None
 
     @property
@@ -130,19 +131,6 @@ class RotationHandler:
         """Whether a change waits for the new generation to be ready before it counts."""
         action = self.settings.on_change
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
-
-    def _replace(self, environment: dict[str, str]) -> None:
-        audit.record("restart", outcome="ok")
-        self.child.replace(environment)
-
-    def _start_verified(
-        self, environment: dict[str, str], done: Callable[[object], None], handoff: bool
-    ) -> None:
-        if handoff:
-            self.child.handoff(environment, done)
-        else:
-            audit.record("restart", outcome="ok")
-            self.child.replace(environment, done)
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         environment = launch.child_environment(composed.environment, self.settings.pass_env)
@@ -179,7 +167,7 @@ class RotationHandler:
                     log.info("secrets changed; starting a new generation next to the current one")
                 else:
                     log.info("secrets changed; restarting the program")
-                self.start_verified(environment, done, action == "handoff")
+                self.start_generation(environment, done, action == "handoff")
                 return
             self.current = environment
             self.current_composed = composed
@@ -195,7 +183,7 @@ class RotationHandler:
             self.child.request_exit(EXIT_ON_CHANGE)
         else:
             log.info("secrets changed; restarting the program")
-            self.restart(environment)
+            self.start_generation(environment, None, False)
 
     def _settled(self, attempt: int, environment: dict[str, str], detail: str,
                  composed: Composed, outcome: object) -> None:
@@ -272,6 +260,20 @@ class RotationHandler:
         with self._lock:
             self._attempt += 1
             self._cancel_retry()
+
+
+def start_generation(
+    child: ChildControl,
+    environment: dict[str, str],
+    done: Callable[[object], None] | None,
+    handoff: bool,
+) -> None:
+    """Start the next generation: beside the current one (handoff) or in its place."""
+    if handoff:
+        child.handoff(environment, done)
+    else:
+        audit.record("restart", outcome="ok")
+        child.replace(environment, done)
 
 
 def changed_variables(before: dict[str, str], after: dict[str, str]) -> list[str]:
@@ -364,11 +366,7 @@ def _plug_restarts(
                 threading.Thread(target=revoker.generation, args=(used,),
                                  name="envwrap-revoke", daemon=True).start()
 
-        if handoff:
-            child.handoff(environment, settled)
-        else:
-            audit.record("restart", outcome="ok")
-            child.replace(environment, settled)
+        start_generation(child, environment, settled, handoff)
 
     def snapshot() -> dict[Locator, Fetched]:
         """What the new environment is made of (on the watcher's thread, which owns it);
@@ -383,7 +381,6 @@ def _plug_restarts(
         limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), perform, child_env)
         handler.limiter = limiter
         request = limiter.request
-    handler.restart = lambda environment: request(environment, (snapshot(), None, False))
-    handler.start_verified = lambda environment, done, handoff: request(
+    handler.start_generation = lambda environment, done, handoff: request(
         environment, (snapshot(), done, handoff)
     )
