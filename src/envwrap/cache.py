@@ -552,20 +552,22 @@ def _after_round(watcher: Watcher, failed: bool) -> None:
     if cache is None or applied is None or failed or not _runs_on_live(watcher, applied):
         return
     live = {loc: watcher.fetched[loc] for loc in watcher.secrets.locators()}
-    if _state["serving"]:
-        _state["serving"] = False
-        log.info("every store answers again; the program runs on live values", file=cache.path)
-        audit.record("cache", outcome="live", file=cache.path)
-    elif cache.saved_at is not None and cache.clock() - cache.saved_at < (
+    going_live = bool(_state["serving"])
+    if not going_live and cache.saved_at is not None and cache.clock() - cache.saved_at < (
         cache.max_age * REFRESH_SHARE
     ):
         return
     # the values were just confirmed: a rewrite restarts their --cache-max-age
     _state["applied"] = live
+    _state["serving"] = False
     try:
         cache.save(live)
     except EnvwrapError as err:
         log.error(f"cannot write the fallback cache: {err}")
+    if going_live:
+        # after the write, so that whoever sees this record finds the live values cached
+        log.info("every store answers again; the program runs on live values", file=cache.path)
+        audit.record("cache", outcome="live", file=cache.path)
 
 
 def _runs_on_live(watcher: Watcher, applied: Mapping[Locator, Fetched]) -> bool:
