@@ -342,7 +342,7 @@ def report(results: dict[str, ModeResult], rate: float, interval: str) -> int:
 
 
 def main() -> int:
-    from envwrap.config import parse_duration
+    from envwrap.values import parse_duration
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

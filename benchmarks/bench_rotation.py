@@ -520,7 +520,7 @@ def summarize(results: Results, args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    from envwrap.config import parse_duration
+    from envwrap.values import parse_duration
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

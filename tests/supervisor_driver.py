@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from envwrap.supervisor import Supervisor
+from envwrap.process.supervisor import Supervisor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -77,13 +77,11 @@ def imported_modules(args: list[str], cwd: Path) -> set[str]:
     script = (
         "import os, sys\n"
         "from envwrap.cli import main\n"
-        "from envwrap import launch\n"
+        "from envwrap.process import launch\n"
         "def report(argv, env):\n"
         "    print('\\n'.join(sorted(sys.modules)))\n"
         "    raise SystemExit(0)\n"
         "launch.exec_command = report\n"
-        "from envwrap import runner\n"
-        "runner.launch.exec_command = report\n"
         f"main({args!r})\n"
     )
     result = subprocess.run(
@@ -100,7 +98,7 @@ def test_start_up_without_references_stays_lean(tmp_path: Path) -> None:
     assert not heavy, heavy
     for costly in ("importlib.metadata", "argparse", "logging", "dotenv", "dataclasses",
                    "envwrap.backends", "envwrap.resolve", "concurrent.futures",
-                   "envwrap.metrics", "http.server", "threading"):
+                   "envwrap.telemetry.metrics", "http.server", "threading"):
         assert costly not in modules, costly
 
 

@@ -148,7 +148,7 @@ def test_boto3_is_not_imported_without_aws_references() -> None:
     import sys
 
     code = (
-        "import sys, envwrap.cli, envwrap.runner, envwrap.resolve, envwrap.backends;"
+        "import sys, envwrap.cli, envwrap.modes.run, envwrap.resolve, envwrap.backends;"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

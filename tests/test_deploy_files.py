@@ -167,7 +167,7 @@ def test_manifest_probes_use_envwraps_readyz_and_healthz(path: Path) -> None:
 def _exposed_metric_names() -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from envwrap.metrics import Metrics
+    from envwrap.telemetry.metrics import Metrics
 
     metrics = Metrics()
     for event, fields in (

@@ -24,8 +24,8 @@ CHILD = ["/bin/sh", "-c", 'echo "started $$ $GEN"; exec sleep 300']
 
 def driver() -> int:
     """The subprocess: prints one line per event; returns what run() returned."""
-    from envwrap.ready import ReadyCheck
-    from envwrap.supervisor import Rejected, Supervisor
+    from envwrap.process.ready import ReadyCheck
+    from envwrap.process.supervisor import Rejected, Supervisor
 
     class ByHand(ReadyCheck):
         def __init__(self) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from envwrap import audit, events
 from envwrap.config import Settings
 from envwrap.environment import Composed
+from envwrap.process.supervisor import Rejected
 from envwrap.refs import Locator
 from envwrap.rotation import RotationHandler, changed_variables
-from envwrap.supervisor import Rejected
+from envwrap.telemetry import audit, events
 from tests.helpers import canary, wait_until
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from envwrap.errors import ConfigError
-from envwrap.listen import listen_environment, open_listeners, parse_address
+from envwrap.process.listen import listen_environment, open_listeners, parse_address
 from tests.helpers import canary, run_envwrap
 
 REPORT = r'''

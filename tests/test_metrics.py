@@ -10,15 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from envwrap import audit, events
 from envwrap.backends import Fetched, Lease
-from envwrap.config import parse_args, parse_rate
+from envwrap.config import parse_args
 from envwrap.errors import ConfigError, StoreUnavailableError
-from envwrap.metrics import Metrics
-from envwrap.metrics_http import parse_address
 from envwrap.refs import parse_reference
 from envwrap.restart_limit import LimitedRestarts, RestartWindow
 from envwrap.revoke import LeaseRevoker
+from envwrap.telemetry import audit, events
+from envwrap.telemetry.metrics import Metrics
+from envwrap.telemetry.server import parse_address
+from envwrap.values import parse_rate
 from tests.helpers import canary, wait_until
 
 
@@ -349,7 +350,7 @@ def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:
 def test_http_responder_answers_get_head_and_refuses_the_rest() -> None:
     import socket as socket_module
 
-    from envwrap.metrics_http import MetricsServer
+    from envwrap.telemetry.server import MetricsServer
 
     metrics = Metrics()
     server = MetricsServer("127.0.0.1:0", metrics)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from envwrap.errors import ConfigError
-from envwrap.ready import (
+from envwrap.process.ready import (
     DurationCheck,
     HttpCheck,
     NotifyCheck,

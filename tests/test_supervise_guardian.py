@@ -1,5 +1,5 @@
 """A SIGKILLed envwrap leaves nothing behind: grandchildren in the program's group and
-ones that escaped with setsid are killed too (envwrap.guardian, cgroup v2)."""
+ones that escaped with setsid are killed too (envwrap.process.guardian, cgroup v2)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import tests.supervise_support as support
-from envwrap import guardian
+from envwrap.process import guardian
 from tests.helpers import wait_until
 from tests.supervise_support import HERE, Envwrap, gone, kill_quietly, tree_of
 

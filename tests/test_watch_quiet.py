@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from envwrap import audit
 from envwrap.backends import BackendRegistry
-from envwrap.config import parse_wait
 from envwrap.environment import SecretEnvironment, parse_templates
 from envwrap.errors import ConfigError
 from envwrap.resolve import fetch_all
+from envwrap.telemetry import audit
+from envwrap.values import parse_wait
 from envwrap.watch import AUDIT_HEARTBEAT, Quiescence, Watcher
 from tests.helpers import assert_not_leaked, canary
 from tests.test_watch import Recorder

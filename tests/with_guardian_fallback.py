@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from envwrap import cli, guardian
+from envwrap import cli
+from envwrap.process import guardian
 
 
 def _no_cgroup() -> None:

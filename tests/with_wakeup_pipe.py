@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from envwrap import cli, supervisor
+from envwrap import cli
+from envwrap.process import supervisor
 
 
 class _Forced(supervisor._WakeupPipe):

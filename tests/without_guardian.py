@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from envwrap import cli, guardian
+from envwrap import cli
+from envwrap.process import guardian
 
 
 def _none() -> None:

@@ -51,8 +51,9 @@ from __future__ import annotations
 import os
 import time
 
-from envwrap import audit, log
+from envwrap import log
 from envwrap.errors import EX_DATAERR, EX_NOPERM, BackendMissingError, ConfigError, EnvwrapError
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

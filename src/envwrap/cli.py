@@ -15,7 +15,13 @@ from envwrap import log
 from envwrap.config import help_text, parse_args
 from envwrap.errors import EnvwrapError
 
-__all__ = ["main"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from envwrap.config import Settings
+
+__all__ = ["dispatch", "main"]
 
 EX_SOFTWARE = 70
 
@@ -35,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_args(args, os.environ)
         debug = settings.debug
         log.configure(settings.log_level, settings.log_format)
-        from envwrap import runner
-
-        code = runner.dispatch(settings, dict(os.environ), sys.stdout.write)
+        code = dispatch(settings, dict(os.environ), sys.stdout.write)
         if settings.command == "run" and (settings.supervise or settings.mask):
             _exit_now(code)
         return code
@@ -49,6 +53,32 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _report_bug(exc, debug)
         return EX_SOFTWARE
+
+
+def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
+    """Run the command of ``settings``; ``write`` prints its output (only cli prints)."""
+    from envwrap.config import make_paths_absolute
+    from envwrap.telemetry import audit
+
+    make_paths_absolute(settings)
+    audit.configure(settings.audit_log)
+    if settings.metrics and settings.command in ("run", "sidecar"):
+        # before the first resolution: /readyz answers 503 while the stores are slow
+        from envwrap.telemetry.server import start_metrics
+
+        start_metrics(settings)
+    if settings.command in ("check", "export"):
+        from envwrap.modes import inspect
+
+        return inspect.check(settings, environ, write) if settings.command == "check" \
+            else inspect.export(settings, environ, write)
+    if settings.command == "sidecar":
+        from envwrap.modes.sidecar import run_sidecar
+
+        return run_sidecar(settings, environ)
+    from envwrap.modes.run import run
+
+    return run(settings, environ)
 
 
 def _exit_now(code: int) -> None:

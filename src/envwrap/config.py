@@ -8,14 +8,13 @@ interpreter needs to start.
 
 from __future__ import annotations
 
-import _signal  # the C module: ``signal`` would import enum at start-up
 import os
 
 from envwrap.errors import ConfigError, UsageError
+from envwrap.values import parse_duration, parse_rate, parse_signal, parse_wait
 
 __all__ = [
     "COMMANDS", "OPTIONS", "Settings", "help_text", "make_paths_absolute", "parse_args",
-    "parse_duration", "parse_wait",
 ]
 
 COMMANDS = ("run", "check", "export", "sidecar")
@@ -273,7 +272,7 @@ def _check_generations(settings: Settings) -> None:
     if settings.ready and not (settings.supervise or settings.mask):
         raise UsageError("--ready needs a supervised program (--init or --watch)")
     if settings.ready:
-        from envwrap.ready import parse_check
+        from envwrap.process.ready import parse_check
 
         parse_check(settings.ready, "--ready")  # fail before the first start
 
@@ -311,29 +310,6 @@ def _apply(settings: Settings, option: Option, value: object, source: str) -> No
     setattr(settings, dest, converted)
 
 
-_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-
-
-def parse_duration(text: str, source: str = "duration") -> float:
-    """``"30s"``, ``"500ms"``, ``"1m"``, ``"2h"`` or plain seconds -> seconds."""
-    cleaned = text.strip().lower()
-    for suffix, factor in _UNITS:
-        if cleaned.endswith(suffix) and not (suffix == "s" and cleaned.endswith("ms")):
-            cleaned, scale = cleaned[: -len(suffix)], factor
-            break
-    else:
-        scale = 1.0
-    try:
-        seconds = float(cleaned) * scale
-    except ValueError:
-        raise ConfigError(
-            f"{source}: {text!r} is not a duration (examples: 500ms, 30s, 5m, 1h)"
-        ) from None
-    if not 0 <= seconds < 10**7:  # also false for NaN
-        raise ConfigError(f"{source}: {text!r} is out of range")
-    return seconds
-
-
 #: option values that are paths; ``-`` means stdout/stderr, not a file
 _PATH_METAVARS = ("PATH", "FILE")
 
@@ -363,41 +339,6 @@ def make_paths_absolute(settings: Settings) -> None:
 
 def _absolute(path: str) -> str:
     return path if path == "-" else os.path.abspath(path)
-
-
-def parse_wait(text: str, source: str = "--wait") -> tuple[float, float]:
-    """``"250ms:2s"`` -> ``(0.25, 2.0)``; MAX defaults to 4 x MIN, as in consul-template."""
-    low, has_high, high = text.partition(":")
-    minimum = parse_duration(low, source)
-    maximum = parse_duration(high, source) if has_high else 4 * minimum
-    if maximum < minimum:
-        raise ConfigError(f"{source}: {text!r}: MAX must not be shorter than MIN")
-    return minimum, maximum
-
-
-def parse_rate(text: str, source: str = "limit") -> tuple[int, float]:
-    """``"3/10m"`` -> (3, 600.0): at most N events in any window of DURATION."""
-    count, slash, window = text.strip().partition("/")
-    if not slash or not count.strip().isdigit() or int(count) < 1:
-        raise ConfigError(f"{source}: {text!r} is not N/DURATION (example: 3/10m)")
-    seconds = parse_duration(window, source)
-    if seconds <= 0:
-        raise ConfigError(f"{source}: {text!r} needs a window longer than 0")
-    return int(count), seconds
-
-
-def parse_signal(text: str, source: str = "signal") -> int:
-    """``"SIGHUP"``, ``"HUP"`` or ``"1"`` -> 1."""
-    name = text.strip().upper()
-    if name.isdigit():
-        number = int(name)
-    else:
-        number = getattr(_signal, name if name.startswith("SIG") else "SIG" + name, -1)
-        if not isinstance(number, int) or name.startswith("SIG_"):
-            number = -1
-    if not 0 < number < _signal.NSIG:
-        raise ConfigError(f"{source}: {text!r} is not a signal (examples: SIGHUP, TERM, 15)")
-    return number
 
 
 def help_text() -> str:

@@ -15,13 +15,16 @@ from envwrap.refs import might_hold_reference
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from envwrap.backends import BackendRegistry, Fetched
     from envwrap.config import Settings
     from envwrap.refs import Locator, Reference, Template
 
-__all__ = ["DANGEROUS_NAMES", "Composed", "SecretEnvironment", "is_valid_name"]
+__all__ = [
+    "DANGEROUS_NAMES", "SCRUBBED_NAMES", "Composed", "Resolved", "SecretEnvironment",
+    "child_environment", "is_valid_name",
+]
 
 #: names that change how programs load or run; --from may set them only with --allow-name
 DANGEROUS_NAMES = frozenset({
@@ -33,6 +36,9 @@ DANGEROUS_NAMES = frozenset({
 })
 DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "ENVWRAP_")
 FROM_LABEL = "--from"
+#: envwrap's own credentials, removed from the child unless --pass-env keeps them
+SCRUBBED_NAMES = frozenset({"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"})
+SCRUBBED_PREFIX = "ENVWRAP_"
 
 
 def is_valid_name(name: str) -> bool:
@@ -47,6 +53,16 @@ def is_valid_name(name: str) -> bool:
 
 def is_dangerous_name(name: str) -> bool:
     return name in DANGEROUS_NAMES or name.startswith(DANGEROUS_PREFIXES)
+
+
+def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
+    """The environment without envwrap's credentials and ``ENVWRAP_*`` settings."""
+    kept = frozenset(keep)
+    return {
+        name: value
+        for name, value in environment.items()
+        if name in kept or not (name in SCRUBBED_NAMES or name.startswith(SCRUBBED_PREFIX))
+    }
 
 
 class Composed:
@@ -250,3 +266,22 @@ def _parse_import(text: str) -> Reference:
 
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:80])
+
+
+class Resolved:
+    """An environment loaded and resolved once, with the registry that read it."""
+
+    def __init__(
+        self,
+        secrets: SecretEnvironment,
+        registry: BackendRegistry | None,
+        fetched: dict[Locator, Fetched],
+        composed: Composed,
+        environ: dict[str, str],
+    ) -> None:
+        #: the process environment envwrap started with (to reload .env from)
+        self.environ = environ
+        self.secrets = secrets
+        self.registry = registry
+        self.fetched = fetched
+        self.composed = composed

@@ -15,9 +15,18 @@ import json
 import os
 import secrets
 
+from envwrap import log
 from envwrap.errors import ConfigError
+from envwrap.telemetry import audit
 
-__all__ = ["format_environment", "format_for", "render_bytes", "write_secret_file"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envwrap.config import Settings
+    from envwrap.environment import Composed
+
+__all__ = [
+    "format_environment", "format_for", "render_bytes", "render_files", "write_secret_file",
+]
 
 _EXTENSION_FORMATS = {".json": "json", ".env": "dotenv"}
 
@@ -118,3 +127,15 @@ def _current_bytes(name: str, dir_fd: int, path: str, option: str) -> bytes | No
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def render_files(settings: Settings, composed: Composed) -> None:
+    """Write every ``--render`` file from the variables envwrap contributes."""
+    if not settings.render:
+        return
+    values = {name: composed.environment[name] for name in composed.contributed}
+    for path in settings.render:
+        content = render_bytes(values, format_for(path, settings.render_format))
+        if write_secret_file(path, content):
+            log.info("rendered", file=path)
+            audit.record("render", file=path, outcome="ok")

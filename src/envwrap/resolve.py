@@ -8,13 +8,11 @@ stores, :func:`render` is pure.
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from envwrap import audit, log
+from envwrap import log
 from envwrap.backends import BackendRegistry, Fetched
 from envwrap.errors import (
     EnvwrapError,
@@ -24,39 +22,10 @@ from envwrap.errors import (
 )
 from envwrap.refs import Locator, Template
 from envwrap.secret import Secret
+from envwrap.telemetry import audit
+from envwrap.values import Backoff
 
-__all__ = ["Backoff", "fetch_all", "render", "select"]
-
-
-class Backoff:
-    """Exponential backoff with full jitter, bounded by a deadline."""
-
-    def __init__(
-        self,
-        *,
-        first: float = 0.2,
-        cap: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.clock = clock
-        self.sleep = sleep
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.first * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def wait(self, deadline: float) -> bool:
-        """Sleep before the next try; ``False`` when the deadline leaves no time."""
-        remaining = deadline - self.clock()
-        if remaining <= 0:
-            return False
-        self.sleep(min(self.next_delay(), remaining))
-        return True
+__all__ = ["fetch_all", "render", "select"]
 
 
 def fetch_all(

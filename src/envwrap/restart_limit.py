@@ -16,7 +16,8 @@ import threading
 import time
 from collections import deque
 
-from envwrap import audit, log
+from envwrap import log
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

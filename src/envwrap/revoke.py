@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import threading
 
-from envwrap import audit, log
+from envwrap import log
 from envwrap.errors import EnvwrapError
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from envwrap import audit, launch, log
+from envwrap import log
+from envwrap.environment import child_environment
 from envwrap.errors import EnvwrapError
+from envwrap.process import launch
+from envwrap.render import render_files
+from envwrap.telemetry import audit
+from envwrap.watch import build_watcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,20 +23,17 @@ if TYPE_CHECKING:
 
     from envwrap.backends import Fetched
     from envwrap.config import Settings
-    from envwrap.environment import Composed
+    from envwrap.environment import Composed, Resolved
     from envwrap.refs import Locator
     from envwrap.restart_limit import LimitedRestarts
     from envwrap.revoke import LeaseRevoker
-    from envwrap.runner import Resolved
-    from envwrap.watch import OnChange, Watcher
+    from envwrap.watch import Watcher
 
 __all__ = [
     "EXIT_ON_CHANGE",
     "ChildControl",
     "RotationHandler",
-    "build_watcher",
     "changed_variables",
-    "render_files",
     "start_watching",
 ]
 
@@ -44,7 +46,7 @@ class ChildControl(Protocol):
     """The supervisor's operations, as the rotation uses them (thread-safe).
 
     ``done`` callbacks get the new PID when the new generation is running (and
-    ready, with ``--ready``), a :class:`~envwrap.supervisor.Rejected` when it
+    ready, with ``--ready``), a :class:`~envwrap.process.supervisor.Rejected` when it
     failed and was rolled back, or None when superseded or stopping.
     """
 
@@ -59,20 +61,6 @@ class ChildControl(Protocol):
     def send(self, signum: int) -> None: ...
 
     def request_exit(self, code: int) -> None: ...
-
-
-def render_files(settings: Settings, composed: Composed) -> None:
-    """Write every ``--render`` file from the variables envwrap contributes."""
-    if not settings.render:
-        return
-    from envwrap.render import format_for, render_bytes, write_secret_file
-
-    values = {name: composed.environment[name] for name in composed.contributed}
-    for path in settings.render:
-        content = render_bytes(values, format_for(path, settings.render_format))
-        if write_secret_file(path, content):
-            log.info("rendered", file=path)
-            audit.record("render", file=path, outcome="ok")
 
 
 #: the first retry of a change the program rejected (DESIGN §9); it doubles, up to --interval
@@ -133,7 +121,7 @@ class RotationHandler:
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
-        environment = launch.child_environment(composed.environment, self.settings.pass_env)
+        environment = child_environment(composed.environment, self.settings.pass_env)
         with self._lock:
             self._cancel_retry()
             self._failures = 0
@@ -188,7 +176,7 @@ class RotationHandler:
     def _settled(self, attempt: int, environment: dict[str, str], detail: str,
                  composed: Composed, outcome: object) -> None:
         """The supervisor's verdict on change number ``attempt`` (main thread)."""
-        from envwrap.supervisor import Rejected
+        from envwrap.process.supervisor import Rejected
 
         with self._lock:
             if attempt != self._attempt or outcome is None:
@@ -286,30 +274,6 @@ def _names(changed: set[Locator]) -> str:
     return ", ".join(sorted(str(loc) for loc in changed))
 
 
-def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -> Watcher:
-    """A watcher of every secret and ``.env`` file of ``resolved`` (not started)."""
-    from envwrap import sources
-    from envwrap.backends import BackendRegistry
-    from envwrap.environment import SecretEnvironment
-    from envwrap.watch import Watcher
-
-    environ = resolved.environ
-    return Watcher(
-        resolved.secrets,
-        resolved.registry or BackendRegistry(resolved.secrets.base),
-        resolved.fetched,
-        on_change,
-        interval=settings.interval,
-        splay=settings.splay,
-        reload=lambda: SecretEnvironment.load(settings, environ),
-        dotenv_paths=tuple(sources.dotenv_files(
-            settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder,
-            missing=True,
-        )),
-        wait=settings.wait,
-    )
-
-
 def start_watching(
     settings: Settings,
     resolved: Resolved,
@@ -355,7 +319,7 @@ def _plug_restarts(
         def settled(outcome: object) -> None:
             if done is not None:
                 done(outcome)
-            from envwrap.supervisor import Rejected
+            from envwrap.process.supervisor import Rejected
 
             # the stopped generation's leases, once the new one runs (never after a
             # rollback: the previous generation keeps serving with them)

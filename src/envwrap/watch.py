@@ -31,14 +31,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from envwrap import audit, log
+from envwrap import log
 from envwrap.backends import Backend, BackendRegistry, Fetched
 from envwrap.environment import Composed, SecretEnvironment
 from envwrap.errors import EnvwrapError
 from envwrap.refs import Locator
-from envwrap.resolve import Backoff
+from envwrap.telemetry import audit
+from envwrap.values import Backoff
 
-__all__ = ["Quiescence", "Watcher"]
+__all__ = ["Quiescence", "Watcher", "build_watcher"]
 
 #: a lease is renewed (or its secret re-read) when this share of it has passed
 LEASE_RENEW_AT = 2 / 3
@@ -47,6 +48,11 @@ JITTER = 0.1
 #: ``access`` audit record is written when the content changed, and at most this
 #: often otherwise, as a heartbeat
 AUDIT_HEARTBEAT = 3600.0
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envwrap.config import Settings
+    from envwrap.environment import Resolved
 
 OnChange = Callable[[Composed, set[Locator]], None]
 
@@ -603,3 +609,24 @@ class _RelevantPaths:
         if folder in self.folders and name.startswith(".."):
             return True
         return any(wanted == path or wanted.startswith(path + os.sep) for wanted in self.folders)
+
+
+def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -> Watcher:
+    """A watcher of every secret and ``.env`` file of ``resolved`` (not started)."""
+    from envwrap import sources
+
+    environ = resolved.environ
+    return Watcher(
+        resolved.secrets,
+        resolved.registry or BackendRegistry(resolved.secrets.base),
+        resolved.fetched,
+        on_change,
+        interval=settings.interval,
+        splay=settings.splay,
+        reload=lambda: SecretEnvironment.load(settings, environ),
+        dotenv_paths=tuple(sources.dotenv_files(
+            settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder,
+            missing=True,
+        )),
+        wait=settings.wait,
+    )

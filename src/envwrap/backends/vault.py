@@ -40,7 +40,7 @@ Authentication, chosen by ``VAULT_AUTH_METHOD`` (``token``, ``approle``,
 
     envwrap's credentials never reach the child: ``VAULT_TOKEN``,
     ``VAULT_ROLE_ID`` and ``VAULT_SECRET_ID`` are scrubbed (see
-    :mod:`envwrap.launch`).
+    :mod:`envwrap.process.launch`).
 
 Transport
     Logins, lease and token renewal, mount detection and metadata go through

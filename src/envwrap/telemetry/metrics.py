@@ -1,6 +1,6 @@
 """The metrics and readiness of ``--metrics`` (DESIGN §10), derived from events.
 
-:class:`Metrics` is a sink of :mod:`envwrap.events`: nothing else in envwrap
+:class:`Metrics` is a sink of :mod:`envwrap.telemetry.events`: nothing else in envwrap
 counts anything. Each event updates a little state under one lock; a scrape
 turns a snapshot of it into Prometheus families (:meth:`Metrics.collect`, the
 only place that imports ``prometheus_client``). The same state answers
@@ -269,7 +269,7 @@ def _text(value: object) -> str:
 
 def watch_health(name: str, alive: Callable[[], bool]) -> None:
     """Let ``/healthz`` vouch for a thread (no-op without ``--metrics``)."""
-    from envwrap import events
+    from envwrap.telemetry import events
 
     for sink in events.sinks():
         if isinstance(sink, Metrics):

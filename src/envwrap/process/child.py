@@ -1,7 +1,7 @@
 """One generation of the supervised program: start it, signal it, kill its tree.
 
 A :class:`Child` knows processes, never secrets: its environment is an opaque
-mapping it hands to :func:`envwrap.posix.spawn`. It does not wait for itself
+mapping it hands to :func:`envwrap.process.posix.spawn`. It does not wait for itself
 either -- the supervisor's reaper owns ``waitpid`` and reports the exit status
 back through :meth:`Child.exited` (a second ``waitpid`` caller would steal it).
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from envwrap import log, posix
+from envwrap import log
+from envwrap.process import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -14,8 +14,10 @@ import signal
 import threading
 import time
 
-from envwrap import audit, log
-from envwrap.rotation import build_watcher, render_files
+from envwrap import log
+from envwrap.render import render_files
+from envwrap.telemetry import audit
+from envwrap.watch import build_watcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -133,7 +135,7 @@ class SidecarHandler:
 
 
 def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
-    from envwrap.runner import resolve
+    from envwrap.modes.resolution import resolve
 
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
@@ -151,7 +153,7 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
     watcher.start()
     if settings.metrics:
-        from envwrap.metrics import watch_health
+        from envwrap.telemetry.metrics import watch_health
 
         watch_health("watcher", lambda: watcher.alive)
     log.info(

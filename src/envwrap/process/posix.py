@@ -1,7 +1,7 @@
 """The OS layer of supervise mode: spawn, prctl, reap, terminal hand-off.
 
 Everything here is a thin, documented wrapper over one POSIX or Linux call, so
-that :mod:`envwrap.child` and :mod:`envwrap.supervisor` read as policy. Nothing
+that :mod:`envwrap.process.child` and :mod:`envwrap.process.supervisor` read as policy. Nothing
 here knows about secrets; the environment is an opaque mapping.
 
 Start-up cost matters (``envwrap --init`` should start within 1.5x of exec
@@ -33,7 +33,6 @@ __all__ = [
     "exit_code_of",
     "reap",
     "set_child_subreaper",
-    "signal_name",
     "spawn",
     "take_terminal",
     "terminal_owner",
@@ -498,15 +497,3 @@ def take_terminal(fd: int, group: int) -> bool:
     finally:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, previous)
     return True
-
-
-_names: dict[int, str] = {}
-
-
-def signal_name(signum: int) -> str:
-    """``15`` -> ``"SIGTERM"``, for messages (without importing enum)."""
-    if not _names:
-        for name in dir(_signal):
-            if name.startswith("SIG") and not name.startswith("SIG_"):
-                _names.setdefault(int(getattr(_signal, name)), name)
-    return _names.get(signum, str(signum))

@@ -1,6 +1,6 @@
 """``--audit-log``: one JSON line per secret access, rotation, restart and signal.
 
-The audit log is one sink of :mod:`envwrap.events`; :func:`record` emits to
+The audit log is one sink of :mod:`envwrap.telemetry.events`; :func:`record` emits to
 every sink (the metrics too). It leaves out ``check`` events (see ``SKIPPED``).
 
 Fields (absent when not applicable): ``time`` (UTC, ISO 8601), ``event``
@@ -21,8 +21,8 @@ import os
 import sys
 import time
 
-from envwrap import events
 from envwrap.secret import redact
+from envwrap.telemetry import events
 
 __all__ = [
     "AuditLog",
@@ -48,7 +48,7 @@ SKIPPED = frozenset({"check"})
 
 
 class AuditLog:
-    """The ``--audit-log`` sink of :mod:`envwrap.events`: one JSON line per event."""
+    """The ``--audit-log`` sink of :mod:`envwrap.telemetry.events`: one JSON line per event."""
 
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
@@ -98,7 +98,7 @@ def outcome_of(exit_code: int) -> str:
     return _OUTCOMES.get(exit_code, "error")
 
 
-#: every call site's name for :func:`envwrap.events.emit`
+#: every call site's name for :func:`envwrap.telemetry.events.emit`
 record = events.emit
 
 

@@ -66,9 +66,12 @@ import _thread
 import os
 import time
 
-from envwrap import audit, log, posix
-from envwrap.child import Child
-from envwrap.launch import command_error
+from envwrap import log
+from envwrap.process import posix
+from envwrap.process.child import Child
+from envwrap.process.launch import command_error
+from envwrap.telemetry import audit
+from envwrap.values import signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +79,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import FrameType
 
-    from envwrap.ready import ReadyCheck
+    from envwrap.process.ready import ReadyCheck
 
     Done = Callable[[object], None]
 else:
@@ -255,7 +258,7 @@ class Supervisor:
 
     ``passed_fds`` (``--listen`` sockets) reach every generation on fds 3, 4,
     ...; :attr:`extra_environment` is added to every generation's environment;
-    ``ready`` (a :class:`~envwrap.ready.ReadyCheck`, already open) and
+    ``ready`` (a :class:`~envwrap.process.ready.ReadyCheck`, already open) and
     ``ready_timeout`` decide when a generation counts as ready (see the module
     docstring). Only one generation runs at a time unless :meth:`handoff` is used.
     """
@@ -469,7 +472,7 @@ class Supervisor:
             callback(signum)
             return
         if signum in STOP_SIGNALS and self._stopping in (None, _REPLACE):
-            log.info("stopping the program", signal=posix.signal_name(signum))
+            log.info("stopping the program", signal=signal_name(signum))
             if signum != _signal.SIGTERM and self._stopping is not None:
                 self._forward(signum)  # a replacement already sent the kill signal
             self._begin_stop(_STOP, signum=None if signum == _signal.SIGTERM else signum)
@@ -489,7 +492,7 @@ class Supervisor:
         """
         if os.getpid() == 1:
             return  # SIGSTOP to PID 1 from its own namespace is ignored anyway
-        log.debug("stopping envwrap with the program", signal=posix.signal_name(signum))
+        log.debug("stopping envwrap with the program", signal=signal_name(signum))
         self._job_stopped = True
         if self._child is not None:
             self._reclaim_terminal(self._child)  # the shell will want it back
@@ -498,10 +501,10 @@ class Supervisor:
     def _forward(self, signum: int) -> bool:
         child = self._child
         if child is None or not child.alive:
-            log.debug("no program to forward a signal to", signal=posix.signal_name(signum))
+            log.debug("no program to forward a signal to", signal=signal_name(signum))
             return False
         if log.enabled("debug"):
-            log.debug("forwarding", signal=posix.signal_name(signum), pid=child.pid)
+            log.debug("forwarding", signal=signal_name(signum), pid=child.pid)
         return child.signal(signum)
 
     # --- children --------------------------------------------------------------------
@@ -619,7 +622,7 @@ class Supervisor:
         child = self._child
         if child is not None and child.alive:
             log.debug("asking the program to stop", pid=child.pid,
-                      signal=posix.signal_name(sent))
+                      signal=signal_name(sent))
             child.signal(sent)
             if child.stopped and sent != _signal.SIGCONT:
                 child.signal(_signal.SIGCONT)  # a stopped process acts on nothing else
@@ -637,7 +640,7 @@ class Supervisor:
                 killed += other.kill_tree()
             log.warning(
                 f"the program did not stop within {self.kill_timeout:g}s of "
-                f"{posix.signal_name(self._stop_signal)}; sent SIGKILL to its process tree",
+                f"{signal_name(self._stop_signal)}; sent SIGKILL to its process tree",
                 processes=killed,
             )
             self._escalated = True
@@ -904,7 +907,7 @@ class Supervisor:
     def _retire(self, child: Child) -> None:
         """Ask an old generation to stop; SIGKILL its tree after ``--kill-timeout``."""
         log.info("asking the previous generation to stop", pid=child.pid,
-                 signal=posix.signal_name(self.kill_signal))
+                 signal=signal_name(self.kill_signal))
         child.signal(self.kill_signal)
         if child.stopped and self.kill_signal != _signal.SIGCONT:
             child.signal(_signal.SIGCONT)
@@ -947,7 +950,7 @@ class Supervisor:
                 killed = child.kill_tree(spare=spare)
                 log.warning(
                     f"the previous generation did not stop within {self.kill_timeout:g}s of "
-                    f"{posix.signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
+                    f"{signal_name(self.kill_signal)}; sent SIGKILL to its process tree",
                     pid=child.pid, processes=killed,
                 )
                 retiring.escalated = True

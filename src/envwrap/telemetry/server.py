@@ -2,7 +2,7 @@
 
 A small stdlib server (socketserver) in one daemon thread, a request each in
 a short-lived thread, so a stuck client cannot block the kubelet's probes. It serves what
-:class:`envwrap.metrics.Metrics` derives from events; ``prometheus_client``
+:class:`envwrap.telemetry.metrics.Metrics` derives from events; ``prometheus_client``
 only formats ``/metrics``, and is imported here, i.e. only with ``--metrics``.
 """
 
@@ -14,9 +14,11 @@ import socket
 import socketserver
 import threading
 
-from envwrap import events, log
+from envwrap import log
 from envwrap.errors import ConfigError
-from envwrap.metrics import Metrics
+from envwrap.telemetry import events
+from envwrap.telemetry.metrics import Metrics
+from envwrap.values import parse_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,14 +43,13 @@ def parse_address(text: str) -> tuple[str, int]:
 
     Raises :class:`ConfigError` (78) naming the option.
     """
-    host, sep, port_text = text.strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    try:
+        host, port = parse_host_port(text, "--metrics")
+    except ConfigError as err:
         raise ConfigError(
-            f"--metrics {text!r}: not an address (examples: 127.0.0.1:9102, :9102, [::1]:9102)"
-        )
-    return host or "0.0.0.0", int(port_text)  # noqa: S104 -- ":PORT" asks for every interface
+            f"{err.message} (examples: 127.0.0.1:9102, :9102, [::1]:9102)"
+        ) from None
+    return host or "0.0.0.0", port  # noqa: S104 -- ":PORT" asks for every interface
 
 
 class _Server(socketserver.ThreadingTCPServer):

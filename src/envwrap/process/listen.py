@@ -9,7 +9,7 @@ of every socket for as long as it runs: connections that arrive while no
 generation accepts wait in the backlog instead of being refused.
 
 ``LISTEN_PID`` must be the PID of the process that reads it, which is only
-known once the child exists: :func:`envwrap.posix.spawn` writes it in the
+known once the child exists: :func:`envwrap.process.posix.spawn` writes it in the
 forked child, exec mode writes envwrap's own PID (exec keeps it).
 """
 
@@ -21,6 +21,7 @@ import socket
 import stat
 
 from envwrap.errors import ConfigError
+from envwrap.values import parse_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -89,12 +90,6 @@ def _name_of(text: str) -> str:
     return cleaned.strip("_")[:255] or "listen"
 
 
-def _port(text: str, source: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise ConfigError(f"{source}: {text!r} is not a port (0-65535)")
-    return int(text)
-
-
 def parse_address(text: str, source: str = "--listen") -> Address:
     """``HOST:PORT``, ``:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``unix:@NAME``
     (Linux abstract namespace) -> :class:`Address`.
@@ -112,15 +107,11 @@ def parse_address(text: str, source: str = "--listen") -> Address:
         if path.startswith("@"):  # abstract namespace, as systemd writes it (unix(7))
             return Address(value, socket.AF_UNIX, "\0" + path[1:], _name_of(value))
         return Address(value, socket.AF_UNIX, os.path.abspath(path), _name_of(value))
-    if value.startswith("["):
-        host, bracket, rest = value[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ConfigError(f"{where}: expected [IPV6]:PORT")
-        return Address(value, socket.AF_INET6, (host, _port(rest[1:], where)), _name_of(value))
-    host, colon, port_text = value.rpartition(":")
-    if not colon:
+    if ":" not in value:
         raise ConfigError(f"{where}: expected HOST:PORT, :PORT, [IPV6]:PORT or unix:PATH")
-    port = _port(port_text, where)
+    host, port = parse_host_port(value, source)
+    if value.startswith("["):
+        return Address(value, socket.AF_INET6, (host, port), _name_of(value))
     if not host:
         family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
         anywhere = "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104 -- asked for

@@ -28,6 +28,7 @@ import threading
 
 from envwrap import log
 from envwrap.errors import ConfigError
+from envwrap.values import parse_duration, parse_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -282,13 +283,13 @@ def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
             path += "?" + parts.query
         return HttpCheck(value, secure, parts.hostname, port, path)
     if lowered.startswith("tcp://"):
-        host, colon, port_text = value[len("tcp://"):].rpartition(":")
-        host = host.strip("[]")
-        if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError(f"{source}: {value!r} is not tcp://HOST:PORT")
-        return TcpCheck(host, int(port_text))
-    from envwrap.config import parse_duration
-
+        try:
+            host, port = parse_host_port(value[len("tcp://"):], source, port_zero=False)
+        except ConfigError:
+            host = ""
+        if not host:
+            raise ConfigError(f"{source}: {value!r} is not tcp://HOST:PORT") from None
+        return TcpCheck(host, port)
     try:
         seconds = parse_duration(value, source)
     except ConfigError:

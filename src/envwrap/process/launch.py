@@ -20,30 +20,15 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from typing import NoReturn
 
 __all__ = [
-    "SCRUBBED_NAMES",
     "check_exec_limits",
-    "child_environment",
     "exec_command",
     "inherited_descriptors",
     "restore_signal_defaults",
 ]
 
-#: envwrap's own credentials, removed from the child unless --pass-env keeps them
-SCRUBBED_NAMES = frozenset({"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"})
-SCRUBBED_PREFIX = "ENVWRAP_"
 #: Linux MAX_ARG_STRLEN: one "NAME=value" string, NUL included (32 pages)
 MAX_STRING_BYTES = 128 * 1024
 _POINTER_BYTES = 8
-
-
-def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
-    """The environment without envwrap's credentials and ``ENVWRAP_*`` settings."""
-    kept = frozenset(keep)
-    return {
-        name: value
-        for name, value in environment.items()
-        if name in kept or not (name in SCRUBBED_NAMES or name.startswith(SCRUBBED_PREFIX))
-    }
 
 
 def check_exec_limits(environment: Mapping[str, str], argv: list[str]) -> None:

@@ -3,8 +3,8 @@
 Everything that happens -- a secret read, a store check, a rotation and its
 outcome, a generation started, ready or ended, a signal -- is *emitted* once,
 here, as a name and fields (names and metadata only, never a value). Sinks
-subscribe: the ``--audit-log`` writer (:mod:`envwrap.audit`) and the
-Prometheus metrics (:mod:`envwrap.metrics`) are two; a webhook or an
+subscribe: the ``--audit-log`` writer (:mod:`envwrap.telemetry.audit`) and the
+Prometheus metrics (:mod:`envwrap.telemetry.metrics`) are two; a webhook or an
 OpenTelemetry exporter would be one more class with a ``handle`` method. Because
 the audit log and the metrics are fed by the same events, they cannot disagree.
 

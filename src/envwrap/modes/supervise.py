@@ -1,6 +1,6 @@
 """Supervise mode (``--init``, ``--watch``, ``--mask``): the glue around the supervisor.
 
-The :class:`~envwrap.supervisor.Supervisor` knows processes, never secrets.
+The :class:`~envwrap.process.supervisor.Supervisor` knows processes, never secrets.
 These seams plug into it here:
 
 - ``--watch``: :func:`envwrap.rotation.start_watching` gets the supervisor as
@@ -22,20 +22,20 @@ import gc
 import os
 
 from envwrap import log
-from envwrap.supervisor import Supervisor
+from envwrap.process.supervisor import Supervisor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from envwrap.config import Settings
-    from envwrap.guardian import Guardian
-    from envwrap.listen import Listener
+    from envwrap.environment import Resolved
     from envwrap.mask import MaskedOutput
-    from envwrap.ready import ReadyCheck
+    from envwrap.process.guardian import Guardian
+    from envwrap.process.listen import Listener
+    from envwrap.process.ready import ReadyCheck
     from envwrap.revoke import LeaseRevoker
     from envwrap.rotation import RotationHandler
-    from envwrap.runner import Resolved
     from envwrap.watch import Watcher
 
 __all__ = ["leave_start_folder", "run_supervised"]
@@ -62,7 +62,7 @@ def run_supervised(
 ) -> int:
     """Run ``settings.argv`` as envwrap's child and return envwrap's exit code.
 
-    ``keeper`` (:func:`envwrap.guardian.start`, started by the caller before
+    ``keeper`` (:func:`envwrap.process.guardian.start`, started by the caller before
     any secret was read) is told at the end that this is a normal exit.
 
     Raises :class:`~envwrap.errors.CommandError` (126/127) if the program
@@ -87,12 +87,12 @@ def run_supervised(
     )
     leave_start_folder()
     if listeners:
-        from envwrap.listen import listen_environment
+        from envwrap.process.listen import listen_environment
 
         supervisor.extra_environment.update(listen_environment(listeners))
     ready: ReadyCheck | None = None
     if settings.ready:
-        from envwrap.ready import parse_check
+        from envwrap.process.ready import parse_check
 
         ready = parse_check(settings.ready)
         if settings.on_change == "handoff" and _probes_a_listener(ready, listeners):
@@ -130,7 +130,7 @@ def run_supervised(
         if settings.metrics:
             import threading
 
-            from envwrap.metrics import watch_health
+            from envwrap.telemetry.metrics import watch_health
 
             watch_health("supervisor", threading.main_thread().is_alive)
             if watcher is not None:

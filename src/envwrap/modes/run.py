@@ -1,0 +1,59 @@
+"""The run command: resolve, then exec the program (exec mode) or supervise it."""
+
+from __future__ import annotations
+
+from envwrap.environment import child_environment
+from envwrap.modes.resolution import resolve
+from envwrap.process import launch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envwrap.config import Settings
+    from envwrap.process.listen import Listener
+
+__all__ = ["run"]
+
+
+def run(settings: Settings, environ: dict[str, str]) -> int:
+    keeper = None
+    if settings.supervise or settings.mask:
+        # The guardian (a SIGKILLed envwrap leaves nothing behind) is forked
+        # first: before any secret is in memory, which it would otherwise keep
+        # a copy of for envwrap's whole life, and before any thread exists.
+        from envwrap.process import guardian
+
+        keeper = guardian.start()
+    if settings.cache or settings.cache_key_file:
+        from envwrap import cache
+
+        cache.configure(settings, environ)
+    resolved = resolve(settings, environ)
+    child_env = child_environment(resolved.composed.environment, settings.pass_env)
+    launch.check_exec_limits(child_env, settings.argv)
+    if settings.render:
+        from envwrap.render import render_files
+
+        render_files(settings, resolved.composed)
+    listeners: list[Listener] = []
+    if settings.listen:
+        from envwrap.process.listen import listen_environment, open_listeners
+
+        listeners = open_listeners(settings.listen)  # before the first start (DESIGN §9)
+    if settings.cache:  # the program can start on these values: keep them
+        from envwrap.cache import remember_start
+
+        remember_start(resolved.composed)
+    if not (settings.supervise or settings.mask):
+        if resolved.registry is not None:
+            resolved.registry.close()
+        if listeners:
+            child_env = {**child_env, **listen_environment(listeners)}
+            launch.exec_command(settings.argv, child_env, [s.fileno() for s in listeners])
+        launch.exec_command(settings.argv, child_env)
+    from envwrap.modes.supervise import run_supervised
+
+    try:
+        return run_supervised(settings, resolved, child_env, listeners, keeper)
+    finally:
+        for listener in listeners:
+            listener.close()
