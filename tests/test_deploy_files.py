@@ -123,10 +123,10 @@ def test_node_service_rotates_by_handoff_on_a_socket_envwrap_holds(
 
 @pytest.mark.parametrize("name", ["vault.env", "aws.env", ".env.example"])
 def test_example_env_files_parse(name: str) -> None:
-    from envwrap.sources import load_dotenv_file
+    from envwrap.sources import load_dotenv_files
 
-    values = load_dotenv_file(str(ROOT / "examples" / "node-server" / name))
-    example = load_dotenv_file(str(ROOT / "examples" / "node-server" / ".env.example"))
+    values = load_dotenv_files([str(ROOT / "examples" / "node-server" / name)], {})
+    example = load_dotenv_files([str(ROOT / "examples" / "node-server" / ".env.example")], {})
     assert set(example) <= set(values)
     for value in values.values():
         parse_value(value)

@@ -114,11 +114,12 @@ class SecretEnvironment:
         Raises ConfigError (78) for a bad ``.env`` file and ReferenceSyntaxError
         (64) for a malformed reference, naming the variable.
         """
-        dotenv: dict[str, str] = {}
-        for path in sources.dotenv_files(
-            settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder
-        ):
-            dotenv.update(sources.load_dotenv_file(path))
+        dotenv = sources.load_dotenv_files(
+            sources.dotenv_files(
+                settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder
+            ),
+            environ,
+        )
         base = sources.merge(environ, dotenv, override=settings.override)
         templates = parse_templates(base)
         imports = [_parse_import(text) for text in settings.from_]

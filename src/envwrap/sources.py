@@ -1,8 +1,9 @@
-"""Where variables come from (DESIGN §2): the process environment and ``.env`` files.
+"""Where variables come from: the process environment and ``.env`` files.
 
 ``.env`` files are parsed with python-dotenv, so its quoting and ``${VAR}``
-expansion apply. A line that does not parse is an error naming the file and the
-line number -- never the line's content, which may hold a secret.
+expansion apply; ``${VAR}`` sees the process environment and every earlier
+file. A line that does not parse is an error naming the file and the line
+number -- never the line's content, which may hold a secret.
 python-dotenv is imported only when there is a file to read.
 """
 
@@ -16,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from collections.abc import Iterable, Mapping
 
-__all__ = ["DEFAULT_ENV_FILE", "dotenv_files", "load_dotenv_file", "merge", "missing_example_keys"]
+__all__ = ["DEFAULT_ENV_FILE", "dotenv_files", "load_dotenv_files", "merge", "missing_example_keys"]
 
 DEFAULT_ENV_FILE = ".env"
 
@@ -36,22 +37,48 @@ def dotenv_files(
     return [default] if missing or os.path.isfile(default) else []
 
 
-def load_dotenv_file(path: str) -> dict[str, str]:
-    """Parse one ``.env`` file, with python-dotenv's quoting and ``${VAR}`` expansion.
+def load_dotenv_files(paths: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """Parse ``.env`` files in order, each line once, with python-dotenv's grammar.
+
+    ``${VAR}`` and ``${VAR:-default}`` are expanded as python-dotenv does (in
+    every kind of quoting), against the values set by earlier lines -- of this
+    file and of every earlier file, so ``.env.local`` sees what ``.env`` set --
+    and then the process environment ``environ``, as ``dotenv run`` does. A
+    later file's value wins over an earlier one's.
+
+    The expansion is ours, on python-dotenv's parser (``parse_stream``) and
+    variable grammar (``parse_variables``): its own ``resolve_variables``
+    copies the whole environment for every line, which is quadratic in the
+    file's length. Here each line looks its names up in place.
 
     Raises :class:`ConfigError` (78) for a missing or unreadable file, or for a
     line that does not parse (naming the line, not its content).
     """
     import io
+    from collections import ChainMap
 
-    from dotenv.main import DotEnv
+    from dotenv.parser import parse_stream
+    from dotenv.variables import parse_variables
 
-    text = _read(path)
-    _keys(path, text)
-    # override=True makes a file's own earlier values win over os.environ inside
-    # ${VAR} expansion, as `dotenv run` does.
-    values = DotEnv(None, stream=io.StringIO(text), interpolate=True, override=True).dict()
-    return {key: value for key, value in values.items() if value is not None}
+    values: dict[str, str] = {}
+    scope = ChainMap(values, environ)  # type: ignore[arg-type]  # read-only lookups
+    for path in paths:
+        for binding in parse_stream(io.StringIO(_read(path))):
+            if binding.error:
+                raise _unparsable(path, binding.original.line)
+            if binding.key is None or binding.value is None:
+                continue  # a comment, a blank line, or a bare KEY without "="
+            values[binding.key] = "".join(
+                atom.resolve(scope) for atom in parse_variables(binding.value)
+            )
+    return values
+
+
+def _unparsable(path: str, line: int) -> ConfigError:
+    return ConfigError(
+        f"env file {path!r}, line {line}: this line does not parse",
+        hint="check its quoting; the line is not shown because it may hold a secret",
+    )
 
 
 def _read(path: str) -> str:
@@ -74,10 +101,7 @@ def _keys(path: str, text: str) -> list[str]:
     keys: list[str] = []
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
-            raise ConfigError(
-                f"env file {path!r}, line {binding.original.line}: this line does not parse",
-                hint="check its quoting; the line is not shown because it may hold a secret",
-            )
+            raise _unparsable(path, binding.original.line)
         if binding.key is not None:
             keys.append(binding.key)
     return keys
