@@ -24,7 +24,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from envwrap.config import Settings
 
 __all__ = ["MetricsServer", "parse_address", "start_metrics"]
 
@@ -181,21 +180,21 @@ class MetricsServer:
         self.server.server_close()
 
 
-def start_metrics(settings: Settings) -> MetricsServer:
-    """Bind ``--metrics`` (exit 78 on failure), subscribe the metrics to events, serve."""
+def start_metrics(address: str, *, follows_rotations: bool, needs_child: bool) -> MetricsServer:
+    """Bind ``--metrics`` (exit 78 on failure), subscribe the metrics to events, serve.
+
+    ``needs_child``: /readyz waits for a program (run, not sidecar);
+    ``follows_rotations``: rotations are applied without a new generation
+    (sidecar, ``--on-change signal``), so they count for ``secret_info`` at once.
+    """
     try:
         import prometheus_client  # noqa: F401 -- fail early, with the fix
     except ImportError:
         raise ConfigError(
             "--metrics needs prometheus_client", hint="pip install 'envwrap-secrets[metrics]'"
         ) from None
-    assert settings.metrics is not None
-    sidecar = settings.command == "sidecar"
-    metrics = Metrics(
-        follows_rotations=sidecar or settings.on_change == "signal",
-        needs_child=not sidecar,
-    )
-    server = MetricsServer(settings.metrics, metrics)
+    metrics = Metrics(follows_rotations=follows_rotations, needs_child=needs_child)
+    server = MetricsServer(address, metrics)
     events.add_sink(metrics)
     server.start()
     return server
