@@ -9,8 +9,9 @@ and compare. Store code is imported only when some value holds a reference.
 
 from __future__ import annotations
 
-from envwrap import sources
+from envwrap import log, sources
 from envwrap.errors import InvalidValueError, ReferenceSyntaxError, UsageError
+from envwrap.near_miss import likely_reference
 from envwrap.refs import might_hold_reference
 
 TYPE_CHECKING = False
@@ -122,6 +123,7 @@ class SecretEnvironment:
         )
         base = sources.merge(environ, dotenv, override=settings.override)
         templates = parse_templates(base)
+        warn_near_misses(base, templates)
         imports = [_parse_import(text) for text in settings.from_]
         return cls(
             base,
@@ -252,6 +254,20 @@ def parse_templates(environment: Mapping[str, str]) -> dict[str, Template]:
         if template is not None:
             templates[name] = template
     return templates
+
+
+def warn_near_misses(environment: Mapping[str, str], references: Mapping[str, object]) -> None:
+    """Warn about each value that looks like a mistyped reference (it stays as it is)."""
+    for name, value in environment.items():
+        if name in references:
+            continue
+        meant = likely_reference(value)
+        if meant is not None:
+            written = value[: value.find(":") + 1]
+            log.warning(
+                f"{name} looks like a mistyped reference: it starts with {_printable(written)!r}; "
+                f"did you mean {meant!r}? The program gets the value as it is"
+            )
 
 
 def _parse_import(text: str) -> Reference:

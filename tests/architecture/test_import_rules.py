@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "envwrap"
 #: the layers, from the bottom up; a module may import its own layer and those below
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "secret", "log", "values", "hygiene"),
-    ("refs",),
+    ("refs", "near_miss"),
     ("process", "backends"),
     ("telemetry",),
     ("config", "sources", "resolve", "environment", "render", "mask"),
