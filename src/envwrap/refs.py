@@ -1,4 +1,4 @@
-"""Reference grammar (DESIGN §1): pure parsing, no I/O.
+"""Reference grammar: pure parsing, no I/O.
 
 A value is either a literal (returned as ``None`` by :func:`parse_value`), one
 whole reference, or a template of literal text and inline ``${REF}`` references.
@@ -282,6 +282,14 @@ def _check_scheme(
 ) -> None:
     if not path:
         raise ReferenceSyntaxError("the reference names no path", reference=_shorten(text))
+    # "secret/app/../db" would be read as secret/db by the store's HTTP layer while
+    # check, audit and metrics name another path: the path named must be the path read
+    segments = path[1:].split("/") if path.startswith("/") else path.split("/")
+    if not {"", ".", ".."}.isdisjoint(segments):
+        raise ReferenceSyntaxError(
+            "the path has an empty, '.' or '..' segment: write the path as the store holds it",
+            reference=_shorten(text),
+        )
     allowed = BUILTIN_SCHEMES.get(scheme)
     if allowed is None:
         return  # a plug-in's scheme: its backend validates its own parameters
