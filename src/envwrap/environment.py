@@ -185,10 +185,12 @@ class SecretEnvironment:
         if self.templates:
             from envwrap.resolve import render
 
-            for name, secret in render(self.templates, fetched).items():
+            rendered, pieces = render(self.templates, fetched)
+            for name, secret in rendered.items():
                 environment[name] = secret.reveal()
                 secret_values.append(secret.reveal())
                 contributed.append(name)
+            secret_values.extend(piece.reveal() for piece in pieces)
         for ref in self.imports:
             for name, value in self._imported(ref, fetched).items():
                 secret_values.append(value)

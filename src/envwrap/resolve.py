@@ -107,26 +107,35 @@ def _fetch_round(
 
 def render(
     templates: Mapping[str, Template], fetched: Mapping[Locator, Fetched]
-) -> dict[str, Secret]:
+) -> tuple[dict[str, Secret], list[Secret]]:
     """Assemble each variable from its template; pure.
+
+    Returns the values, and every piece a reference put into them: a DSN's
+    password inside ``postgres://${...#user}:${...#password}@db/app`` is a
+    secret of its own, for ``--mask`` and for redaction, though the whole value
+    is what the program sees.
 
     Raises :class:`NotFoundError` (65) naming the variable and reference when a
     key or pointer selects nothing, :class:`InvalidValueError` when it selects
     something that is not a text value.
     """
     values: dict[str, Secret] = {}
+    pieces: list[Secret] = []
     for name, template in templates.items():
-        pieces: list[str] = []
+        text: list[str] = []
         for part in template.parts:
             if isinstance(part, str):
-                pieces.append(part)
+                text.append(part)
                 continue
             try:
-                pieces.append(select(fetched[part.locator].data, part.key))
+                piece = select(fetched[part.locator].data, part.key)
             except EnvwrapError as err:
                 raise err.about(variable=name, reference=part.text) from None
-        values[name] = Secret("".join(pieces))
-    return values
+            text.append(piece)
+            if not template.is_whole:
+                pieces.append(Secret(piece))
+        values[name] = Secret("".join(text))
+    return values, pieces
 
 
 def select(data: str | Mapping[str, Any], key: str | None) -> str:
