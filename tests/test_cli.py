@@ -158,22 +158,33 @@ def test_check_prints_a_table_without_values(secrets_dir: Path, base_env: dict[s
 
 def test_export_formats_round_trip(secrets_dir: Path, workdir: Path, base_env: dict[str, str]) -> None:
     tricky = canary() + " it's \"quoted\" $HOME ${PORT} \\ back\nline2"
+    quoted = canary() + " it's \"quoted\" \\ back\nline2 # not a comment"
     (secrets_dir / "tricky").write_text(tricky + "\n")
+    (secrets_dir / "quoted").write_text(quoted + "\n")
     (workdir / ".env").write_text(f"PORT=3001\nTRICKY=ref+file://{secrets_dir}/tricky\n")
     as_json = run_envwrap(["export", "--format", "json"], env=base_env)
     assert json.loads(as_json.stdout) == {"PORT": "3001", "TRICKY": tricky}
-    as_dotenv = run_envwrap(["export"], env=base_env)
-    (workdir / "exported.env").write_text(as_dotenv.stdout)
-    # python-dotenv has no escape for "${": read exports back without interpolation
-    exported = dotenv_values(workdir / "exported.env", interpolate=False)
-    assert exported == {"PORT": "3001", "TRICKY": tricky}
     as_shell = run_envwrap(["export", "--format", "shell"], env=base_env)
     shell = subprocess.run(["sh", "-c", as_shell.stdout + 'printf %s "$TRICKY"'],
                            capture_output=True, text=True, check=True)
     assert shell.stdout == tricky
+    # dotenv: what a POSIX shell and python-dotenv (interpolating) both read back exactly
+    (workdir / ".env").write_text(f"PORT=3001\nQUOTED=ref+file://{secrets_dir}/quoted\n")
+    as_dotenv = run_envwrap(["export"], env=base_env)
+    (workdir / "exported.env").write_text(as_dotenv.stdout)
+    assert dotenv_values(workdir / "exported.env") == {"PORT": "3001", "QUOTED": quoted}
+    sourced = subprocess.run(["sh", "-c", '. ./exported.env; printf %s "$QUOTED"'], cwd=workdir,
+                             capture_output=True, text=True, check=True)
+    assert sourced.stdout == quoted
+    # ... and a value no dotenv text can carry to both (a quote and a "$") is refused by name
+    (workdir / ".env").write_text(f"TRICKY=ref+file://{secrets_dir}/tricky\n")
+    refused = run_envwrap(["export"], env=base_env)
+    assert refused.returncode == 65 and "TRICKY" in refused.stderr
     for result in (as_json, as_dotenv, as_shell):
         assert result.returncode == 0
+    for result in (as_json, as_dotenv, as_shell, refused):
         assert_not_leaked(tricky, result.stderr)
+        assert_not_leaked(quoted, result.stderr)
 
 
 def test_from_imports_keys_and_refuses_dangerous_names(secrets_dir: Path, base_env: dict[str, str]) -> None:

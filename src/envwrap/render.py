@@ -16,7 +16,7 @@ import os
 import secrets
 
 from envwrap import log
-from envwrap.errors import ConfigError
+from envwrap.errors import ConfigError, InvalidValueError
 from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
@@ -46,12 +46,30 @@ def format_environment(values: dict[str, str], fmt: str) -> str:
         import shlex
 
         return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
-    # dotenv: single quotes, which python-dotenv reads back without ${VAR} expansion
-    lines = []
-    for name, value in values.items():
-        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-        lines.append(f"{name}='{escaped}'\n")
-    return "".join(lines)
+    return "".join(f"{name}={_dotenv_quoted(name, value)}\n" for name, value in values.items())
+
+
+def _dotenv_quoted(name: str, value: str) -> str:
+    """``value`` quoted so that a POSIX shell (``set -a; . FILE``) and python-dotenv
+    both read back exactly ``value``, and a shell runs nothing.
+
+    Single quotes when the value holds no ``'``, no ``\\`` and no ``${`` (python-dotenv
+    expands ``${VAR}`` and decodes ``\\'`` even there; a shell does neither). Else
+    double quotes, escaping only ``\\`` and ``"`` (the escapes both read alike),
+    when it holds no ``$`` and no backquote (a shell would expand them). A value
+    that needs both cannot be written so -- :class:`InvalidValueError` (65),
+    naming the variable: JSON can hold it.
+    """
+    if "'" not in value and "\\" not in value and "${" not in value:
+        return f"'{value}'"
+    if "$" not in value and "`" not in value:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise InvalidValueError(
+        "the value cannot be written to a dotenv file that a POSIX shell and python-dotenv "
+        "both read back unchanged (it holds a quote or a backslash, and $ or `)",
+        variable=name,
+        hint="write this file as JSON (--render-format json, or a .json name)",
+    )
 
 
 def render_bytes(values: dict[str, str], fmt: str) -> bytes:
