@@ -27,15 +27,32 @@ __all__ = [
     "child_environment", "is_valid_name",
 ]
 
-#: names that change how programs load or run; --from may set them only with --allow-name
+#: names that change how a program loads, runs or trusts: --from sets them only with
+#: --allow-name (a secret's keys are data; these are code paths and trust anchors)
 DANGEROUS_NAMES = frozenset({
-    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
-    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT",
-    "NODE_OPTIONS", "NODE_PATH", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB", "RUBYOPT",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
-    "GCONV_PATH", "HOSTALIASES", "LOCPATH", "NLSPATH", "HOME", "SHELL", "TMPDIR",
+    # shells
+    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH",
+    "HOME", "SHELL", "TMPDIR",
+    # interpreters and runtimes (PYTHON*, PERL5*, RUBY* and the loader's LD_* are prefixes)
+    "NODE_OPTIONS", "NODE_PATH", "NODE_EXTRA_CA_CERTS", "NODE_TLS_REJECT_UNAUTHORIZED",
+    "NODE_REPL_EXTERNAL_MODULE", "PERLLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS", "CLASSPATH",
+    # the C library and OpenSSL
+    "GCONV_PATH", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "LOCPATH",
+    "NLSPATH", "OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES",
+    # programs other programs start
+    "BROWSER", "EDITOR", "VISUAL", "PAGER", "MANPAGER", "LESSOPEN", "LESSCLOSE", "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    # proxies and certificate authorities: where traffic goes, and whom it trusts
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "FTP_PROXY", "NO_PROXY", "http_proxy",
+    "https_proxy", "all_proxy", "ftp_proxy", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "VAULT_CACERT", "VAULT_CAPATH",
+    "VAULT_ADDR", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
 })
-DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "ENVWRAP_")
+DANGEROUS_PREFIXES = (
+    "LD_", "DYLD_", "BASH_FUNC_", "ENVWRAP_", "PYTHON", "PERL5", "RUBY", "GIT_", "PIP_",
+    "NPM_CONFIG_", "npm_config_",
+)
 FROM_LABEL = "--from"
 #: envwrap's own credentials, removed from the child unless --pass-env keeps them
 SCRUBBED_NAMES = frozenset({"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"})
