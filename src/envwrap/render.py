@@ -17,6 +17,7 @@ import secrets
 
 from envwrap import log
 from envwrap.errors import ConfigError, InvalidValueError
+from envwrap.safe_files import open_folder
 from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
@@ -84,16 +85,12 @@ def write_secret_file(
 
     Raises :class:`ConfigError` (78) naming ``option`` and the path when the
     directory does not exist or cannot be written, or when the target is not a
-    regular file. ``only_if_changed=False`` skips reading the current content,
+    regular file, or when a component of the path is a symbolic link.
+    ``only_if_changed=False`` skips reading the current content,
     for files that differ at every write (``--cache``: a fresh salt and nonce).
     """
     directory, name = os.path.split(os.path.abspath(path))
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(
-            f"{option} {path!r}: cannot open its directory ({exc.strerror})"
-        ) from None
+    dir_fd = open_folder(directory, option)  # no symbolic link in any component
     try:
         if only_if_changed and _current_bytes(name, dir_fd, path, option) == content:
             return False

@@ -79,19 +79,16 @@ class AuditLog:
 
 
 def configure(path: str | None) -> None:
-    """Open the audit log (``-`` is stderr) and subscribe it; appends, mode 0600."""
+    """Open the audit log (``-`` is stderr) and subscribe it; appends, mode 0600, never
+    through a symbolic link or into a FIFO."""
     if not path:
         return
     if path == "-":
         events.add_sink(AuditLog(sys.stderr.fileno()))
         return
-    from envwrap.errors import ConfigError
+    from envwrap.safe_files import open_append
 
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"--audit-log {path!r}: cannot open ({exc.strerror})") from None
-    events.add_sink(AuditLog(fd))
+    events.add_sink(AuditLog(open_append(path, "--audit-log")))
 
 
 def outcome_of(exit_code: int) -> str:
