@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip 2>/dev/null || true
 .venv/bin/python -m pip install --quiet -e '.[all,test]'
-# tests/test_bundle.py runs the bundle in a chroot that holds a static busybox
+# tests/packaging/test_bundle.py runs the bundle in a chroot that holds a static busybox
 # as its only program (and no Python).
 if [ ! -x /bin/busybox ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     { apt-get install -y -qq busybox-static \

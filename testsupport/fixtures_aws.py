@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy import CountingHttpProxy, Request
+from testsupport.proxy import CountingHttpProxy, Request
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account

@@ -304,3 +304,16 @@ def fake_kubernetes() -> Iterator[FakeServer]:
     server = FakeServer(type("KubernetesHandler", (_KubernetesHandler,), {}))
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_role(openbao: OpenBao, fake_rabbitmq: FakeServer) -> str:
+    """OpenBao's rabbitmq engine: GET rabbitmq/creds/app makes a user and a lease."""
+    openbao.enable("rabbitmq", "rabbitmq")
+    openbao.client.write_data("rabbitmq/config/connection", data={
+        "connection_uri": fake_rabbitmq.url, "username": "admin",
+        "password": "admin", "verify_connection": False,
+    })
+    openbao.client.write_data("rabbitmq/config/lease", data={"ttl": 600, "max_ttl": 3600})
+    openbao.client.write_data("rabbitmq/roles/app", data={"vhosts": '{"/": {"read": ".*"}}'})
+    return "rabbitmq/creds/app"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import secrets
 import subprocess
 import time
@@ -9,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from tests.conftest import envwrap_command
+from testsupport import envwrap_command
 
 
 def canary(label: str = "canary") -> str:
@@ -40,6 +43,27 @@ def run_envwrap(
 def assert_not_leaked(value: str, *texts: str) -> None:
     for text in texts:
         assert value not in text, "a secret value leaked into envwrap's output"
+
+
+def forms(value: str) -> list[bytes]:
+    """Every way the file might hold ``value``: plain, JSON-escaped, hex, base64 at
+    each of the three alignments (standard and URL-safe), without the edge
+    characters that depend on the neighbouring bytes."""
+    raw = value.encode()
+    found = [raw, json.dumps(value).encode()[1:-1], json.dumps(value, ensure_ascii=False)
+             .encode()[1:-1], raw.hex().encode(), raw.hex().upper().encode()]
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(b"\0" * offset + raw)
+            skip = 4 * ((offset + 2) // 3)  # the groups that hold the padding bytes
+            found.append(text[skip:-4])
+    return [form for form in found if len(form) >= 8]
+
+
+def fp(value: str) -> str:
+    """A value's fingerprint (sha256, first 12 hex digits): which value a child got,
+    without the value itself ever being printed."""
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10, interval: float = 0.02) -> object:

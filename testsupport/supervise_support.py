@@ -9,15 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import psutil
 
-from tests.conftest import envwrap_command
+from testsupport import PROGRAMS, envwrap_command
 
-HERE = Path(__file__).resolve().parent
-ECHO = [sys.executable, str(HERE / "signal_echo.py")]
-ORPHANS = [sys.executable, str(HERE / "orphan_maker.py")]
+ECHO = [sys.executable, str(PROGRAMS / "signal_echo.py")]
+ORPHANS = [sys.executable, str(PROGRAMS / "orphan_maker.py")]
 
 
 class Lines:

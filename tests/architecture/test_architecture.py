@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from testsupport import ROOT
 
 PACKAGE = ROOT / "src" / "envwrap"
 SUPERVISION = {"posix", "child", "supervisor", "guardian"}

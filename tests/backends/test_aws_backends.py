@@ -13,7 +13,7 @@ from envwrap.backends.aws_sm import SecretsManagerBackend
 from envwrap.backends.aws_ssm import ParameterStoreBackend
 from envwrap.errors import ConfigError, EnvwrapError, NotFoundError
 from envwrap.refs import Locator, parse_reference
-from tests.fixtures_aws import MotoServer
+from testsupport.fixtures_aws import MotoServer
 
 
 def loc(text: str) -> Locator:

@@ -13,8 +13,8 @@ from envwrap.backends import Backend
 from envwrap.backends.aws_sm import SecretsManagerBackend
 from envwrap.backends.aws_ssm import ParameterStoreBackend
 from envwrap.refs import Locator
-from tests.backend_contract import BackendContract
-from tests.fixtures_aws import MotoServer
+from envwrap.testing import BackendContract
+from testsupport.fixtures_aws import MotoServer
 
 _counter = itertools.count()
 

@@ -6,38 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from tests.fixtures_aws import ACCOUNT, AwsProxy, MotoServer, aws_env, child_environment
-from tests.helpers import assert_not_leaked, canary, run_envwrap
-
-DEBUG = ["--no-env-file", "--log-level", "debug"]
-
-
-def resolve(env: dict[str, str], *secrets: str, args: tuple[str, ...] = ()) -> dict[str, str]:
-    """Run ``envwrap -- env -0`` at debug level; the child's environment.
-
-    Fails when envwrap fails or when any of ``secrets`` shows on its stderr.
-    """
-    result = run_envwrap([*DEBUG, *args, "--", "env", "-0"], env=env)
-    assert_not_leaked_all(secrets, result.stderr)
-    assert result.returncode == 0, result.stderr
-    return child_environment(result.stdout)
-
-
-def fail(
-    env: dict[str, str], *secrets: str, code: int, args: tuple[str, ...] = (), workdir: Path
-) -> str:
-    """Run envwrap expecting exit ``code`` before the child starts; its stderr."""
-    marker = workdir / "child-started"
-    result = run_envwrap([*DEBUG, *args, "--", "touch", str(marker)], env=env)
-    assert_not_leaked_all(secrets, result.stderr, result.stdout)
-    assert result.returncode == code, result.stderr
-    assert not marker.exists(), "the child was started although a reference failed"
-    return result.stderr
-
-
-def assert_not_leaked_all(secrets: tuple[str, ...], *texts: str) -> None:
-    for value in secrets:
-        assert_not_leaked(value, *texts)
+from testsupport.fixtures_aws import ACCOUNT, AwsProxy, MotoServer, aws_env, child_environment
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.resolving import DEBUG, fail, resolve
 
 
 def test_names_keys_pointers_and_whole_json(aws: MotoServer, base_env: dict[str, str]) -> None:
@@ -266,7 +237,7 @@ def _user_with_policy(aws: MotoServer, actions: list[str]) -> dict[str, str]:
 def test_endpoint_down_exits_69_after_start_timeout(
     base_env: dict[str, str], workdir: Path, moto_server: MotoServer
 ) -> None:
-    from tests.fixtures_aws import free_port
+    from testsupport.fixtures_aws import free_port
 
     env = aws_env(base_env, moto_server, DB="aws-sm://prod/db",
                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")

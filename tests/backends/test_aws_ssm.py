@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fixtures_aws import ACCOUNT, AwsProxy, MotoServer, aws_env
-from tests.helpers import assert_not_leaked, canary, run_envwrap
-from tests.test_aws_sm import DEBUG, fail, resolve
+from testsupport.fixtures_aws import ACCOUNT, AwsProxy, MotoServer, aws_env
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.resolving import DEBUG, fail, resolve
 
 
 def test_types_names_and_arns(aws: MotoServer, base_env: dict[str, str]) -> None:
@@ -118,7 +118,7 @@ def test_name_with_slash_must_be_absolute(
 def test_endpoint_down_exits_69(
     moto_server: MotoServer, workdir: Path, base_env: dict[str, str]
 ) -> None:
-    from tests.fixtures_aws import free_port
+    from testsupport.fixtures_aws import free_port
 
     env = aws_env(base_env, moto_server, P="aws-ssm:///p",
                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}")

@@ -15,7 +15,7 @@ from envwrap.backends.file import FileBackend
 from envwrap.backends.memory import MemoryBackend
 from envwrap.errors import AuthError, InvalidValueError, NotFoundError
 from envwrap.refs import Locator
-from tests.backend_contract import BackendContract
+from envwrap.testing import BackendContract
 
 _counter = itertools.count()
 

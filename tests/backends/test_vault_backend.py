@@ -29,15 +29,15 @@ from envwrap.errors import (
 )
 from envwrap.refs import Locator
 from envwrap.resolve import select
-from tests.backend_contract import BackendContract
-from tests.fixtures_vault import (
+from envwrap.testing import BackendContract
+from testsupport.fixtures_vault import (
     FAKE_KUBERNETES_CA,
     FakeServer,
     OpenBao,
     free_port,
     service_account_jwt,
 )
-from tests.helpers import assert_not_leaked, canary
+from testsupport.helpers import assert_not_leaked, canary
 
 _counter = itertools.count()
 
@@ -398,19 +398,6 @@ def test_namespace_header_is_sent(openbao: OpenBao) -> None:
     assert_not_leaked(value, str(caught.value))
 
 
-@pytest.fixture(scope="module")
-def rabbitmq_role(openbao: OpenBao, fake_rabbitmq: FakeServer) -> str:
-    """OpenBao's rabbitmq engine: GET rabbitmq/creds/app makes a user and a lease."""
-    openbao.enable("rabbitmq", "rabbitmq")
-    openbao.client.write_data("rabbitmq/config/connection", data={
-        "connection_uri": fake_rabbitmq.url, "username": "admin",
-        "password": "admin", "verify_connection": False,
-    })
-    openbao.client.write_data("rabbitmq/config/lease", data={"ttl": 600, "max_ttl": 3600})
-    openbao.client.write_data("rabbitmq/roles/app", data={"vhosts": '{"/": {"read": ".*"}}'})
-    return "rabbitmq/creds/app"
-
-
 def test_dynamic_secret_keeps_its_lease_and_renews_it(
     vault: VaultBackend, rabbitmq_role: str, fake_rabbitmq: FakeServer
 ) -> None:
@@ -449,7 +436,7 @@ def test_unreachable_server_is_retryable_and_fast() -> None:
 @pytest.fixture(scope="module")
 def openbao_tls(tmp_path_factory: pytest.TempPathFactory, openbao: OpenBao) -> Any:
     """A second dev server, on https with its own CA (``openbao`` first: skips alike)."""
-    from tests.fixtures_vault import start_openbao
+    from testsupport.fixtures_vault import start_openbao
 
     folder = tmp_path_factory.mktemp("openbao-tls")
     server = start_openbao(folder, tls=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_vault import FakeServer, OpenBao, free_port
-from tests.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.fixtures_vault import FakeServer, OpenBao, free_port
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
 
 DEBUG = ["--no-env-file", "--log-level", "debug"]
 

@@ -9,7 +9,6 @@ the file. Concurrent writers are real processes sharing one file.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -26,8 +25,8 @@ from envwrap.cache import FallbackCache, Unusable, read_key, reference_digest, s
 from envwrap.config import parse_args
 from envwrap.errors import ConfigError
 from envwrap.refs import Locator
-from tests.conftest import ROOT
-from tests.helpers import canary
+from testsupport import ROOT
+from testsupport.helpers import canary, forms
 
 KEY = ("k" * 16 + os.urandom(16).hex()).encode()
 NOW = 1_800_000_000.0
@@ -102,21 +101,6 @@ def test_flipping_any_byte_makes_the_file_unusable(index: int, mask: int) -> Non
         unseal(KEY, bytes(tampered), [DB, API], now=NOW + 1, max_age=3600)
     # a flipped write time must not pass for "expired" (which deletes the file)
     assert not caught.value.delete
-
-
-def forms(value: str) -> list[bytes]:
-    """Every way the file might hold ``value``: plain, JSON-escaped, hex, base64 at
-    each of the three alignments (standard and URL-safe), without the edge
-    characters that depend on the neighbouring bytes."""
-    raw = value.encode()
-    found = [raw, json.dumps(value).encode()[1:-1], json.dumps(value, ensure_ascii=False)
-             .encode()[1:-1], raw.hex().encode(), raw.hex().upper().encode()]
-    for offset in range(3):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            text = encode(b"\0" * offset + raw)
-            skip = 4 * ((offset + 2) // 3)  # the groups that hold the padding bytes
-            found.append(text[skip:-4])
-    return [form for form in found if len(form) >= 8]
 
 
 def test_file_holds_no_form_of_a_value(tmp_path: Path) -> None:

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.fixtures_aws import AwsProxy, MotoServer, aws_env
-from tests.fixtures_vault import OpenBao
-from tests.helpers import assert_not_leaked, canary, run_envwrap, wait_until
-from tests.proxy import TcpProxy
-from tests.test_cache import forms
-from tests.test_rotation_e2e import envwrap_watch, fp, sh_child  # noqa: F401 -- fixture
+from testsupport import envwrap_command
+from testsupport.fixtures_aws import AwsProxy, MotoServer, aws_env
+from testsupport.fixtures_vault import OpenBao
+from testsupport.helpers import assert_not_leaked, canary, forms, fp, run_envwrap, wait_until
+from testsupport.proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +261,7 @@ def test_concurrent_envwrap_starts_share_one_cache(setup: Setup) -> None:
 
 
 def test_watch_applies_live_values_once_the_store_answers(
-    setup: Setup, envwrap_watch: object  # noqa: F811
+    setup: Setup, envwrap_watch: object
 ) -> None:
     setup.warm()
     setup.proxy.cut()
@@ -298,7 +296,7 @@ def test_watch_applies_live_values_once_the_store_answers(
 
 
 def test_watch_goes_live_without_restart_when_nothing_changed(
-    setup: Setup, envwrap_watch: object  # noqa: F811
+    setup: Setup, envwrap_watch: object
 ) -> None:
     setup.warm()
     setup.proxy.cut()
@@ -377,7 +375,7 @@ def test_partial_outage_serves_the_whole_set_from_the_cache(
 
 
 def test_watch_rewrites_a_confirmed_cache_before_it_expires(
-    setup: Setup, envwrap_watch: object  # noqa: F811
+    setup: Setup, envwrap_watch: object
 ) -> None:
     """A long-running program keeps a fresh cache: every round that confirms the values
     rewrites the file once an eighth of --cache-max-age has passed (here 0.5s)."""
@@ -396,7 +394,7 @@ def sh_child_db() -> list[str]:
 
 
 def test_applied_rotation_rewrites_the_cache(
-    setup: Setup, envwrap_watch: object  # noqa: F811
+    setup: Setup, envwrap_watch: object
 ) -> None:
     run = envwrap_watch(setup.env, sh_child_db(), *setup.args()[3:])  # type: ignore[operator]
     run.wait_start(fp(setup.value))

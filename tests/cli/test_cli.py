@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from tests.conftest import envwrap_command
-from tests.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport import envwrap_command
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
 
 PRINT_ENV = ["python3", "-c", "import json,os; print(json.dumps(dict(os.environ)))"]
 

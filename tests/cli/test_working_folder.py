@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.helpers import LineCollector, assert_not_leaked, canary, wait_until
-from tests.supervise_support import ECHO, Envwrap
+from testsupport import envwrap_command
+from testsupport.helpers import LineCollector, assert_not_leaked, canary, wait_until
+from testsupport.supervise_support import ECHO, Envwrap
 
 
 def cwd_of(pid: int) -> str:

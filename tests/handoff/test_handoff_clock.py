@@ -111,7 +111,7 @@ def driver() -> int:
 
 
 def test_a_candidate_not_ready_in_time_is_retired_and_the_next_one_applied() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository
     result = subprocess.run(
         [sys.executable, __file__], capture_output=True, text=True, timeout=60, cwd=root,
         env={**os.environ, "PYTHONPATH": str(root / "src")}, check=False,

@@ -1,11 +1,11 @@
 """Rotations under continuous HTTP load (DESIGN §9, issue 11): nothing is lost.
 
-A bounded load generator (``tests/http_load.py``) sends requests on fresh
+A bounded load generator (``testsupport/http_load.py``) sends requests on fresh
 connections to the ``--listen`` socket while the secret is rotated several
 times in a row. With ``--on-change handoff`` no request may fail; with the plain
 ``restart`` mode and ``--listen``, no connection may be refused (they wait in
 the backlog that envwrap keeps open). The child is the one of
-``tests/test_handoff.py``: it takes ``$READY_DELAY`` seconds to become ready,
+``testsupport/handoff.py``: it takes ``$READY_DELAY`` seconds to become ready,
 like the team's Node service, and finishes the request in hand on SIGTERM.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import canary, wait_until
-from tests.http_load import HttpLoad, Window, summarize
-from tests.test_handoff import HANDOFF, Run, fp
+from testsupport.handoff import HANDOFF, Run
+from testsupport.helpers import canary, fp, wait_until
+from testsupport.http_load import HttpLoad, Window, summarize
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from envwrap.process.supervisor import Rejected
 from envwrap.refs import Locator
 from envwrap.rotation import RotationHandler, changed_variables
 from envwrap.telemetry import audit, events
-from tests.helpers import canary, wait_until
+from testsupport.helpers import canary, wait_until
 
 
 class Supervisor:

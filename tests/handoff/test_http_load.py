@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import wait_until
-from tests.http_load import HttpLoad, Sample, reaped, request_once, summarize
+from testsupport.helpers import wait_until
+from testsupport.http_load import HttpLoad, Sample, reaped, request_once, summarize
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.helpers import canary, run_envwrap, wait_until
+from testsupport import envwrap_command
+from testsupport.helpers import canary, run_envwrap, wait_until
 
 PRINT_ALL = ["python3", "-c", (
     "import os, sys\n"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from envwrap.mask import MaskedOutput, Masker, relay
 from envwrap.secret import MIN_REDACT_LENGTH, REDACTED
-from tests.helpers import canary, wait_until
+from testsupport.helpers import canary, wait_until
 
 STAR = REDACTED.encode()
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import LineCollector, assert_not_leaked, canary
+from testsupport import ROOT
+from testsupport.helpers import LineCollector, assert_not_leaked, canary
 
 pytestmark = pytest.mark.slow
 

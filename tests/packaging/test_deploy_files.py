@@ -13,7 +13,7 @@ from dockerfile_parse import DockerfileParser
 
 from envwrap.config import OPTIONS, parse_args
 from envwrap.refs import parse_value
-from tests.conftest import ROOT
+from testsupport import ROOT
 
 MANIFESTS = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml"))
 DOCKERFILES = [ROOT / "Dockerfile.sidecar", ROOT / "examples" / "docker" / "Dockerfile"]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import LineCollector, assert_not_leaked, canary, wait_until
-from tests.http_load import HttpLoad, reaped, request_once, summarize
+from testsupport import ROOT
+from testsupport.helpers import LineCollector, assert_not_leaked, canary, wait_until
+from testsupport.http_load import HttpLoad, reaped, request_once, summarize
 
 NODE = shutil.which("node")
 SERVER = ROOT / "examples" / "node-server" / "server.js"
@@ -221,7 +221,7 @@ def answering_pid(port: int) -> int | None:
 def test_handoff_under_envwrap_loses_nothing_and_rolls_back_a_rejected_password(
         tmp_path: Path, base_env: dict[str, str]) -> None:
     """The demo's story as a test: the real example, envwrap, load, a good and a bad value."""
-    from tests.conftest import envwrap_command
+    from testsupport import envwrap_command
 
     assert NODE is not None
     secret_file = tmp_path / "secrets" / "password"

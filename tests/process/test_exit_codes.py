@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_envwrap
+from testsupport.helpers import run_envwrap
 
 MODES = {"exec": [], "init": ["--init"], "watch": ["--watch"]}
 CODES = [0, 1, 2, 42, 255]

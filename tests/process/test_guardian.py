@@ -13,10 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-import tests.supervise_support as support
+import testsupport.supervise_support as support
 from envwrap.process import guardian
-from tests.helpers import wait_until
-from tests.supervise_support import HERE, Envwrap, gone, kill_quietly, tree_of
+from testsupport import PROGRAMS
+from testsupport.helpers import wait_until
+from testsupport.supervise_support import Envwrap, gone, kill_quietly, tree_of
 
 # a program that leaves a grandchild in its group and one in a session of its own
 LEAVER = ["sh", "-c", "sleep 300 & setsid sleep 300 & echo ready $$; wait"]
@@ -89,7 +90,7 @@ def test_negative_control_without_the_guardian_the_grandchildren_survive(
     workdir: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(support, "envwrap_command",
-                        lambda: [sys.executable, str(HERE / "without_guardian.py")])
+                        lambda: [sys.executable, str(PROGRAMS / "without_guardian.py")])
     ew = Envwrap(["--init", "--", *LEAVER], base_env)
     pids: list[int] = []
     try:
@@ -133,7 +134,7 @@ def test_without_a_cgroup_the_guardian_kills_the_descendants_it_has_seen(
     # the fallback notes envwrap's descendants every 50 ms here (1 s normally);
     # the negative control above is the same run without any guardian
     monkeypatch.setattr(support, "envwrap_command",
-                        lambda: [sys.executable, str(HERE / "with_guardian_fallback.py")])
+                        lambda: [sys.executable, str(PROGRAMS / "with_guardian_fallback.py")])
     ew = Envwrap(["--init", "--", *LEAVER], base_env)
     pids: list[int] = []
     try:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import tests.supervise_support as support
-from tests.helpers import wait_until
-from tests.supervise_support import ECHO, HERE, Envwrap
-from tests.test_supervise_reap import UNSHARE, needs_pid_namespace, pid_namespaces_work
-from tests.test_supervise_tty import INTR, SUSP, close, spawn_in_pty, wait_status
+import testsupport.supervise_support as support
+from testsupport import PROGRAMS
+from testsupport.helpers import wait_until
+from testsupport.pid_namespace import UNSHARE, needs_pid_namespace
+from testsupport.supervise_support import ECHO, Envwrap
+from testsupport.tty import INTR, SUSP, close, spawn_in_pty, wait_status
 
 #: signals 1-31 that cannot or must not be checked with "the child got the same one":
 EXCLUDED = {
@@ -41,7 +42,6 @@ EXCLUDED = {
     # the two stop signals end envwrap: each gets a run of its own below
     signal.SIGTERM: "stops envwrap", signal.SIGINT: "stops envwrap",
 }
-__all__ = ["pid_namespaces_work"]  # used by the skipif string
 FORWARDED_AS_IS = [s for s in range(1, 32) if s not in EXCLUDED]
 
 
@@ -168,7 +168,7 @@ def test_negative_control_a_child_stopped_alone_leaves_envwrap_running(
 def test_ctrl_z_as_pid_1_resumes_the_program(workdir: Path, base_env: dict[str, str]) -> None:
     # Nobody can resume a stopped PID 1 (or its program) from outside its
     # namespace, so envwrap resumes the program instead of leaving it hanging;
-    # the same Ctrl-Z outside a namespace stops both (test_supervise_tty).
+    # the same Ctrl-Z outside a namespace stops both (test_tty).
     argv = ["--init", "--", *ECHO, "--default", "SIGTSTP", "--die-on", "SIGINT"]
     pid, master = spawn_in_pty(argv, base_env, prefix=UNSHARE)
     try:
@@ -188,7 +188,7 @@ def test_ctrl_z_as_pid_1_resumes_the_program(workdir: Path, base_env: dict[str, 
 
 @pytest.fixture
 def wakeup_pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    wrapper = [sys.executable, str(HERE / "with_wakeup_pipe.py")]
+    wrapper = [sys.executable, str(PROGRAMS / "with_wakeup_pipe.py")]
     monkeypatch.setattr(support, "envwrap_command", lambda: wrapper)
     yield
 

@@ -18,7 +18,7 @@ import pytest
 
 from envwrap.errors import ConfigError
 from envwrap.process.listen import listen_environment, open_listeners, parse_address
-from tests.helpers import canary, run_envwrap
+from testsupport.helpers import canary, run_envwrap
 
 REPORT = r'''
 import json, os, socket, sys

@@ -22,8 +22,8 @@ from envwrap.process.ready import (
     TcpCheck,
     parse_check,
 )
-from tests.conftest import envwrap_command
-from tests.helpers import run_envwrap, wait_until
+from testsupport import envwrap_command
+from testsupport.helpers import run_envwrap, wait_until
 
 
 def test_parse_check_forms() -> None:

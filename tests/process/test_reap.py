@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import envwrap_command
-from tests.supervise_support import ORPHANS, run
-
-UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
-
-
-@functools.cache
-def pid_namespaces_work() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        probe = subprocess.run([*UNSHARE, "sh", "-c", "test $$ = 1"], capture_output=True,
-                               timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+from testsupport import envwrap_command
+from testsupport.pid_namespace import UNSHARE, needs_pid_namespace
+from testsupport.supervise_support import ORPHANS, run
 
 
 def verdict(argv: list[str], env: dict[str, str]) -> tuple[str, int, str]:
@@ -48,11 +30,6 @@ def test_negative_control_a_subreaper_that_does_not_reap_keeps_a_zombie(
 ) -> None:
     outcome, _, _ = verdict([*ORPHANS, "--subreaper"], base_env)
     assert outcome == "zombie"
-
-
-needs_pid_namespace = pytest.mark.skipif(
-    "not pid_namespaces_work()", reason="cannot create a PID namespace here (needs root)"
-)
 
 
 @needs_pid_namespace

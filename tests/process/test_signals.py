@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.helpers import wait_until
-from tests.supervise_support import (
+from testsupport import PROGRAMS, envwrap_command
+from testsupport.helpers import wait_until
+from testsupport.supervise_support import (
     ECHO,
-    HERE,
     Envwrap,
     absent,
     gone,
@@ -40,7 +39,7 @@ def test_every_signal_is_forwarded_once_and_in_order(
         # (SIGCONT is sent on its own: a pending SIGCONT is discarded when a
         # stop signal such as SIGTSTP is generated, and vice versa -- signal(7).)
         burst = [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                 signal.SIGALRM, signal.SIGWINCH]  # SIGTSTP: job control (test_supervise_init_signals)
+                 signal.SIGALRM, signal.SIGWINCH]  # SIGTSTP: job control (test_init_signals)
         for signum in burst:
             ew.signal(signum)
         got = [ew.lines.next() for _ in burst]
@@ -186,7 +185,7 @@ def test_the_child_starts_with_the_signal_state_envwrap_started_with(
 ) -> None:
     # A parent that blocks SIGUSR2 and ignores SIGHUP (as nohup does) -- and,
     # unlike the Python runtime, leaves SIGPIPE alone.
-    launcher = [sys.executable, str(HERE / "with_signals.py"),
+    launcher = [sys.executable, str(PROGRAMS / "with_signals.py"),
                 "--block", "SIGUSR2", "--ignore", "SIGHUP", "--"]
     probe = ["cat", "/proc/self/status"]  # cat, unlike sh, leaves its mask alone
     direct = _signal_state([*launcher, *probe], base_env)
@@ -228,7 +227,7 @@ def test_sigchld_ignored_at_start_does_not_lose_the_exit_status(
     workdir: Path, base_env: dict[str, str]
 ) -> None:
     # With SIGCHLD ignored the kernel would reap children by itself
-    launcher = [sys.executable, str(HERE / "with_signals.py"), "--ignore", "SIGCHLD", "--"]
+    launcher = [sys.executable, str(PROGRAMS / "with_signals.py"), "--ignore", "SIGCHLD", "--"]
     wrapped = [*launcher, *envwrap_command(), "--no-env-file", "--init", "--"]
     result = run([*wrapped, "sh", "-c", "exit 3"], base_env)
     assert result.returncode == 3, result.stderr

@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.supervise_support import HERE
+from testsupport import PROGRAMS, ROOT
 
 
 def drive(scenario: str, tmp_path: Path) -> tuple[int, list[str], str]:
     result = subprocess.run(
-        [sys.executable, str(HERE / "supervisor_driver.py"), scenario, str(tmp_path / "lock")],
-        capture_output=True, text=True, timeout=60, check=False, cwd=HERE.parent,
+        [sys.executable, str(PROGRAMS / "supervisor_driver.py"), scenario, str(tmp_path / "lock")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
     )
     return result.returncode, result.stdout.splitlines(), result.stderr
 

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import canary
-from tests.test_rotation_e2e import VAR, Start, Wrapped, envwrap_watch, fp, sh_child
-
-__all__ = ["envwrap_watch"]  # the fixture, imported for its use below
+from testsupport.helpers import canary, fp
+from testsupport.rotation import VAR, Start, Wrapped, sh_child
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.helpers import assert_not_leaked, canary, wait_until
-from tests.kube import write_volume
+from testsupport import envwrap_command
+from testsupport.helpers import assert_not_leaked, canary, wait_until
+from testsupport.kube import write_volume
 
 TARGET = """
 import os, signal, sys, time

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from envwrap.backends import BackendRegistry
 from envwrap.backends.memory import MemoryBackend
-from envwrap.environment import Composed, SecretEnvironment, parse_templates
+from envwrap.environment import SecretEnvironment, parse_templates
 from envwrap.errors import AuthError, StoreUnavailableError
 from envwrap.refs import Locator
 from envwrap.resolve import fetch_all
 from envwrap.watch import Watcher
-from tests.helpers import canary
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, str], set[Locator]]] = []
-
-    def __call__(self, composed: Composed, changed: set[Locator]) -> None:
-        self.calls.append((composed.environment, changed))
+from testsupport.helpers import canary
+from testsupport.recorder import Recorder
 
 
 def make_watcher(env: dict[str, str]) -> tuple[Watcher, Recorder, SecretEnvironment]:

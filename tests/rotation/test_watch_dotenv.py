@@ -6,8 +6,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import envwrap_command
-from tests.helpers import LineCollector, assert_not_leaked, canary
+from testsupport import envwrap_command
+from testsupport.helpers import LineCollector, assert_not_leaked, canary
 
 CHILD = ["sh", "-c", 'echo "started $$ $PORT $AT_USERNAME"; exec sleep 300']
 

@@ -15,8 +15,8 @@ from envwrap.resolve import fetch_all
 from envwrap.telemetry import audit
 from envwrap.values import parse_wait
 from envwrap.watch import AUDIT_HEARTBEAT, Quiescence, Watcher
-from tests.helpers import assert_not_leaked, canary
-from tests.test_watch import Recorder
+from testsupport.helpers import assert_not_leaked, canary
+from testsupport.recorder import Recorder
 
 
 class Clock:

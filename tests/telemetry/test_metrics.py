@@ -20,7 +20,7 @@ from envwrap.telemetry import audit, events
 from envwrap.telemetry.metrics import Metrics
 from envwrap.telemetry.server import parse_address
 from envwrap.values import parse_rate
-from tests.helpers import canary, wait_until
+from testsupport.helpers import canary, wait_until
 
 
 class Clock:

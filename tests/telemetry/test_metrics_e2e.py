@@ -22,13 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import envwrap_command
-from tests.fixtures_vault import FakeServer, OpenBao, free_port
-from tests.helpers import LineCollector, assert_not_leaked, canary, run_envwrap, wait_until
-from tests.kube import write_volume
-from tests.proxy import TcpProxy
-from tests.test_rotation_e2e import VAR, Wrapped, fp, sh_child, unique_path, vault_env
-from tests.test_vault_backend import rabbitmq_role  # noqa: F401 -- a fixture
+from testsupport import envwrap_command
+from testsupport.fixtures_vault import FakeServer, OpenBao, free_port
+from testsupport.helpers import (
+    LineCollector,
+    assert_not_leaked,
+    canary,
+    fp,
+    run_envwrap,
+    wait_until,
+)
+from testsupport.kube import write_volume
+from testsupport.proxy import TcpProxy
+from testsupport.rotation import VAR, Wrapped, sh_child, unique_path, vault_env
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +42,7 @@ pytestmark = pytest.mark.slow
 class SidecarWrapped(Wrapped):
     """``envwrap sidecar ARGS``: Wrapped puts its options first; the command goes before."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path) -> None:
-        import tests.test_rotation_e2e as e2e
-
-        original = e2e.envwrap_command
-        e2e.envwrap_command = lambda: [*original(), "sidecar"]
-        try:
-            super().__init__(args, env, cwd)
-        finally:
-            e2e.envwrap_command = original
+    subcommand = ("sidecar",)
 
 
 class Endpoint:
@@ -307,7 +305,7 @@ def _new_users(server: FakeServer, before: int, method: str) -> set[str]:
 @pytest.mark.parametrize("revoke", [True, False], ids=["revoke-on-exit", "default"])
 def test_revoke_on_exit_revokes_the_dynamic_secret(  # noqa: PLR0917 -- fixtures
     openbao: OpenBao, base_env: dict[str, str], run: Run,
-    rabbitmq_role: str, fake_rabbitmq: FakeServer, revoke: bool,  # noqa: F811
+    rabbitmq_role: str, fake_rabbitmq: FakeServer, revoke: bool,
 ) -> None:
     before = len(fake_rabbitmq.requests)
     leases_before = set(_leases(openbao, rabbitmq_role))
@@ -363,7 +361,7 @@ def test_a_metrics_address_in_use_is_exit_78_naming_it(base_env: dict[str, str])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_after_a_restart_only_the_leases_of_the_stopped_generation_are_revoked(  # noqa: PLR0917
     openbao: OpenBao, base_env: dict[str, str], tmp_path: Path,
-    rabbitmq_role: str, fake_rabbitmq: FakeServer, mode: str,  # noqa: F811
+    rabbitmq_role: str, fake_rabbitmq: FakeServer, mode: str,
 ) -> None:
     other_role = f"{rabbitmq_role}-other"
     openbao.client.write_data(other_role.replace("/creds/", "/roles/"),
@@ -441,7 +439,7 @@ def test_every_thread_blocks_the_signals_the_supervisor_takes(
 
 def test_a_watched_dynamic_secret_is_renewed_not_re_read_every_poll(
     openbao: OpenBao, base_env: dict[str, str], run: Run,
-    rabbitmq_role: str, fake_rabbitmq: FakeServer,  # noqa: F811
+    rabbitmq_role: str, fake_rabbitmq: FakeServer,
 ) -> None:
     before = len(fake_rabbitmq.requests)
     env = {**base_env, **openbao.env(), VAR: f"vault://{rabbitmq_role}#password"}

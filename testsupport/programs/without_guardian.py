@@ -1,4 +1,4 @@
-"""Run envwrap with the guardian turned off: the negative control of test_supervise_guardian.
+"""Run envwrap with the guardian turned off: the negative control of test_guardian.py.
 
     without_guardian.py ENVWRAP-ARGS...
 """

@@ -2,12 +2,13 @@
 
 A backend's test module subclasses :class:`BackendContract` and provides a
 ``store`` fixture returning a :class:`StoreAdapter` for that backend, backed by
-the real store (OpenBao, moto) or by real files.
+the real store (OpenBao, moto) or by real files (``envwrap.testing`` shows how).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any, Protocol
 
 import pytest
@@ -16,7 +17,6 @@ from envwrap.backends import Backend, Fetched
 from envwrap.errors import EnvwrapError, NotFoundError
 from envwrap.refs import Locator
 from envwrap.resolve import select
-from tests.helpers import canary
 
 
 class StoreAdapter(Protocol):
@@ -39,11 +39,18 @@ class StoreAdapter(Protocol):
         """A name no other test uses."""
 
 
+def canary(label: str) -> str:
+    """A unique secret value that cannot appear anywhere by accident."""
+    return f"{label}-{secrets.token_hex(12)}"
+
+
 def _data_text(fetched: Fetched) -> str:
     return select(fetched.data, None)
 
 
 class BackendContract:
+    """The contract's tests; a subclass named ``Test...`` provides the ``store`` fixture."""
+
     def test_reads_plain_text(self, store: StoreAdapter) -> None:
         name, value = store.unique_name(), canary("plain")
         store.write(name, value)
