@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures_aws import AwsProxy, MotoServer  # noqa: E402
+from testsupport.fixtures_aws import AwsProxy, MotoServer  # noqa: E402
 
 SM_COUNT, SSM_COUNT = 45, 20
 SM_BATCH, SSM_BATCH = 20, 10

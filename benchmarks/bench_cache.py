@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import alternate, report  # noqa: E402
-from tests.fixtures_vault import start_openbao  # noqa: E402
-from tests.proxy import TcpProxy  # noqa: E402
+from testsupport.fixtures_vault import start_openbao  # noqa: E402
+from testsupport.proxy import TcpProxy  # noqa: E402
 
 REFS = 10
 

@@ -4,7 +4,7 @@ The team's Node.js service (examples/node-server/server.js) with a 400 ms
 start-up delay (STARTUP_DELAY_MS, as a service that loads and connects before
 it listens) reads DATABASE_URL from a Vault KV v2 secret. Rotation = writing a
 new version of that secret; every wrapper re-reads it every ``--interval``.
-Under a steady, paced HTTP load (tests/http_load.py: fresh connection per
+Under a steady, paced HTTP load (testsupport/http_load.py: fresh connection per
 request), for each rotation:
 
 - failed requests (refused, reset, timed out) among those started between the
@@ -62,8 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_rotation import Wrapped, base_env, envwrap, running  # noqa: E402
-from tests.fixtures_vault import OpenBao, find_bao, free_port, start_openbao  # noqa: E402
-from tests.http_load import HttpLoad, Sample, reaped, request_once, summarize  # noqa: E402
+from testsupport.fixtures_vault import OpenBao, find_bao, free_port, start_openbao  # noqa: E402
+from testsupport.http_load import HttpLoad, Sample, reaped, request_once, summarize  # noqa: E402
 
 SERVER = ROOT / "examples" / "node-server" / "server.js"
 STARTUP_DELAY_MS = "400"

@@ -13,7 +13,7 @@
 (b) AWS Secrets Manager (a moto server): ``put_secret_value`` to the restarted
     child. No peer watches Secrets Manager; the absolute median is reported.
 (c) Files: a Kubernetes-style secret volume (the kubelet's ``..data`` swap,
-    tests/kube.py) to the restarted child.
+    testsupport/kube.py) to the restarted child.
 (d) Requests per minute per watched secret while nothing changes: counting
     HTTP proxies between each wrapper and its store, 5 references to 5
     secrets, idle for ``--idle`` seconds after the child started. Vault: KV v2
@@ -55,10 +55,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures_aws import MotoServer  # noqa: E402
-from tests.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
-from tests.kube import write_volume  # noqa: E402
-from tests.proxy import CountingHttpProxy  # noqa: E402
+from testsupport.fixtures_aws import MotoServer  # noqa: E402
+from testsupport.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
+from testsupport.kube import write_volume  # noqa: E402
+from testsupport.proxy import CountingHttpProxy  # noqa: E402
 
 VAR = "BENCH_SECRET"
 #: prints its value's fingerprint at once, then sleeps (sleep dies of SIGTERM)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import time_command  # noqa: E402
-from tests.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
+from testsupport.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
 
 DELAY = 0.020
 MANY, FEW = 50, 10

@@ -35,7 +35,7 @@ from typing import IO, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.http_load import HttpLoad, reaped, summarize  # noqa: E402
+from testsupport.http_load import HttpLoad, reaped, summarize  # noqa: E402
 
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "node-server"

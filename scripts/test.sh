@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests testsupport benchmarks scripts
 .venv/bin/mypy
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = [
-    "tests.fixtures_vault",
-    "tests.fixtures_aws",
-]
+# pytest rewrites the asserts of test modules and plug-ins (their failures show the
+# operands); the support modules below came out of test modules and keep that.
+# testsupport.helpers is left alone: assert_not_leaked must never print a value.
+pytest.register_assert_rewrite("testsupport.handoff", "testsupport.resolving",
+                               "testsupport.tty")
 
-ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = [
+    "testsupport.fixtures_vault",
+    "testsupport.fixtures_aws",
+    "testsupport.rotation",
+    "testsupport.pid_namespace",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +38,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty current directory, so that no stray ./.env is read."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def envwrap_command() -> list[str]:
-    """The installed ``envwrap`` console script, next to this interpreter."""
-    script = Path(sys.executable).parent / "envwrap"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "envwrap"]
 
 
 @pytest.fixture

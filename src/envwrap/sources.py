@@ -54,6 +54,9 @@ def load_dotenv_files(paths: Iterable[str], environ: Mapping[str, str]) -> dict[
     Raises :class:`ConfigError` (78) for a missing or unreadable file, or for a
     line that does not parse (naming the line, not its content).
     """
+    paths = list(paths)
+    if not paths:
+        return {}  # python-dotenv imports logging: not worth it for nothing to read
     import io
     from collections import ChainMap
 

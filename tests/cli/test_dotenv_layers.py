@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
 
 
 def test_a_later_file_expands_names_an_earlier_file_set(

@@ -11,10 +11,10 @@ import pytest
 from dotenv import dotenv_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.helpers import run_envwrap
 
 from envwrap.errors import InvalidValueError
 from envwrap.render import format_environment
+from testsupport.helpers import run_envwrap
 
 # every character a shell or python-dotenv treats specially, and ordinary ones
 SPECIAL = "'\"\\$`{}#;|&<>()*?[]~!%^ =\n\t:-"

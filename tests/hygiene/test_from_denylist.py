@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.helpers import canary, run_envwrap
+
+from testsupport.helpers import canary, run_envwrap
 
 REFUSED = [
     "PYTHONWARNINGS", "PYTHONUSERBASE", "BROWSER", "OPENSSL_CONF", "GLIBC_TUNABLES", "PERL5DB",

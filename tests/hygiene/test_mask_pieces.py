@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.helpers import canary, run_envwrap
+
+from testsupport.helpers import canary, run_envwrap
 
 
 @pytest.fixture

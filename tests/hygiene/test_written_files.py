@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import canary, run_envwrap
+from testsupport.helpers import canary, run_envwrap
 
 
 @pytest.fixture

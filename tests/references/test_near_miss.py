@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers import run_envwrap
 
 from envwrap.near_miss import likely_reference
+from testsupport.helpers import run_envwrap
 
 
 @pytest.mark.parametrize(

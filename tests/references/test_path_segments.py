@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers import run_envwrap
 
 from envwrap.errors import ReferenceSyntaxError
 from envwrap.refs import parse_reference
+from testsupport.helpers import run_envwrap
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,818 @@
+"""The vault:// backend in-process, against a real OpenBao dev server."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import inspect
+import itertools
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import hvac.exceptions
+import pytest
+import requests
+import urllib3.exceptions
+
+from envwrap.backends import Fetched, Lease
+from envwrap.backends.vault import HVAC_ERRORS, VaultBackend, map_error
+from envwrap.errors import (
+    AuthError,
+    ConfigError,
+    EnvwrapError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from envwrap.refs import Locator
+from envwrap.resolve import select
+from envwrap.testing import BackendContract
+from testsupport.fixtures_vault import (
+    FAKE_KUBERNETES_CA,
+    FakeServer,
+    OpenBao,
+    free_port,
+    service_account_jwt,
+)
+from testsupport.helpers import assert_not_leaked, canary
+
+_counter = itertools.count()
+
+
+def unique(prefix: str = "app") -> str:
+    return f"{prefix}-{next(_counter)}-{secrets.token_hex(3)}"
+
+
+def loc(path: str, **params: str) -> Locator:
+    return Locator("vault", path, tuple(params.items()))
+
+
+def backend_for(openbao: OpenBao, **environ: str) -> VaultBackend:
+    settings = {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.token, "HOME": "/nonexistent"}
+    settings.update(environ)
+    return VaultBackend({k: v for k, v in settings.items() if v})
+
+
+@pytest.fixture
+def vault(openbao: OpenBao) -> Any:
+    backend = backend_for(openbao)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def kv1(openbao: OpenBao) -> str:
+    openbao.enable_kv1("kv1")
+    return "kv1"
+
+
+# -- the backend contract ---------------------------------------------------------------
+
+
+class VaultStore:
+    """KV v2 on ``secret/``. Vault secrets are key-value maps: a plain-text value
+    is stored as ``{"value": TEXT}``, which the contract selects by ``plain_key``."""
+
+    has_versions = True
+    plain_key = "value"
+
+    def __init__(self, openbao: OpenBao) -> None:
+        self.openbao = openbao
+        self.backend = backend_for(openbao)
+
+    def write(self, name: str, data: str | dict[str, Any]) -> None:
+        self.openbao.kv2_put(name, {"value": data} if isinstance(data, str) else data)
+
+    def locator(self, name: str) -> Locator:
+        return loc(f"secret/{name}")
+
+    def unique_name(self) -> str:
+        return f"contract/{unique()}"
+
+
+class TestVaultContract(BackendContract):
+    @pytest.fixture
+    def store(self, openbao: OpenBao) -> Any:
+        store = VaultStore(openbao)
+        yield store
+        store.backend.close()
+
+    def test_plain_text_is_stored_under_its_key(self, store: VaultStore) -> None:
+        name, value = store.unique_name(), canary("plain")
+        store.write(name, value)
+        fetched = store.backend.read(store.locator(name))
+        assert json.loads(select(fetched.data, None)) == {"value": value}
+
+    def test_versions_are_kv2_numbers(self, store: VaultStore) -> None:
+        name = store.unique_name()
+        store.write(name, canary("v1"))
+        before = store.backend.probe(store.locator(name))
+        store.write(name, canary("v2"))
+        assert (before, store.backend.probe(store.locator(name))) == ("1", "2")
+
+
+# -- KV v2 and v1 -----------------------------------------------------------------------
+
+
+def test_kv2_logical_and_api_paths_keys_and_versions(openbao: OpenBao, vault: VaultBackend) -> None:
+    name = unique()
+    first, second, third = canary("v1"), canary("v2"), canary("v3")
+    for value in (first, second, third):
+        openbao.kv2_put(name, {"password": value, "nested": {"port": 5432}})
+    latest = vault.read(loc(f"secret/{name}"))
+    assert (select(latest.data, "password"), latest.version) == (third, "3")
+    assert select(latest.data, "/nested/port") == "5432"
+    assert json.loads(select(latest.data, None))["password"] == third
+    api = vault.read(loc(f"secret/data/{name}"))
+    assert (select(api.data, "password"), api.version) == (third, "3")
+    pinned = vault.read(loc(f"secret/{name}", version="1"))
+    assert (select(pinned.data, "password"), pinned.version) == (first, "1")
+    previous = vault.read(loc(f"secret/{name}", version="-1"))
+    assert (select(previous.data, "password"), previous.version) == (second, "2")
+    assert vault.read(loc(f"secret/{name}", version="-2")).version == "1"
+    for values in (first, second, third):
+        assert_not_leaked(values, repr(latest), repr(pinned), repr(previous))
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("secret/{name}", {"version": "9"}),
+        ("secret/{name}", {"version": "-5"}),
+        ("secret/{name}", {"version": "0"}),
+        ("secret/{name}-missing", {}),
+        ("secret/data/{name}-missing", {}),
+        ("secret", {}),
+        ("nosuchmount/{name}", {}),
+    ],
+)
+def test_missing_secret_or_version_is_not_found(
+    openbao: OpenBao, vault: VaultBackend, path: str, params: dict[str, str]
+) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"password": value})
+    openbao.kv2_put(name, {"password": value})
+    with pytest.raises(NotFoundError) as caught:
+        vault.read(loc(path.format(name=name), **params))
+    assert caught.value.exit_code == 65
+    assert_not_leaked(value, str(caught.value))
+
+
+def test_deleted_version_is_not_found(openbao: OpenBao, vault: VaultBackend) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"password": value})
+    openbao.kv2_put(name, {"password": canary()})
+    openbao.client.secrets.kv.v2.delete_secret_versions(path=name, versions=[1])
+    with pytest.raises(NotFoundError) as caught:
+        vault.read(loc(f"secret/{name}", version="1"))
+    assert "version 1" in str(caught.value)
+    assert_not_leaked(value, str(caught.value))
+
+
+def test_kv1_reads_as_it_is_without_version(openbao: OpenBao, kv1: str, vault: VaultBackend) -> None:
+    name, value = unique(), canary()
+    openbao.kv1_put(name, {"token": value, "list": [1, 2]}, mount=kv1)
+    fetched = vault.read(loc(f"{kv1}/{name}"))
+    assert select(fetched.data, "token") == value
+    assert select(fetched.data, "/list/1") == "2"
+    assert (fetched.version, fetched.lease) == (None, None)
+    assert vault.probe(loc(f"{kv1}/{name}")) is None
+    with pytest.raises(NotFoundError, match="KV version 2"):
+        vault.read(loc(f"{kv1}/{name}", version="1"))
+    with pytest.raises(NotFoundError) as caught:
+        vault.read(loc(f"{kv1}/{name}-missing"))
+    assert_not_leaked(value, str(caught.value))
+
+
+def test_mount_detection_is_cached_and_each_path_read_once(
+    openbao: OpenBao, kv1: str, vault: VaultBackend
+) -> None:
+    names = [unique("many") for _ in range(50)]
+    values = [canary(f"c{i}") for i in range(50)]
+    for name, value in zip(names, values, strict=True):
+        openbao.kv2_put(name, {"v": value})
+    openbao.kv1_put("one", {"v": "x"}, mount=kv1)
+    sent: list[str] = []
+    session = vault._client_ready().session
+    session.hooks["response"].append(lambda r, *a, **k: sent.append(r.request.path_url))
+    outcomes = vault.read_many([loc(f"secret/{n}") for n in names] + [loc(f"{kv1}/one")])
+    assert [select(o.data, "v") for o in outcomes if isinstance(o, Fetched)] == [*values, "x"]
+    detections = [p for p in sent if "/sys/internal/ui/mounts/" in p]
+    assert len(detections) == 2, detections  # one per mount, not one per path
+    assert len(sent) == 2 + 51
+    assert vault.probe(loc(f"secret/{names[0]}")) == "1"
+    assert len([p for p in sent if "/sys/internal/ui/mounts/" in p]) == 2
+
+
+# -- probe --------------------------------------------------------------------------------
+
+
+def test_probe_reads_metadata_only_and_handles_pins(openbao: OpenBao, vault: VaultBackend) -> None:
+    name = unique()
+    for _ in range(3):
+        openbao.kv2_put(name, {"k": canary()})
+    assert vault.probe(loc(f"secret/{name}")) == "3"
+    assert vault.probe(loc(f"secret/data/{name}")) == "3"
+    assert vault.probe(loc(f"secret/{name}", version="2")) == "2"
+    assert vault.probe(loc(f"secret/{name}", version="-1")) == "2"
+    openbao.kv2_put(name, {"k": canary()})
+    assert vault.probe(loc(f"secret/{name}", version="-1")) == "3"
+    with pytest.raises(NotFoundError):
+        vault.probe(loc(f"secret/{name}-missing"))
+
+
+def test_metadata_denied_probe_returns_none_and_previous_version_still_reads(
+    openbao: OpenBao,
+) -> None:
+    name, old, new = unique(), canary("old"), canary("new")
+    openbao.kv2_put(name, {"k": old})
+    openbao.kv2_put(name, {"k": new})
+    openbao.policy(f"data-only-{name}", f'path "secret/data/{name}" {{ capabilities = ["read"] }}')
+    token = openbao.child_token([f"data-only-{name}"])
+    backend = backend_for(openbao, VAULT_TOKEN=token)
+    try:
+        assert backend.probe(loc(f"secret/{name}")) is None
+        previous = backend.read(loc(f"secret/{name}", version="-1"))
+        assert (select(previous.data, "k"), previous.version) == (old, "1")
+    finally:
+        backend.close()
+
+
+# -- auth -------------------------------------------------------------------------------
+
+
+def test_bad_token_and_denied_path_are_auth_errors(openbao: OpenBao) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"k": value})
+    restricted = openbao.child_token(["default"])
+    for token in ("not-a-token", restricted):
+        backend = backend_for(openbao, VAULT_TOKEN=token)
+        with pytest.raises(AuthError) as caught:
+            backend.read(loc(f"secret/{name}"))
+        backend.close()
+        assert caught.value.exit_code == 77
+        assert "403" in str(caught.value)
+        assert_not_leaked(value, str(caught.value))
+        assert token not in str(caught.value)
+
+
+def test_settings_come_from_the_given_environ_not_os_environ(
+    openbao: OpenBao, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"k": value})
+    monkeypatch.setenv("VAULT_TOKEN", openbao.token)
+    monkeypatch.setenv("VAULT_ADDR", openbao.addr)
+    # no token in the mapping (and none in its HOME): hvac must not fall back to os.environ
+    backend = VaultBackend({"VAULT_ADDR": openbao.addr, "HOME": str(tmp_path)})
+    with pytest.raises(AuthError):
+        backend.read(loc(f"secret/{name}"))
+    backend.close()
+    (tmp_path / ".vault-token").write_text(openbao.token + "\n")
+    backend = VaultBackend({"VAULT_ADDR": openbao.addr, "HOME": str(tmp_path)})
+    assert select(backend.read(loc(f"secret/{name}")).data, "k") == value
+    backend.close()
+
+
+def test_approle_login_with_secret_id_and_secret_id_file(
+    openbao: OpenBao, tmp_path: Path
+) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"k": value})
+    openbao.policy("read-secret", 'path "secret/*" { capabilities = ["read"] }')
+    role_id, secret_id = openbao.approle(f"role-{name}", ["read-secret"])
+    direct = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
+    assert select(direct.read(loc(f"secret/{name}")).data, "k") == value
+    direct.close()
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(openbao.client.auth.approle.generate_secret_id(f"role-{name}")
+                           ["data"]["secret_id"] + "\n")
+    from_file = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id,
+                            VAULT_SECRET_ID_FILE=str(secret_file))
+    assert select(from_file.read(loc(f"secret/{name}")).data, "k") == value
+    from_file.close()
+    wrong = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id,
+                        VAULT_SECRET_ID=canary("wrong"))
+    with pytest.raises(AuthError, match="log in with approle") as caught:
+        wrong.read(loc(f"secret/{name}"))
+    wrong.close()
+    assert_not_leaked(value, str(caught.value))
+    missing = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id,
+                          VAULT_SECRET_ID_FILE=str(tmp_path / "absent"))
+    with pytest.raises(AuthError, match="VAULT_SECRET_ID_FILE"):
+        missing.read(loc(f"secret/{name}"))
+
+
+@pytest.fixture(scope="module")
+def kubernetes_auth(openbao: OpenBao, fake_kubernetes: FakeServer) -> str:
+    """OpenBao's kubernetes auth, checking tokens against the fake TokenReview API."""
+    if "kubernetes/" not in openbao.client.sys.list_auth_methods()["data"]:
+        openbao.client.sys.enable_auth_method("kubernetes")
+    openbao.client.write_data("auth/kubernetes/config", data={
+        "kubernetes_host": fake_kubernetes.url,
+        "kubernetes_ca_cert": FAKE_KUBERNETES_CA,
+        "disable_local_ca_jwt": True,
+    })
+    openbao.policy("read-secret", 'path "secret/*" { capabilities = ["read"] }')
+    openbao.client.write_data("auth/kubernetes/role/app", data={
+        "bound_service_account_names": "app",
+        "bound_service_account_namespaces": "default",
+        "token_policies": "read-secret",
+        "ttl": "1h",
+    })
+    return "app"
+
+
+def test_kubernetes_login(
+    openbao: OpenBao, kubernetes_auth: str, fake_kubernetes: FakeServer, tmp_path: Path
+) -> None:
+    name, value = unique(), canary()
+    openbao.kv2_put(name, {"k": value})
+    token_file = tmp_path / "token"
+    token_file.write_text(service_account_jwt("default", "app"))
+    backend = backend_for(openbao, VAULT_TOKEN="", VAULT_K8S_ROLE=kubernetes_auth,
+                          VAULT_K8S_TOKEN_FILE=str(token_file))
+    before = len(fake_kubernetes.requests)
+    assert select(backend.read(loc(f"secret/{name}")).data, "k") == value
+    assert fake_kubernetes.requests[before:] == [
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+    ]
+    ttl = backend.renew_token()
+    assert ttl is not None and 3500 < ttl <= 3600
+    backend.close()
+    token_file.write_text(service_account_jwt("other-namespace", "app"))
+    refused = backend_for(openbao, VAULT_TOKEN="", VAULT_AUTH_METHOD="kubernetes",
+                          VAULT_K8S_ROLE=kubernetes_auth, VAULT_K8S_TOKEN_FILE=str(token_file))
+    with pytest.raises(AuthError, match="log in with kubernetes"):
+        refused.read(loc(f"secret/{name}"))
+    missing = backend_for(openbao, VAULT_TOKEN="", VAULT_K8S_ROLE="app",
+                          VAULT_K8S_TOKEN_FILE=str(tmp_path / "absent"))
+    with pytest.raises(AuthError, match="VAULT_K8S_TOKEN_FILE"):
+        missing.read(loc(f"secret/{name}"))
+
+
+def test_renew_token(openbao: OpenBao) -> None:
+    root = backend_for(openbao)
+    assert root.renew_token() is None  # a root token never expires
+    renewable = backend_for(openbao, VAULT_TOKEN=openbao.child_token(["default"], ttl="1h"))
+    ttl = renewable.renew_token()
+    assert ttl is not None and 3500 < ttl <= 3600
+    fixed = backend_for(openbao, VAULT_TOKEN=openbao.child_token(["default"], ttl="1h",
+                                                                 renewable=False))
+    assert fixed.renew_token() is None
+    # an AppRole token at its max TTL cannot be extended: envwrap logs in again
+    role_id, secret_id = openbao.approle("short", ["default"], token_ttl="30s",
+                                         token_max_ttl="30s")
+    short = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
+    first = short._client_ready().token
+    ttl = short.renew_token()
+    assert ttl is not None and 25 < ttl <= 30
+    assert short._client_ready().token != first
+    for backend in (root, renewable, fixed, short):
+        backend.close()
+
+
+# -- namespaces, leases ---------------------------------------------------------------------
+
+
+def test_namespace_header_is_sent(openbao: OpenBao) -> None:
+    namespace, value = unique("ns"), canary()
+    openbao.client.write_data(f"sys/namespaces/{namespace}", data={})
+    import hvac
+
+    inside = hvac.Client(url=openbao.addr, token=openbao.token, namespace=namespace)
+    inside.sys.enable_secrets_engine("kv", path="team", options={"version": "2"})
+    inside.secrets.kv.v2.create_or_update_secret(path="app", secret={"k": value},
+                                                 mount_point="team")
+    backend = backend_for(openbao, VAULT_NAMESPACE=namespace)
+    fetched = backend.read(loc("team/app"))
+    assert (select(fetched.data, "k"), fetched.version) == (value, "1")
+    assert backend.probe(loc("team/app")) == "1"
+    backend.close()
+    outside = backend_for(openbao)
+    with pytest.raises(NotFoundError) as caught:
+        outside.read(loc("team/app"))
+    assert_not_leaked(value, str(caught.value))
+
+
+def test_dynamic_secret_keeps_its_lease_and_renews_it(
+    vault: VaultBackend, rabbitmq_role: str, fake_rabbitmq: FakeServer
+) -> None:
+    fetched = vault.read(loc(rabbitmq_role))
+    password = select(fetched.data, "password")
+    assert select(fetched.data, "username").startswith("token-")
+    assert fetched.version is None
+    lease = fetched.lease
+    assert lease is not None and lease.lease_id.startswith(f"{rabbitmq_role}/")
+    assert (lease.duration, lease.renewable) == (600, True)
+    assert ("PUT", f"/api/users/{select(fetched.data, 'username')}") in fake_rabbitmq.requests
+    assert_not_leaked(password, repr(fetched), repr(lease), lease.lease_id)
+    renewed = vault.renew_lease(lease)
+    assert renewed.lease_id == lease.lease_id and renewed.renewable
+    assert 590 < renewed.duration <= 600
+    assert vault.probe(loc(rabbitmq_role)) is None
+    with pytest.raises(NotFoundError):
+        vault.renew_lease(Lease(f"{rabbitmq_role}/nosuchlease", 600, True))
+    # a second read is a second user: each distinct path is read once per resolution
+    assert select(vault.read(loc(rabbitmq_role)).data, "password") != password
+
+
+# -- transport, settings, error mapping -----------------------------------------------------------
+
+
+def test_unreachable_server_is_retryable_and_fast() -> None:
+    backend = VaultBackend({"VAULT_ADDR": f"http://127.0.0.1:{free_port()}", "VAULT_TOKEN": "t"})
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as caught:
+        backend.read(loc("secret/app"))
+    assert caught.value.retryable and caught.value.exit_code == 69
+    assert "cannot connect" in str(caught.value)
+    assert time.monotonic() - started < 2
+
+
+@pytest.fixture(scope="module")
+def openbao_tls(tmp_path_factory: pytest.TempPathFactory, openbao: OpenBao) -> Any:
+    """A second dev server, on https with its own CA (``openbao`` first: skips alike)."""
+    from testsupport.fixtures_vault import start_openbao
+
+    folder = tmp_path_factory.mktemp("openbao-tls")
+    server = start_openbao(folder, tls=True)
+    yield server, folder / "tls" / "vault-ca.pem"
+    server.stop()
+
+
+def test_tls_with_vault_cacert_and_skip_verify(openbao_tls: tuple[OpenBao, Path]) -> None:
+    server, ca = openbao_tls
+    value = canary()
+    server.kv2_put("tls", {"k": value})
+    environ = {"VAULT_ADDR": server.addr, "VAULT_TOKEN": server.token}
+    for extra in ({"VAULT_CACERT": str(ca)}, {"VAULT_CAPATH": str(ca)},
+                  {"VAULT_SKIP_VERIFY": "1"}):
+        backend = VaultBackend({**environ, **extra})
+        assert select(backend.read(loc("secret/tls")).data, "k") == value
+        backend.close()
+    untrusted = VaultBackend(environ)
+    with pytest.raises(ConfigError, match="VAULT_CACERT") as caught:
+        untrusted.read(loc("secret/tls"))
+    assert not caught.value.retryable  # a wrong CA is not retried until --start-timeout
+    assert_not_leaked(value, str(caught.value))
+
+
+def test_plain_http_to_another_machine_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    for addr in ("http://127.0.0.1:8200", "http://localhost:8200", "http://[::1]:8200",
+                 "https://vault.example.com"):
+        VaultBackend({"VAULT_ADDR": addr})
+    assert capsys.readouterr().err == ""
+    VaultBackend({"VAULT_ADDR": "http://user:pw@vault.example.com:8200"})
+    err = capsys.readouterr().err
+    assert "plain http://" in err and "http://vault.example.com:8200" in err
+    assert "pw@" not in err
+
+
+@pytest.mark.parametrize(
+    ("environ", "match"),
+    [
+        ({"VAULT_ADDR": "vault.example.com:8200"}, "VAULT_ADDR"),
+        ({"VAULT_SKIP_VERIFY": "maybe"}, "VAULT_SKIP_VERIFY"),
+        ({"VAULT_CACERT": "/nonexistent/ca.pem"}, "VAULT_CACERT"),
+        ({"VAULT_CLIENT_CERT": "/nonexistent/c.pem"}, "set together"),
+        ({"VAULT_CLIENT_CERT": "/nonexistent/c", "VAULT_CLIENT_KEY": "/x"}, "VAULT_CLIENT_CERT"),
+        ({"VAULT_AUTH_METHOD": "ldap"}, "VAULT_AUTH_METHOD"),
+        ({"VAULT_CLIENT_TIMEOUT": "soon"}, "VAULT_CLIENT_TIMEOUT"),
+    ],
+)
+def test_bad_settings_are_config_errors(environ: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as caught:
+        VaultBackend(environ)
+    assert caught.value.exit_code == 78
+
+
+def test_settings_follow_the_vault_cli(tmp_path: Path) -> None:
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "k.pem"))
+    for path in (ca, cert, key):
+        path.write_text("x")
+    settings = VaultBackend({
+        "VAULT_CACERT": str(ca), "VAULT_CAPATH": str(tmp_path), "VAULT_CLIENT_CERT": str(cert),
+        "VAULT_CLIENT_KEY": str(key), "VAULT_CLIENT_TIMEOUT": "2m", "VAULT_NAMESPACE": "a/b",
+        "VAULT_ROLE_ID": "r", "HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "other.example",
+    }).settings
+    assert settings.addr == "https://127.0.0.1:8200"
+    assert settings.verify == str(ca)  # VAULT_CACERT wins over VAULT_CAPATH
+    assert settings.cert == (str(cert), str(key))
+    assert (settings.timeout, settings.namespace, settings.auth) == (120.0, "a/b", "approle")
+    assert settings.proxies == {}  # never through a proxy to a loopback address
+    remote = VaultBackend({"VAULT_ADDR": "https://vault.example.com", "VAULT_SKIP_VERIFY": "true",
+                           "HTTPS_PROXY": "http://proxy:3128"}).settings
+    assert (remote.verify, remote.proxies) == (False, {"https": "http://proxy:3128"})
+    bypass = VaultBackend({"VAULT_ADDR": "https://vault.example.com", "NO_PROXY": ".example.com",
+                           "HTTPS_PROXY": "http://proxy:3128"}).settings
+    assert bypass.proxies == {}
+    assert VaultBackend({"VAULT_K8S_ROLE": "app"}).settings.auth == "kubernetes"
+    assert VaultBackend({"VAULT_K8S_ROLE": "a", "VAULT_TOKEN": "t"}).settings.auth == "token"
+
+
+def _hvac_classes() -> list[type[hvac.exceptions.VaultError]]:
+    return [
+        cls for _, cls in inspect.getmembers(hvac.exceptions, inspect.isclass)
+        if issubclass(cls, hvac.exceptions.VaultError)
+    ]
+
+
+EXPECTED = {
+    "InvalidRequest": NotFoundError, "InvalidPath": NotFoundError,
+    "Unauthorized": AuthError, "Forbidden": AuthError,
+    "RateLimitExceeded": StoreUnavailableError, "InternalServerError": StoreUnavailableError,
+    "BadGateway": StoreUnavailableError, "VaultDown": StoreUnavailableError,
+    "VaultNotInitialized": StoreUnavailableError, "PreconditionFailed": StoreUnavailableError,
+    "UnexpectedError": StoreUnavailableError, "VaultError": StoreUnavailableError,
+    "UnsupportedOperation": ConfigError, "ParamValidationError": ConfigError,
+}
+
+
+@pytest.mark.parametrize("cls", _hvac_classes(), ids=lambda c: c.__name__)
+def test_every_hvac_exception_is_mapped(cls: type[hvac.exceptions.VaultError]) -> None:
+    assert cls.__name__ in HVAC_ERRORS, f"decide how {cls.__name__} maps"
+    value = canary("body")
+    exc = cls(f"bad {value}", errors=[value], method="get", url=f"http://h/v1/x?{value}",
+              text=json.dumps({"errors": [value]}), json={"errors": [value]})
+    mapped = map_error(exc, "http://127.0.0.1:8200")
+    assert type(mapped) is EXPECTED[cls.__name__]
+    assert mapped.retryable == (EXPECTED[cls.__name__] is StoreUnavailableError)
+    assert_not_leaked(value, str(mapped), repr(mapped), mapped.hint or "")
+
+
+def test_hvac_exceptions_are_all_covered_by_the_expectations() -> None:
+    # the list above must grow with hvac; a class missing here would go untested
+    assert {c.__name__ for c in _hvac_classes()} == set(EXPECTED)
+
+
+def test_login_refusals_are_auth_errors() -> None:
+    for cls in (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath,
+                hvac.exceptions.Forbidden):
+        assert type(map_error(cls("x"), "http://a", action="log in with approle")) is AuthError
+    busy = map_error(hvac.exceptions.VaultDown("x"), "http://a", action="log in with approle")
+    assert type(busy) is StoreUnavailableError
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (requests.exceptions.ConnectionError("refused"), StoreUnavailableError),
+        (requests.exceptions.ConnectTimeout("slow"), StoreUnavailableError),
+        (requests.exceptions.ReadTimeout("slow"), StoreUnavailableError),
+        (requests.exceptions.ChunkedEncodingError("cut"), StoreUnavailableError),
+        (requests.exceptions.SSLError("EOF occurred"), StoreUnavailableError),
+        (requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"), ConfigError),
+        (requests.exceptions.InvalidURL("bad"), ConfigError),
+        (ValueError("not json"), StoreUnavailableError),
+        (KeyError("data"), StoreUnavailableError),
+    ],
+)
+def test_transport_exceptions_are_mapped(exc: Exception, expected: type[EnvwrapError]) -> None:
+    mapped = map_error(exc, "https://vault.example.com")
+    assert type(mapped) is expected
+    assert "vault.example.com" in str(mapped) or expected is ConfigError
+
+
+# -- the short read path --------------------------------------------------------------------
+
+
+def _outcome(backend: VaultBackend, locator: Locator) -> tuple[type, str, str | None]:
+    """What a read gives: the value, or the envwrap error's class, message and hint."""
+    try:
+        fetched = backend.read(locator)
+    except EnvwrapError as err:
+        return type(err), str(err), err.hint
+    return Fetched, json.dumps(fetched.data, sort_keys=True), fetched.version
+
+
+def _through_hvac(backend: VaultBackend) -> VaultBackend:
+    """``backend`` with a (no-op) response hook: every request then goes through hvac."""
+    backend._client_ready().session.hooks["response"].append(lambda r, *a, **k: None)
+    return backend
+
+
+@pytest.fixture
+def short_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths read on the short path (not through requests)."""
+    from envwrap.backends import vault as module
+
+    paths: list[str] = []
+    original = module._Reads.get
+
+    def spy(self: Any, client: Any, path: str, params: Any) -> Any:
+        paths.append(path)
+        return original(self, client, path, params)
+
+    monkeypatch.setattr(module._Reads, "get", spy)
+    return paths
+
+
+def test_reads_skip_requests_but_send_what_it_would(
+    openbao: OpenBao, vault: VaultBackend, short_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib3.connectionpool
+
+    names = [unique("short") for _ in range(5)]
+    values = [canary(f"s{i}") for i in range(5)]
+    for name, value in zip(names, values, strict=True):
+        openbao.kv2_put(name, {"v": value})
+    wire: list[tuple[str, dict[str, str]]] = []
+    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def record(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        wire.append((url, dict(kwargs.get("headers") or {})))
+        return urlopen(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", record)
+    outcomes = vault.read_many([loc(f"secret/{n}") for n in names])
+    assert [select(o.data, "v") for o in outcomes if isinstance(o, Fetched)] == values
+    assert sorted(short_reads) == sorted(f"secret/data/{n}" for n in names)
+    by_path = {url.split("?")[0]: headers for url, headers in wire}
+    assert len(wire) == 1 + 5  # one mount detection through hvac, then one GET per path
+    detection = next(h for u, h in by_path.items() if "/sys/internal/ui/mounts/" in u)
+    for name in names:
+        headers = by_path[f"/v1/secret/data/{name}"]
+        assert headers["X-Vault-Token"] == openbao.token
+        assert headers["X-Vault-Request"] == "true"
+        # the same headers as the request hvac sent through requests
+        assert headers == detection
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "missing version", "pinned", "previous", "deleted version", "denied",
+     "bad token", "kv1", "kv1 missing", "kv1 version", "mount itself", "no mount"],
+)
+def test_short_path_answers_as_hvac_does(
+    openbao: OpenBao, kv1: str, short_reads: list[str], case: str
+) -> None:
+    name, value = unique("parity"), canary()
+    openbao.kv2_put(name, {"k": value})
+    openbao.kv2_put(name, {"k": canary()})
+    openbao.kv1_put(name, {"k": value}, mount=kv1)
+    openbao.client.secrets.kv.v2.delete_secret_versions(path=name, versions=[1])
+    token = {"denied": openbao.child_token(["default"]), "bad token": "not-a-token"}.get(case)
+    locator = {
+        "missing": loc(f"secret/{name}-missing"),
+        "missing version": loc(f"secret/{name}", version="7"),
+        "pinned": loc(f"secret/{name}", version="2"),
+        "previous": loc(f"secret/data/{name}", version="-1"),
+        "deleted version": loc(f"secret/{name}", version="1"),
+        "denied": loc(f"secret/{name}"),
+        "bad token": loc(f"secret/{name}"),
+        "kv1": loc(f"{kv1}/{name}"),
+        "kv1 missing": loc(f"{kv1}/{name}-missing"),
+        "kv1 version": loc(f"{kv1}/{name}", version="1"),
+        "mount itself": loc(kv1),
+        "no mount": loc(f"nosuchmount-{name}/x"),
+    }[case]
+    extra = {"VAULT_TOKEN": token} if token else {}
+    short, slow = backend_for(openbao, **extra), _through_hvac(backend_for(openbao, **extra))
+    try:
+        got = _outcome(short, locator)
+        assert got == _outcome(slow, locator)
+    finally:
+        short.close()
+        slow.close()
+    assert bool(short_reads) == (case != "kv1 version")  # that one fails before reading
+    if got[0] is not Fetched:
+        assert_not_leaked(value, got[1], got[2] or "")
+
+
+class _FakeVaultHandler(http.server.BaseHTTPRequestHandler):
+    """A KV v2 mount ``secret/`` whose paths answer as named: ``status-503``, ``cut``..."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, dict[str, str]]]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes, kind: str = "application/json",
+               **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        for key, header in headers.items():
+            self.send_header(key.replace("_", "-"), header)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, dict(self.headers)))
+        path = urlsplit(self.path).path  # a proxy gets the whole URL
+        name = path.rsplit("/", 1)[-1]
+        if "/sys/internal/ui/mounts/" in path:
+            mount = {"path": "secret/", "type": "kv", "options": {"version": "2"}}
+            self._reply(200, json.dumps({"data": mount}).encode())
+        elif name == "ok":
+            secret = {"data": {"k": "fake-value"}, "metadata": {"version": 3}}
+            self._reply(200, json.dumps({"data": secret}).encode())
+        elif name.startswith("status-"):
+            self._reply(int(name[len("status-"):]), b'{"errors": ["boom"]}')
+        elif name == "plain-error":
+            self._reply(500, b"<html>proxy error</html>", kind="text/html")
+        elif name == "redirect":
+            self._reply(307, b"", Location="/v1/secret/data/ok")
+        elif name == "not-json":
+            self._reply(200, b"<html>a login page</html>", kind="text/html")
+        elif name == "no-content":
+            self.send_response(204)
+            self.end_headers()
+        elif name == "slow":
+            time.sleep(1.0)
+            with contextlib.suppress(OSError):  # the client has given up
+                self._reply(200, b"{}")
+        else:  # "cut": the connection drops without a reply
+            self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def fake_vault() -> Any:
+    handler = type("FakeVault", (_FakeVaultHandler,), {"seen": []})
+    server = FakeServer(handler)
+    yield server, handler.seen
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ok", "redirect", "not-json", "no-content", "cut", "slow", "plain-error",
+     *(f"status-{code}" for code in (400, 401, 403, 404, 405, 412, 429, 500, 501, 502, 503, 504))],
+)
+def test_short_path_maps_every_reply_as_hvac_does(
+    fake_vault: tuple[FakeServer, list[Any]], short_reads: list[str], name: str
+) -> None:
+    server, _ = fake_vault
+    environ = {"VAULT_ADDR": server.url, "VAULT_TOKEN": "t", "VAULT_CLIENT_TIMEOUT": "300ms"}
+    short, slow = VaultBackend(environ), _through_hvac(VaultBackend(environ))
+    try:
+        got = _outcome(short, loc(f"secret/{name}"))
+        assert got == _outcome(slow, loc(f"secret/{name}"))
+    finally:
+        short.close()
+        slow.close()
+    assert short_reads == [f"secret/data/{name}"]
+    if name in {"ok", "redirect"}:
+        assert got == (Fetched, '{"k": "fake-value"}', "3")
+    elif name.startswith("status-"):
+        code = int(name[len("status-"):])
+        expected = {400: NotFoundError, 401: AuthError, 403: AuthError, 404: NotFoundError}
+        assert got[0] is expected.get(code, StoreUnavailableError)
+    else:
+        assert got[0] is StoreUnavailableError
+        assert "boom" not in got[1] and "html" not in got[1]
+
+
+def test_short_path_goes_through_the_proxy_with_its_credentials(
+    fake_vault: tuple[FakeServer, list[Any]], short_reads: list[str]
+) -> None:
+    server, seen = fake_vault
+    port = server.url.rsplit(":", 1)[1]
+    proxy = f"http://user:pw@{server.url.split('//')[1]}"  # the fake answers as the proxy
+    backend = VaultBackend({"VAULT_ADDR": f"http://vault.invalid:{port}", "VAULT_TOKEN": "t",
+                            "HTTP_PROXY": proxy})
+    seen.clear()
+    try:
+        assert _outcome(backend, loc("secret/ok"))[0] is Fetched
+    finally:
+        backend.close()
+    assert short_reads == ["secret/data/ok"]
+    target, headers = seen[-1]
+    assert target == f"http://vault.invalid:{port}/v1/secret/data/ok"  # absolute form
+    assert headers["Proxy-Authorization"] == "Basic dXNlcjpwdw=="
+    assert headers["X-Vault-Token"] == "t"
+    assert seen[0][1]["Proxy-Authorization"] == "Basic dXNlcjpwdw=="  # as hvac sent it
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected", "words"),
+    [
+        (urllib3.exceptions.NewConnectionError(None, "refused"), StoreUnavailableError,
+         "cannot connect"),
+        (urllib3.exceptions.NameResolutionError("h", None, OSError()), StoreUnavailableError,
+         "cannot connect"),
+        (urllib3.exceptions.ConnectTimeoutError("slow"), StoreUnavailableError, "in time"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "slow"), StoreUnavailableError,
+         "in time"),
+        (urllib3.exceptions.ProtocolError("cut"), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.ProxyError("no", OSError()), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.SSLError("EOF occurred"), StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"), ConfigError,
+         "VAULT_CACERT"),
+        (urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.ProtocolError("x")),
+         StoreUnavailableError, "cannot connect"),
+        (urllib3.exceptions.LocationParseError("bad"), ConfigError, "usable URL"),
+        (urllib3.exceptions.DecodeError("gzip"), StoreUnavailableError, "failed"),
+    ],
+)
+def test_urllib3_exceptions_are_mapped_as_requests_would(
+    exc: Exception, expected: type[EnvwrapError], words: str
+) -> None:
+    mapped = map_error(exc, "https://vault.example.com")
+    assert type(mapped) is expected
+    assert words in f"{mapped} {mapped.hint}"
