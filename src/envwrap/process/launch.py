@@ -1,9 +1,11 @@
-"""The child's environment and exec mode (DESIGN §3, §5).
+"""Exec mode, and what it shares with the supervisor's children.
 
 Exec mode replaces envwrap with the command (``execvpe``): the command keeps
 envwrap's PID and envwrap leaves no process behind. Before that, the signal
 dispositions the Python runtime changed for itself are put back, and no
-descriptor beyond 0, 1 and 2 survives the exec.
+descriptor beyond 0, 1 and 2 survives the exec -- but the ``--listen`` sockets,
+which go to 3, 4, ... (:func:`place_passed`, which the supervisor's forked
+children run too).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _POINTER_BYTES = 8
 
 
 def check_exec_limits(environment: Mapping[str, str], argv: list[str]) -> None:
-    """Refuse, naming the variable, what ``execve`` would refuse (DESIGN §2.5).
+    """Refuse, naming the variable, what ``execve`` would refuse.
 
     Raises :class:`InvalidValueError` (65) for a NUL byte, a string over
     128 KiB, or an environment plus arguments over the system's ARG_MAX.

@@ -59,7 +59,7 @@ _SYNCHRONOUS = frozenset(
 #: that the loop would forward to the program as if someone had sent it. The
 #: program gets their defaults back, as in exec mode.
 ENVWRAP_IGNORES = PYTHON_IGNORES
-#: job control (DESIGN §12): forwarded to the program's group, then envwrap
+#: job control: forwarded to the program's group, then envwrap
 #: stops itself. SIGTTIN and SIGTTOU were ignored by envwrap because it runs in
 #: a background group once the program owns the terminal, and tcsetpgrp(3) or a
 #: write to the terminal from a background group raises SIGTTOU. *Blocked* is
