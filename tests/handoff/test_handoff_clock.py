@@ -25,6 +25,7 @@ CHILD = ["/bin/sh", "-c", 'echo "started $$ $GEN"; exec sleep 300']
 def driver() -> int:
     """The subprocess: prints one line per event; returns what run() returned."""
     from envwrap.process.ready import ReadyCheck
+    from envwrap.process.spec import ProcessSpec
     from envwrap.process.supervisor import Rejected, Supervisor
 
     class ByHand(ReadyCheck):
@@ -38,10 +39,18 @@ def driver() -> int:
     now = [1000.0]
     check = ByHand()
     env = {"PATH": "/usr/bin:/bin"}
-    supervisor = Supervisor(CHILD, {**env, "GEN": "1"}, kill_timeout=5.0,
-                            clock=lambda: now[0], ready=check, ready_timeout=60.0)
+    ready: list[int] = []  # the PIDs of the "ready" events: the last one is current
+
+    def on_event(event: str, **fields: object) -> None:
+        if event == "ready":
+            assert isinstance(fields["pid"], int)
+            ready.append(fields["pid"])
+
     out_r, out_w = os.pipe()
-    supervisor.stdio = (None, out_w, None)
+    supervisor = Supervisor(ProcessSpec(
+        CHILD, {**env, "GEN": "1"}, kill_timeout=5.0, clock=lambda: now[0], ready=check,
+        ready_timeout=60.0, stdio=(None, out_w, None), on_event=on_event,
+    ))
     started: queue.Queue[tuple[int, str]] = queue.Queue()
     outcomes: queue.Queue[object] = queue.Queue()
 
@@ -91,13 +100,13 @@ def driver() -> int:
         assert isinstance(outcome, Rejected)
         say(f"second: {outcome.why}")
         wait(lambda: gone(second))
-        say(f"first alive: {not gone(first)}; current is first: {supervisor.pid == first}")
+        say(f"first alive: {not gone(first)}; current is first: {ready[-1] == first}")
         supervisor.handoff({**env, "GEN": "3"}, outcomes.put)
         third, generation = started.get(timeout=20)
         check.reports[second](second)  # a late report of the failed one: ignored
         check.reports[third](third)
         say(f"third: {outcomes.get(timeout=20) == third}; current is third: "
-            f"{supervisor.pid == third}")
+            f"{ready[-1] == third}")
         wait(lambda: gone(first))
         say("first gone")
         supervisor.request_exit(7)

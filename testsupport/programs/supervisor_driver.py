@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 
+from envwrap.process.spec import ProcessSpec
 from envwrap.process.supervisor import Supervisor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,10 +42,10 @@ def main(scenario: str, lock: str) -> int:
     python = os.path.basename(sys.executable)
     argv = [python, os.path.join(HERE, "signal_echo.py"), "--lock", lock, "--grandchild"]
     base = {"PATH": os.path.dirname(sys.executable)}
-    # constructed before any thread: it blocks the signals it takes
-    supervisor = Supervisor(argv, {**base, "ECHO_TAG": "gen=1"}, kill_timeout=0.3)
     out_r, out_w = os.pipe()
-    supervisor.stdio = (None, out_w, None)
+    # constructed before any thread: it blocks the signals it takes
+    supervisor = Supervisor(ProcessSpec(argv, {**base, "ECHO_TAG": "gen=1"}, kill_timeout=0.3,
+                                        stdio=(None, out_w, None)))
     events: queue.Queue[tuple[str, object]] = queue.Queue()
     generations: list[tuple[int, int]] = []  # (pid, grandchild) per generation
 

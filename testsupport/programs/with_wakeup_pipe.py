@@ -2,7 +2,7 @@
 
     with_wakeup_pipe.py ENVWRAP-ARGS...
 
-The seam is ``supervisor._signal_source``; the first line on stdout,
+The seam is ``signals.signal_source``; the first line on stdout,
 ``signals: wakeup pipe``, proves that the fallback was really built.
 """
 
@@ -12,16 +12,16 @@ import os
 import sys
 
 from envwrap import cli
-from envwrap.process import supervisor
+from envwrap.process import signals
 
 
-class _Forced(supervisor._WakeupPipe):
+class _Forced(signals.WakeupPipe):
     def __init__(self, signals: frozenset[int]) -> None:
         super().__init__(signals)
         os.write(1, b"signals: wakeup pipe\n")
 
 
-supervisor._signal_source = _Forced  # type: ignore[assignment]
+signals.signal_source = _Forced  # type: ignore[assignment]
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))

@@ -12,8 +12,8 @@ These seams plug into it here:
 - ``--listen``: the sockets (bound by the runner) go to every generation on
   fds 3, 4, ... with ``LISTEN_FDS`` / ``LISTEN_FDNAMES`` (``LISTEN_PID`` is
   written by the spawned child itself).
-- ``--ready``: the check is opened here, after the supervisor exists (its
-  threads must inherit the blocked signals), and adds ``NOTIFY_SOCKET``.
+- ``--ready``: the check goes to the supervisor, which opens it (its threads
+  must inherit the blocked signals) and adds its ``NOTIFY_SOCKET``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import gc
 import os
 
 from envwrap import log
+from envwrap.process.signals import TakenSignals
+from envwrap.process.spec import ProcessSpec
 from envwrap.process.supervisor import Supervisor
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,40 +76,44 @@ def run_supervised(
     # walks it again, forked children do not copy the pages a collection
     # would touch, and the collection at exit is shorter (~2 ms).
     gc.freeze()
-    # Then, before any thread exists: the supervisor blocks the signals it
-    # takes, and only threads started afterwards (mask relays, the watcher)
-    # inherit that block.
-    supervisor = Supervisor(
-        settings.argv,
-        child_env,
-        kill_signal=settings.kill_signal,
-        kill_timeout=settings.kill_timeout,
-        passed_fds=[listener.fileno() for listener in listeners],
-        ready_timeout=settings.ready_timeout,
-        cwd=settings.start_folder or None,
-    )
-    leave_start_folder()
-    if listeners:
-        from envwrap.process.listen import listen_environment
-
-        supervisor.extra_environment.update(listen_environment(listeners))
-    ready: ReadyCheck | None = None
-    if settings.ready:
-        from envwrap.process.ready import parse_check
-
-        ready = parse_check(settings.ready)
-        if settings.on_change == "handoff" and _probes_a_listener(ready, listeners):
-            log.warning("--ready probes a --listen socket, which the old generation may "
-                        "answer during a handoff; prefer --ready notify or a duration")
-        ready.open()  # after the supervisor: its thread must inherit the blocked signals
-        supervisor.ready = ready
-        supervisor.extra_environment.update(ready.environment())
+    # Then, before any thread exists, the signals the supervisor waits for are
+    # taken: only threads started afterwards (mask relays, the --ready check,
+    # the watcher) inherit that block.
+    taken = TakenSignals()
     masked: MaskedOutput | None = None
     if settings.mask:
         from envwrap.mask import MaskedOutput
 
         masked = MaskedOutput(resolved.composed.secret_values)
-        supervisor.stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd)
+    ready: ReadyCheck | None = None
+    if settings.ready:
+        from envwrap.process.ready import parse_check
+
+        ready = parse_check(settings.ready)  # opened (and closed) by the supervisor
+        if settings.on_change == "handoff" and _probes_a_listener(ready, listeners):
+            log.warning("--ready probes a --listen socket, which the old generation may "
+                        "answer during a handoff; prefer --ready notify or a duration")
+    stdio = (None, masked.child_stdout_fd, masked.child_stderr_fd) if masked else (None, None, None)
+    extra: dict[str, str] = {}
+    if listeners:
+        from envwrap.process.listen import listen_environment
+
+        extra = listen_environment(listeners)
+    spec = ProcessSpec(
+        settings.argv,
+        child_env,
+        cwd=settings.start_folder or None,
+        kill_signal=settings.kill_signal,
+        kill_timeout=settings.kill_timeout,
+        passed_fds=[listener.fileno() for listener in listeners],
+        extra_environment=extra,
+        stdio=stdio,
+        ready=ready,
+        ready_timeout=settings.ready_timeout,
+        on_event=audit.record,
+    )
+    supervisor = Supervisor(spec, taken)
+    leave_start_folder()
     revoker: LeaseRevoker | None = None
     if settings.revoke_on_exit and resolved.registry is not None:
         from envwrap.revoke import LeaseRevoker

@@ -25,10 +25,9 @@ __all__ = ["Child"]
 class Child:
     """A started program in its own process group (pgid == pid)."""
 
-    __slots__ = ("argv", "pid", "status", "stopped")
+    __slots__ = ("pid", "status", "stopped")
 
-    def __init__(self, argv: Sequence[str], pid: int) -> None:
-        self.argv = list(argv)
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         #: the raw wait status, once the reaper has collected it
         self.status: int | None = None
@@ -58,7 +57,7 @@ class Child:
             cwd = "/"
         pid = posix.spawn(argv, environment, slate, stdio=stdio, terminal=terminal,
                           passed=passed, cwd=cwd)
-        return cls(argv, pid)
+        return cls(pid)
 
     @property
     def alive(self) -> bool:
@@ -78,7 +77,7 @@ class Child:
     def signal(self, signum: int) -> bool:
         """Send ``signum`` to the child's process group; False when nobody is left.
 
-        The group rather than the PID, as DESIGN §3 and dumb-init do: a shell
+        The group rather than the PID, as dumb-init does: a shell
         wrapper (``sh -c 'a | b'``) would not pass a signal on to its pipeline.
         """
         try:

@@ -1,9 +1,11 @@
-"""The child's environment and exec mode (DESIGN §3, §5).
+"""Exec mode, and what it shares with the supervisor's children.
 
 Exec mode replaces envwrap with the command (``execvpe``): the command keeps
 envwrap's PID and envwrap leaves no process behind. Before that, the signal
 dispositions the Python runtime changed for itself are put back, and no
-descriptor beyond 0, 1 and 2 survives the exec.
+descriptor beyond 0, 1 and 2 survives the exec -- but the ``--listen`` sockets,
+which go to 3, 4, ... (:func:`place_passed`, which the supervisor's forked
+children run too).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "check_exec_limits",
     "exec_command",
     "inherited_descriptors",
+    "place_passed",
     "restore_signal_defaults",
 ]
 
@@ -32,7 +35,7 @@ _POINTER_BYTES = 8
 
 
 def check_exec_limits(environment: Mapping[str, str], argv: list[str]) -> None:
-    """Refuse, naming the variable, what ``execve`` would refuse (DESIGN §2.5).
+    """Refuse, naming the variable, what ``execve`` would refuse.
 
     Raises :class:`InvalidValueError` (65) for a NUL byte, a string over
     128 KiB, or an environment plus arguments over the system's ARG_MAX.
@@ -65,16 +68,21 @@ def check_exec_limits(environment: Mapping[str, str], argv: list[str]) -> None:
         )
 
 
+#: the dispositions CPython sets for itself at start-up (SIG_IGN): a write then
+#: fails with EPIPE or EFBIG instead of killing the process
+PYTHON_IGNORES = frozenset(
+    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
+)
+
+
 def restore_signal_defaults() -> None:
     """Undo what the Python runtime did to signal dispositions for itself.
 
-    CPython ignores SIGPIPE and SIGXFSZ at start-up; ignored dispositions survive
-    ``exec``, so without this ``sh -c 'yes | head -1'`` would never end.
+    Ignored dispositions survive ``exec``, so without this
+    ``sh -c 'yes | head -1'`` would never end.
     """
-    for name in ("SIGPIPE", "SIGXFSZ"):
-        number = getattr(_signal, name, None)
-        if number is not None:
-            _signal.signal(number, _signal.SIG_DFL)
+    for number in PYTHON_IGNORES:
+        _signal.signal(number, _signal.SIG_DFL)
 
 
 def inherited_descriptors() -> list[int]:
@@ -96,6 +104,27 @@ def _close_on_exec(fds: Iterable[int]) -> None:
             pass  # the listing's own descriptor, closed already
 
 
+def place_passed(passed: Sequence[int], above: int, carry: int = -1) -> int:
+    """Put the ``passed`` descriptors on 3, 4, ..., in order (sd_listen_fds(3)).
+
+    Their numbers may overlap those targets, so each first moves above every
+    number in use (``above``, and ``carry``), close-on-exec, then down to its
+    target, inheritable. ``carry`` (a descriptor to keep, close-on-exec) moves
+    along with them; returns its new number. Runs in exec mode and in the
+    forked child of :func:`envwrap.process.posix.spawn`, so it makes plain
+    system calls only.
+    """
+    count = len(passed)
+    base = max(above, carry, 2 + count, *passed) + 1
+    for index, fd in enumerate(passed):
+        os.dup2(fd, base + index, inheritable=False)
+    if carry >= 0:
+        carry = os.dup2(carry, base + count, inheritable=False)
+    for index in range(count):
+        os.dup2(base + index, 3 + index)  # the CLOEXEC copy above closes at exec
+    return carry
+
+
 def exec_command(
     argv: list[str], environment: dict[str, str], passed: Sequence[int] = ()
 ) -> NoReturn:
@@ -105,15 +134,10 @@ def exec_command(
     ``LISTEN_PID`` set to this process's PID, which exec keeps (sd_listen_fds(3)).
     """
     open_fds = inherited_descriptors()
-    moved: list[int] = []
     if passed:
-        # above every open descriptor first, so that no target clobbers a source
-        base = max([*open_fds, *passed, 2 + len(passed)]) + 1
-        moved = [os.dup2(fd, base + i, inheritable=False) for i, fd in enumerate(passed)]
+        place_passed(passed, max(open_fds, default=2))
         environment = {**environment, "LISTEN_PID": str(os.getpid())}
-    _close_on_exec(open_fds)
-    for index, fd in enumerate(moved):
-        os.dup2(fd, 3 + index)  # inheritable; the CLOEXEC copy above closes at exec
+    _close_on_exec(fd for fd in open_fds if fd >= 3 + len(passed))
     restore_signal_defaults()
     try:
         os.execvpe(argv[0], argv, environment)

@@ -1,4 +1,4 @@
-"""``--listen``: sockets envwrap binds once and hands to every generation (DESIGN §9).
+"""``--listen``: sockets envwrap binds once and hands to every generation.
 
 The protocol is systemd's socket activation (sd_listen_fds(3)): the program
 finds its sockets on descriptors 3, 4, ... with ``LISTEN_FDS=N``,
@@ -27,11 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["FIRST_FD", "Listener", "listen_environment", "open_listeners", "parse_address"]
-
-#: sd_listen_fds(3): SD_LISTEN_FDS_START
-FIRST_FD = 3
-
+__all__ = ["Listener", "listen_environment", "open_listeners", "parse_address"]
 
 class Address:
     """A parsed ``--listen`` value: family, what bind() takes, and a name."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import os
 
+from envwrap.process.launch import PYTHON_IGNORES, place_passed
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only; `typing` costs start-up time
     import signal as _signal  # the stubs of the C module below
@@ -29,10 +31,10 @@ __all__ = [
     "JOB_CONTROL",
     "TERMINAL_IO",
     "CleanSlate",
+    "become_reaper",
     "controlling_terminal",
     "exit_code_of",
     "reap",
-    "set_child_subreaper",
     "spawn",
     "take_terminal",
     "terminal_owner",
@@ -54,11 +56,10 @@ _SYNCHRONOUS = frozenset(
 #: SIGXFSZ, as CPython does (a write fails with EPIPE/EFBIG instead). They
 #: cannot be blocked and taken like the others: a broken pipe in one of
 #: envwrap's own writes (a log line, a --mask relay) would then queue a SIGPIPE
-#: that the loop would forward to the program as if someone had sent it.
-ENVWRAP_IGNORES = frozenset(
-    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
-)
-#: job control (DESIGN §12): forwarded to the program's group, then envwrap
+#: that the loop would forward to the program as if someone had sent it. The
+#: program gets their defaults back, as in exec mode.
+ENVWRAP_IGNORES = PYTHON_IGNORES
+#: job control: forwarded to the program's group, then envwrap
 #: stops itself. SIGTTIN and SIGTTOU were ignored by envwrap because it runs in
 #: a background group once the program owns the terminal, and tcsetpgrp(3) or a
 #: write to the terminal from a background group raises SIGTTOU. *Blocked* is
@@ -74,11 +75,6 @@ JOB_CONTROL = frozenset(
 #: call forever (PEP 475)
 TERMINAL_IO = frozenset(
     getattr(_signal, name) for name in ("SIGTTIN", "SIGTTOU") if hasattr(_signal, name)
-)
-#: dispositions CPython sets for itself at start-up (SIG_IGN); the child gets
-#: the default back, as in exec mode (launch.restore_signal_defaults)
-_PYTHON_IGNORES = frozenset(
-    getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name)
 )
 _UNCATCHABLE = frozenset((_signal.SIGKILL, _signal.SIGSTOP))
 
@@ -102,7 +98,6 @@ FORWARDABLE = _forwardable()
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PR_SET_CHILD_SUBREAPER = 36
-PR_GET_CHILD_SUBREAPER = 37
 
 _prctl_cache: list[Callable[..., int] | None] = []
 
@@ -178,17 +173,22 @@ def _prctl(option: int, value: int) -> int:
     return 0
 
 
-def set_child_subreaper() -> bool:
-    """Make this process adopt its orphaned descendants (Linux 3.4+, prctl(2)).
+def become_reaper() -> bool:
+    """Make this process adopt its orphaned descendants; False where it cannot.
 
-    Without it an orphan of the child is re-parented to PID 1 (or the nearest
-    other subreaper), out of envwrap's reach: envwrap could neither reap it nor
-    wait for it before starting the next generation. Returns False where the
-    call does not exist.
+    PID 1 adopts them anyway; elsewhere it becomes a child subreaper (Linux
+    3.4+, prctl(2)). Without that an orphan of the child is re-parented to PID
+    1 (or the nearest other subreaper), out of envwrap's reach: envwrap could
+    neither reap it nor wait for it before starting the next generation.
     """
+    if os.getpid() == 1:
+        return True  # the kernel re-parents orphans to PID 1
     try:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
     except OSError:
+        from envwrap import log
+
+        log.debug("cannot become a child subreaper; orphans go to PID 1")
         return False
     return True
 
@@ -219,7 +219,7 @@ class CleanSlate:
                 handler = _signal.getsignal(number)
             except (OSError, ValueError):
                 continue
-            if handler is SIG_IGN and number not in _PYTHON_IGNORES:
+            if handler is SIG_IGN and number not in PYTHON_IGNORES:
                 ignored.add(number)
         self.ignored_at_start: frozenset[int] = frozenset(ignored)
         self.dispositions: tuple[tuple[int, int], ...] = tuple(
@@ -370,20 +370,10 @@ def _child(
         for target, fd in enumerate(stdio):
             if fd is not None and fd != target:
                 os.dup2(fd, target)  # the copy on 0/1/2 is inheritable (dup2(2))
-        first_closed = 3
+        first_closed = 3 + len(passed)
         if passed:
-            # The passed descriptors go to 3, 4, ... Their numbers here may
-            # overlap those targets (and the error pipe's), so every one moves
-            # above all of them first, CLOEXEC, then down to its target.
-            count = len(passed)
-            base = max(*passed, error_write, 2 + count) + 1
-            for index, fd in enumerate(passed):
-                os.dup2(fd, base + index, inheritable=False)
-            os.dup2(error_write, base + count, inheritable=False)
-            error_write = base + count
-            for index in range(count):
-                os.dup2(base + index, 3 + index)  # inheritable (dup2(2))
-            first_closed = 3 + count
+            # the error pipe moves along, out of the targets' way
+            error_write = place_passed(passed, error_write, carry=error_write)
             environment[b"LISTEN_PID"] = b"%d" % os.getpid()
         # no descriptor beyond 0, 1, 2 (and the passed ones) -- except the CLOEXEC
         # error pipe, which exec closes; close_range(2) makes this one system call

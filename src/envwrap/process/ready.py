@@ -1,4 +1,4 @@
-"""``--ready``: when a generation of the program counts as ready to serve (DESIGN §9).
+"""``--ready``: when a generation of the program counts as ready to serve.
 
 A check watches one generation (a PID) and reports, once, that it is ready.
 It never decides failure: the supervisor owns the deadline (``--ready-timeout``)
@@ -47,8 +47,6 @@ PROBE_TIMEOUT = 2.0
 class ReadyCheck:
     """A readiness check; :meth:`watch` one generation at a time or several."""
 
-    description = ""
-
     def environment(self) -> dict[str, str]:
         """Variables every generation needs for this check (``NOTIFY_SOCKET``)."""
         return {}
@@ -95,7 +93,6 @@ class DurationCheck(_Probing):
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.description = f"running for {seconds:g}s"
 
     def probe(self, cancelled: threading.Event) -> bool:
         return not cancelled.wait(self.seconds)
@@ -104,7 +101,6 @@ class DurationCheck(_Probing):
 class TcpCheck(_Probing):
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.description = f"tcp://{host}:{port} accepting connections"
 
     def probe(self, cancelled: threading.Event) -> bool:
         try:
@@ -117,7 +113,6 @@ class TcpCheck(_Probing):
 class HttpCheck(_Probing):
     def __init__(self, url: str, secure: bool, host: str, port: int, path: str) -> None:
         self.url, self.secure, self.host, self.port, self.path = url, secure, host, port, path
-        self.description = f"GET {url} answering 2xx/3xx"
 
     def probe(self, cancelled: threading.Event) -> bool:
         import http.client
@@ -146,8 +141,6 @@ class HttpCheck(_Probing):
 
 class NotifyCheck(ReadyCheck):
     """sd_notify ``READY=1`` from the generation itself (see the module docstring)."""
-
-    description = "READY=1 on $NOTIFY_SOCKET"
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
