@@ -831,3 +831,25 @@ def test_urllib3_exceptions_are_mapped_as_requests_would(
     mapped = map_error(exc, "https://vault.example.com")
     assert type(mapped) is expected
     assert words in f"{mapped} {mapped.hint}"
+
+
+def test_a_key_error_inside_a_read_is_a_bug_not_a_store_error(openbao: OpenBao) -> None:
+    class Broken(VaultBackend):
+        def _read_plain(self, path: str) -> Fetched:
+            self.connection.client()  # a real request first, inside the mapping
+            raise KeyError("data")
+
+    backend = Broken(openbao.env())
+    try:
+        with pytest.raises(KeyError):
+            backend.read(loc("sys/nothing-here"))
+        with pytest.raises(KeyError):
+            backend.read_many([loc("sys/a"), loc("sys/b")])
+    finally:
+        backend.close()
+
+
+def test_map_error_refuses_what_is_not_an_sdk_or_transport_exception() -> None:
+    for bug in (KeyError("data"), TypeError("x"), ValueError("x")):
+        with pytest.raises(TypeError):
+            map_error(bug, "https://vault.example.com")
