@@ -10,6 +10,7 @@ and compare. Store code is imported only when some value holds a reference.
 from __future__ import annotations
 
 from envwrap import log, sources
+from envwrap.backends.registry import credential_names
 from envwrap.errors import InvalidValueError, ReferenceSyntaxError, UsageError
 from envwrap.near_miss import likely_reference
 from envwrap.refs import might_hold_reference
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.refs import Locator, Reference, Template
 
 __all__ = [
-    "DANGEROUS_NAMES", "SCRUBBED_NAMES", "Composed", "Resolved", "SecretEnvironment",
+    "DANGEROUS_NAMES", "Composed", "Resolved", "SecretEnvironment",
     "child_environment", "is_valid_name",
 ]
 
@@ -54,8 +55,7 @@ DANGEROUS_PREFIXES = (
     "NPM_CONFIG_", "npm_config_",
 )
 FROM_LABEL = "--from"
-#: envwrap's own credentials, removed from the child unless --pass-env keeps them
-SCRUBBED_NAMES = frozenset({"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"})
+#: envwrap's own settings, removed from the child unless --pass-env keeps them
 SCRUBBED_PREFIX = "ENVWRAP_"
 
 
@@ -74,12 +74,17 @@ def is_dangerous_name(name: str) -> bool:
 
 
 def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
-    """The environment without envwrap's credentials and ``ENVWRAP_*`` settings."""
+    """The environment without envwrap's store credentials and ``ENVWRAP_*`` settings.
+
+    The credentials are the stores' ``credential_names`` (``VAULT_TOKEN``...),
+    scrubbed whether or not a reference uses the store.
+    """
     kept = frozenset(keep)
+    scrubbed = credential_names()
     return {
         name: value
         for name, value in environment.items()
-        if name in kept or not (name in SCRUBBED_NAMES or name.startswith(SCRUBBED_PREFIX))
+        if name in kept or not (name in scrubbed or name.startswith(SCRUBBED_PREFIX))
     }
 
 

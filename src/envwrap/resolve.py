@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from envwrap import log
@@ -78,30 +77,16 @@ def fetch_all(
 def _fetch_round(
     pending: list[Locator], registry: BackendRegistry
 ) -> tuple[dict[Locator, Fetched], dict[Locator, EnvwrapError]]:
-    by_scheme: dict[str, list[Locator]] = {}
-    for locator in pending:
-        by_scheme.setdefault(locator.scheme, []).append(locator)
-    backends = {scheme: registry.get(scheme) for scheme in by_scheme}
-
-    def run(scheme: str) -> list[Fetched | EnvwrapError]:
-        return backends[scheme].read_many(by_scheme[scheme])
-
-    if len(by_scheme) == 1:
-        outcomes = {scheme: run(scheme) for scheme in by_scheme}
-    else:
-        with ThreadPoolExecutor(len(by_scheme), thread_name_prefix="envwrap-store") as pool:
-            outcomes = dict(zip(by_scheme, pool.map(run, by_scheme), strict=True))
     failures: dict[Locator, EnvwrapError] = {}
     fetched: dict[Locator, Fetched] = {}
-    for scheme, results in outcomes.items():
-        for locator, outcome in zip(by_scheme[scheme], results, strict=True):
-            if isinstance(outcome, EnvwrapError):
-                failures[locator] = outcome
-                # each failed attempt, for the store metrics (a store down at start)
-                audit.record("check", store=locator.scheme, path=locator.path_with_query,
-                             outcome=audit.outcome_of(outcome.exit_code))
-            else:
-                fetched[locator] = outcome
+    for locator, outcome in registry.read_many(pending).items():
+        if isinstance(outcome, EnvwrapError):
+            failures[locator] = outcome
+            # each failed attempt, for the store metrics (a store down at start)
+            audit.record("check", store=locator.scheme, path=locator.path_with_query,
+                         outcome=audit.outcome_of(outcome.exit_code))
+        else:
+            fetched[locator] = outcome
     return fetched, failures
 
 

@@ -8,8 +8,7 @@ generation was started with: when a new generation replaces the old one, the
 leases only the old one used are revoked; when envwrap exits, every lease it
 obtained, then the token it logged in with (AppRole, Kubernetes; never a
 ``VAULT_TOKEN`` it was given). Revocation goes through the backends'
-``revoke_lease`` / ``revoke_token`` (optional methods, as ``renew_lease`` is);
-a failure is logged, never fatal.
+``revoke(lease)`` and ``release()``; a failure is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -63,14 +62,9 @@ class LeaseRevoker:
                 self._obtained.update(leases_of(also))
             leases = dict(self._obtained)
         self._revoke(leases)
-        for scheme in sorted({locator.scheme for locator, _ in leases.values()} | {"vault"}):
-            if not self.registry.loaded(scheme):
-                continue
-            revoke = getattr(self.registry.get(scheme), "revoke_token", None)
-            if revoke is None:
-                continue
+        for scheme, backend in sorted(self.registry.backends().items()):
             try:
-                if revoke():
+                if backend.release():
                     log.info("revoked envwrap's login token", store=scheme)
                     audit.record("revoke", store=scheme, outcome="ok", detail="login token")
             except EnvwrapError as err:
@@ -84,11 +78,9 @@ class LeaseRevoker:
                 if lease_id in self._revoked:
                     continue
                 self._revoked.add(lease_id)
-            revoke = getattr(self.registry.get(locator.scheme), "revoke_lease", None)
-            if revoke is None:
-                continue
             try:
-                revoke(lease)
+                if not self.registry.get(locator.scheme).revoke(lease):
+                    continue  # the store cannot revoke leases
             except EnvwrapError as err:
                 log.warning(f"cannot revoke a lease: {err.message}",
                             reference=str(locator))

@@ -144,7 +144,9 @@ class Watcher:
         self._backoff: Backoff | None = None
         self._failing: set[Locator] = set()
         self._lease_due: dict[Locator, float] = {}
-        self._token_due: float | None = None
+        #: scheme -> when its backend's upkeep (token renewal, re-login) is due;
+        #: None: never again
+        self._upkeep_due: dict[str, float | None] = {}
         self._schedule_leases(self.fetched)
         #: seconds before the first poll (None: one jittered --interval)
         self.first_poll: float | None = None
@@ -458,13 +460,13 @@ class Watcher:
                 self._lease_due[locator] = now + lease.duration * LEASE_RENEW_AT
             else:
                 self._lease_due.pop(locator, None)
-        if self._token_due is None and any(loc.scheme == "vault" for loc in fetched):
-            self._token_due = now
+        for locator in fetched:
+            # a store's login is kept alive once a secret was read from it
+            self._upkeep_due.setdefault(locator.scheme, now)
 
     def _next_deadline(self) -> float:
         deadlines = list(self._lease_due.values())
-        if self._token_due is not None:
-            deadlines.append(self._token_due)
+        deadlines += [due for due in self._upkeep_due.values() if due is not None]
         return min(deadlines, default=float("inf"))
 
     def _renew_due(self) -> None:
@@ -472,51 +474,50 @@ class Watcher:
         for locator, due in list(self._lease_due.items()):
             if due <= now:
                 self._renew_lease(locator)
-        if self._token_due is not None and self._token_due <= now:
-            self._renew_token()
+        for scheme, upkeep_due in list(self._upkeep_due.items()):
+            if upkeep_due is not None and upkeep_due <= now:
+                self._upkeep(scheme)
 
     def _renew_lease(self, locator: Locator) -> None:
         backend = self.registry.get(locator.scheme)
         lease = self.fetched[locator].lease
-        renew = getattr(backend, "renew_lease", None)
-        if lease is not None and lease.renewable and renew is not None:
+        if lease is not None:
             try:
-                renewed = renew(lease)
+                renewed = backend.renew(lease)
+            except EnvwrapError as err:
+                log.info(f"lease renewal failed ({err.message}); reading the secret again")
+                renewed = None
+            if renewed is not None:
                 self.fetched[locator].lease = renewed
                 audit.record_lease(locator, renewed.duration, "renewed")
                 if renewed.duration >= lease.duration * LEASE_RENEW_AT:
                     self._schedule_leases({locator: self.fetched[locator]})
                     return
-            except EnvwrapError as err:
-                log.info(f"lease renewal failed ({err.message}); reading the secret again")
         # not renewable, or near its maximum TTL: read again (new credentials)
         self._lease_due.pop(locator, None)
         self._apply(self._read(backend, [locator]))
         if locator not in self._lease_due and locator in self._failing:
             self._lease_due[locator] = self.clock() + min(self.interval, 5.0)
 
-    def _renew_token(self) -> None:
-        backend = self.registry.get("vault")
-        renew = getattr(backend, "renew_token", None)
-        self._token_due = None
-        if renew is None:
-            return
+    def _upkeep(self, scheme: str) -> None:
+        """Keep the store's login alive (renew its token, or log in again)."""
+        self._upkeep_due[scheme] = None
         try:
-            ttl = renew()
+            delay = self.registry.get(scheme).upkeep()
         except EnvwrapError as err:
-            log.warning(f"cannot renew the Vault token: {err.message}")
-            self._token_due = self.clock() + min(self.interval, 30.0)
+            log.warning(f"cannot keep envwrap's login to the store: {err.message}", store=scheme)
+            self._upkeep_due[scheme] = self.clock() + min(self.interval, 30.0)
             return
-        if ttl:
-            self._token_due = self.clock() + max(1.0, ttl * LEASE_RENEW_AT)
+        if delay is not None:
+            self._upkeep_due[scheme] = self.clock() + delay
 
     # -- file-system events ------------------------------------------------
 
     def _watched_folders(self) -> dict[str, set[str]]:
         folders: dict[str, set[str]] = {}
         for locator in self.secrets.locators():
-            if locator.scheme == "file":
-                folder, name = os.path.split(locator.path)
+            for path in self.registry.get(locator.scheme).watch_paths(locator):
+                folder, name = os.path.split(path)
                 folders.setdefault(folder, set()).add(name)
         for path in self.dotenv_paths:
             folder, name = os.path.split(path)

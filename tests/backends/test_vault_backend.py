@@ -20,6 +20,8 @@ import urllib3.exceptions
 
 from envwrap.backends import Fetched, Lease
 from envwrap.backends.vault import HVAC_ERRORS, VaultBackend, map_error
+from envwrap.backends.vault.auth import RENEW_AT
+from envwrap.backends.vault.errors import UnexpectedReply
 from envwrap.errors import (
     AuthError,
     ConfigError,
@@ -196,7 +198,7 @@ def test_mount_detection_is_cached_and_each_path_read_once(
         openbao.kv2_put(name, {"v": value})
     openbao.kv1_put("one", {"v": "x"}, mount=kv1)
     sent: list[str] = []
-    session = vault._client_ready().session
+    session = vault.connection.client().session
     session.hooks["response"].append(lambda r, *a, **k: sent.append(r.request.path_url))
     outcomes = vault.read_many([loc(f"secret/{n}") for n in names] + [loc(f"{kv1}/one")])
     assert [select(o.data, "v") for o in outcomes if isinstance(o, Fetched)] == [*values, "x"]
@@ -340,8 +342,8 @@ def test_kubernetes_login(
     assert fake_kubernetes.requests[before:] == [
         ("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
     ]
-    ttl = backend.renew_token()
-    assert ttl is not None and 3500 < ttl <= 3600
+    due = backend.upkeep()
+    assert due is not None and 3500 * RENEW_AT < due <= 3600 * RENEW_AT
     backend.close()
     token_file.write_text(service_account_jwt("other-namespace", "app"))
     refused = backend_for(openbao, VAULT_TOKEN="", VAULT_AUTH_METHOD="kubernetes",
@@ -354,23 +356,23 @@ def test_kubernetes_login(
         missing.read(loc(f"secret/{name}"))
 
 
-def test_renew_token(openbao: OpenBao) -> None:
+def test_upkeep_renews_the_token_or_logs_in_again(openbao: OpenBao) -> None:
     root = backend_for(openbao)
-    assert root.renew_token() is None  # a root token never expires
+    assert root.upkeep() is None  # a root token never expires
     renewable = backend_for(openbao, VAULT_TOKEN=openbao.child_token(["default"], ttl="1h"))
-    ttl = renewable.renew_token()
-    assert ttl is not None and 3500 < ttl <= 3600
+    due = renewable.upkeep()
+    assert due is not None and 3500 * RENEW_AT < due <= 3600 * RENEW_AT
     fixed = backend_for(openbao, VAULT_TOKEN=openbao.child_token(["default"], ttl="1h",
                                                                  renewable=False))
-    assert fixed.renew_token() is None
+    assert fixed.upkeep() is None
     # an AppRole token at its max TTL cannot be extended: envwrap logs in again
     role_id, secret_id = openbao.approle("short", ["default"], token_ttl="30s",
                                          token_max_ttl="30s")
     short = backend_for(openbao, VAULT_TOKEN="", VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)
-    first = short._client_ready().token
-    ttl = short.renew_token()
-    assert ttl is not None and 25 < ttl <= 30
-    assert short._client_ready().token != first
+    first = short.connection.client().token
+    due = short.upkeep()
+    assert due is not None and 25 * RENEW_AT < due <= 30 * RENEW_AT
+    assert short.connection.client().token != first
     for backend in (root, renewable, fixed, short):
         backend.close()
 
@@ -410,12 +412,12 @@ def test_dynamic_secret_keeps_its_lease_and_renews_it(
     assert (lease.duration, lease.renewable) == (600, True)
     assert ("PUT", f"/api/users/{select(fetched.data, 'username')}") in fake_rabbitmq.requests
     assert_not_leaked(password, repr(fetched), repr(lease), lease.lease_id)
-    renewed = vault.renew_lease(lease)
+    renewed = vault.renew(lease)
     assert renewed.lease_id == lease.lease_id and renewed.renewable
     assert 590 < renewed.duration <= 600
     assert vault.probe(loc(rabbitmq_role)) is None
     with pytest.raises(NotFoundError):
-        vault.renew_lease(Lease(f"{rabbitmq_role}/nosuchlease", 600, True))
+        vault.renew(Lease(f"{rabbitmq_role}/nosuchlease", 600, True))
     # a second read is a second user: each distinct path is read once per resolution
     assert select(vault.read(loc(rabbitmq_role)).data, "password") != password
 
@@ -567,8 +569,8 @@ def test_login_refusals_are_auth_errors() -> None:
         (requests.exceptions.SSLError("EOF occurred"), StoreUnavailableError),
         (requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED]"), ConfigError),
         (requests.exceptions.InvalidURL("bad"), ConfigError),
-        (ValueError("not json"), StoreUnavailableError),
-        (KeyError("data"), StoreUnavailableError),
+        (UnexpectedReply("not json"), StoreUnavailableError),
+        (ConnectionResetError(), StoreUnavailableError),
     ],
 )
 def test_transport_exceptions_are_mapped(exc: Exception, expected: type[EnvwrapError]) -> None:
@@ -591,23 +593,23 @@ def _outcome(backend: VaultBackend, locator: Locator) -> tuple[type, str, str | 
 
 def _through_hvac(backend: VaultBackend) -> VaultBackend:
     """``backend`` with a (no-op) response hook: every request then goes through hvac."""
-    backend._client_ready().session.hooks["response"].append(lambda r, *a, **k: None)
+    backend.connection.client().session.hooks["response"].append(lambda r, *a, **k: None)
     return backend
 
 
 @pytest.fixture
 def short_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths read on the short path (not through requests)."""
-    from envwrap.backends import vault as module
+    from envwrap.backends.vault import transport as module
 
     paths: list[str] = []
-    original = module._Reads.get
+    original = module.Reads.get
 
     def spy(self: Any, client: Any, path: str, params: Any) -> Any:
         paths.append(path)
         return original(self, client, path, params)
 
-    monkeypatch.setattr(module._Reads, "get", spy)
+    monkeypatch.setattr(module.Reads, "get", spy)
     return paths
 
 
@@ -816,3 +818,25 @@ def test_urllib3_exceptions_are_mapped_as_requests_would(
     mapped = map_error(exc, "https://vault.example.com")
     assert type(mapped) is expected
     assert words in f"{mapped} {mapped.hint}"
+
+
+def test_a_key_error_inside_a_read_is_a_bug_not_a_store_error(openbao: OpenBao) -> None:
+    class Broken(VaultBackend):
+        def _read_plain(self, path: str) -> Fetched:
+            self.connection.client()  # a real request first, inside the mapping
+            raise KeyError("data")
+
+    backend = Broken(openbao.env())
+    try:
+        with pytest.raises(KeyError):
+            backend.read(loc("sys/nothing-here"))
+        with pytest.raises(KeyError):
+            backend.read_many([loc("sys/a"), loc("sys/b")])
+    finally:
+        backend.close()
+
+
+def test_map_error_refuses_what_is_not_an_sdk_or_transport_exception() -> None:
+    for bug in (KeyError("data"), TypeError("x"), ValueError("x")):
+        with pytest.raises(TypeError):
+            map_error(bug, "https://vault.example.com")

@@ -304,12 +304,13 @@ class RevokingBackend:
         self.fail = fail
         self.token_revoked = False
 
-    def revoke_lease(self, lease: Lease) -> None:
+    def revoke(self, lease: Lease) -> bool:
         if lease.lease_id in self.fail:
             raise StoreUnavailableError("cannot connect")
         self.revoked.append(lease.lease_id)
+        return True
 
-    def revoke_token(self) -> bool:
+    def release(self) -> bool:
         self.token_revoked = True
         return True
 
@@ -321,8 +322,8 @@ class Registry:
     def get(self, scheme: str) -> RevokingBackend:
         return self.backend
 
-    def loaded(self, scheme: str) -> bool:
-        return True
+    def backends(self) -> dict[str, RevokingBackend]:
+        return {"vault": self.backend}
 
 
 def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -29,7 +28,8 @@ import boto3
 import botocore.exceptions as bx
 from botocore.config import Config
 
-from envwrap.backends import Backend
+from envwrap.backends.contract import Backend
+from envwrap.backends.fanout import run_all
 from envwrap.errors import (
     AuthError,
     ConfigError,
@@ -383,9 +383,6 @@ class AwsBackend(Backend):
         #: regions where the batch call was denied: read one by one there
         self._batch_denied: set[str] = set()
 
-    def validate(self, locator: Locator) -> None:
-        """Raise an :mod:`envwrap.errors` error for a locator no call can serve."""
-
     def region_of(self, locator: Locator) -> str:
         """``?region=`` (an ARN's region is put there by the parser), else the default."""
         region = locator.param("region")
@@ -452,14 +449,17 @@ class AwsBackend(Backend):
                 path = locators[index].path
                 if path in answered:
                     results[index] = answered[path]
-            _run_all([partial(read_one, i) for i in chunk if i not in results])
+            self._run_all([partial(read_one, i) for i in chunk if i not in results])
 
         jobs: list[Callable[[], None]] = [partial(read_one, i) for i in singles]
         for region, indices in groups.items():
             for start in range(0, len(indices), self.batch_size):
                 jobs.append(partial(read_batch, region, indices[start : start + self.batch_size]))
-        _run_all(jobs)
+        self._run_all(jobs)
         return [results[index] for index in range(len(locators))]
+
+    def _run_all(self, jobs: Sequence[Callable[[], None]]) -> None:
+        run_all(jobs, limit=self.max_concurrency, name="aws")
 
     def _batch_round(
         self, region: str, chunk: Sequence[Locator], batch_call: BatchCall[T]
@@ -477,13 +477,3 @@ class AwsBackend(Backend):
             # one error object per id: the resolver names each one's variable
             return {secret_id: map_error(exc, self.label) for secret_id in ids}
 
-
-def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
-    if len(jobs) <= 1:
-        for job in jobs:
-            job()
-        return
-    workers = min(Backend.max_concurrency, len(jobs))
-    with ThreadPoolExecutor(workers, thread_name_prefix="envwrap-aws") as pool:
-        for future in [pool.submit(job) for job in jobs]:
-            future.result()

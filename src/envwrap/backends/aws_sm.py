@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from envwrap.backends import Fetched
-from envwrap.backends._aws import AwsBackend, _run_all, aws_errors, map_error_code
+from envwrap.backends._aws import AwsBackend, aws_errors, map_error_code
+from envwrap.backends.contract import Fetched
+from envwrap.backends.fanout import each
 from envwrap.errors import EnvwrapError, InvalidValueError, NotFoundError
 from envwrap.refs import Locator
 
@@ -93,16 +93,7 @@ class SecretsManagerBackend(AwsBackend):
 
     def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
         # DescribeSecret has no batch form: one call per secret, concurrently
-        results: list[str | EnvwrapError | None] = [None] * len(locators)
-
-        def probe_one(index: int) -> None:
-            try:
-                results[index] = self.probe(locators[index])
-            except EnvwrapError as err:
-                results[index] = err
-
-        _run_all([partial(probe_one, i) for i in range(len(locators))])
-        return results
+        return each(self.probe, locators, limit=self.max_concurrency, name="aws")
 
 
 def _is_current(locator: Locator) -> bool:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from envwrap.backends import Fetched
 from envwrap.backends._aws import AwsBackend, BatchCall, aws_errors, map_error_code
+from envwrap.backends.contract import Fetched
 from envwrap.errors import EnvwrapError, ReferenceSyntaxError
 from envwrap.refs import Locator
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-from envwrap.backends import Backend, Fetched
+from envwrap.backends.contract import Backend, Fetched
 from envwrap.errors import AuthError, InvalidValueError, NotFoundError, StoreUnavailableError
 from envwrap.refs import Locator
 
@@ -22,6 +22,11 @@ MAX_FILE_BYTES = 1024 * 1024
 
 class FileBackend(Backend):
     scheme = "file"
+
+    def watch_paths(self, locator: Locator) -> tuple[str, ...]:
+        # the watcher follows the file's folder, which catches the kubelet's
+        # ``..data`` symlink swap that replaces a secret volume's files at once
+        return (locator.path,)
 
     def read(self, locator: Locator) -> Fetched:
         path = locator.path

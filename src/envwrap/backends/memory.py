@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from envwrap.backends import Backend, Fetched
+from envwrap.backends.contract import Backend, Fetched
 from envwrap.errors import EnvwrapError, NotFoundError
 from envwrap.refs import Locator
 

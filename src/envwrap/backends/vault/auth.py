@@ -1,0 +1,177 @@
+"""envwrap's login to Vault, shared by a backend's reader threads, and its upkeep.
+
+The login method comes from the settings (see :mod:`.settings`): a token
+(``VAULT_TOKEN``, ``~/.vault-token``) is used as it is; AppRole and Kubernetes
+log in once, for every thread, on first use. :meth:`Connection.upkeep` keeps
+the token alive: it renews a renewable token and logs in again (AppRole,
+Kubernetes) when the token cannot be renewed or renewal no longer extends it.
+:meth:`Connection.release` revokes a token envwrap logged in for -- never one
+it was given, which belongs to its user.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+
+from envwrap.backends.vault.errors import mapped
+from envwrap.backends.vault.settings import Settings
+from envwrap.backends.vault.transport import Reads, body, new_client, quoted, section, whole
+from envwrap.errors import AuthError, ConfigError
+
+__all__ = ["Connection"]
+
+#: the token is renewed when this share of its TTL has passed
+RENEW_AT = 2 / 3
+#: a renewal that adds no more than this (seconds; TTLs are rounded) did not extend it
+RENEWAL_SLACK = 2
+
+
+class Connection:
+    """The hvac client of one backend, logged in once for all its threads; thread-safe."""
+
+    def __init__(self, settings: Settings, pool_size: int) -> None:
+        self.settings = settings
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+        self._client: hvac.Client | None = None
+        self._reads: Reads | None = None
+        self._logged_in = False
+
+    def client(self) -> hvac.Client:
+        """The shared client, logged in; the first caller logs in for all threads."""
+        with self._lock:
+            if self._client is None:
+                self._client = new_client(self.settings, self._pool_size)
+            client = self._client
+            if not self._logged_in:
+                self._login(client)
+                self._logged_in = True
+            return client
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """``GET /v1/PATH`` as ``client.adapter.get`` answers it, on the short path.
+
+        The result and the exceptions are hvac's: the JSON body of a 200 reply
+        (a non-mapping for any other 2xx, or a body that is not JSON), the
+        hvac exception for a 4xx/5xx status; transport failures raise urllib3's
+        exceptions, which are mapped as requests' own are.
+        """
+        client = self.client()
+        with self._lock:
+            reads = self._reads
+            if reads is None and self._client is client:
+                reads = self._reads = Reads(client, self.settings)
+        if reads is None or not reads.usable():
+            return client.adapter.get(f"/v1/{path}", params=params)
+        return reads.get(client, path, params)
+
+    def upkeep(self) -> float | None:
+        """Renew or replace the token; seconds until the next upkeep, ``None``: never."""
+        with mapped(self.settings.addr, action="renew the token"):
+            ttl = self._renewed_ttl()
+        return max(1.0, ttl * RENEW_AT) if ttl else None
+
+    def release(self) -> bool:
+        """Revoke the token envwrap logged in for (AppRole, Kubernetes); ``True`` if it did."""
+        if not self.can_login:
+            return False
+        with self._lock:
+            client, logged_in = self._client, self._logged_in
+        if client is None or not logged_in:
+            return False
+        with mapped(self.settings.addr, action="revoke the token"):
+            client.adapter.post("/v1/auth/token/revoke-self")
+        with self._lock:
+            self._logged_in = False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.adapter.close()
+                self._client = None
+                self._reads = None
+                self._logged_in = False
+
+    @property
+    def can_login(self) -> bool:
+        """Whether envwrap logs in itself (and so may log in again, and revoke its token)."""
+        return self.settings.auth in ("approle", "kubernetes")
+
+    def _renewed_ttl(self) -> float | None:
+        """The token's TTL after renewal or a new login; ``None`` when it never expires
+        or can neither be renewed nor replaced."""
+        client = self.client()
+        info = section(body(client.adapter.get("/v1/auth/token/lookup-self")), "data")
+        ttl = whole(info, "ttl")
+        if ttl == 0 and not info.get("expire_time"):
+            return None  # a token that never expires (a root token)
+        if info.get("renewable"):
+            try:
+                auth = section(body(client.adapter.post("/v1/auth/token/renew-self")), "auth")
+                renewed = whole(auth, "lease_duration")
+            except hvac.exceptions.VaultError:
+                if not self.can_login:
+                    raise
+                renewed = 0
+            # a renewal capped by the token's max TTL no longer extends it (the
+            # slack absorbs TTLs rounded to whole seconds); then log in afresh
+            if renewed > ttl + RENEWAL_SLACK or not self.can_login:
+                return float(renewed) if renewed else None
+        if not self.can_login:
+            return None
+        with self._lock:
+            return self._login(client)
+
+    def _login(self, client: hvac.Client) -> float | None:
+        """Authenticate ``client``; the new token's TTL in seconds (``None``: no expiry)."""
+        settings = self.settings
+        if settings.auth == "token":
+            client.token = settings.token
+            return None
+        if settings.auth == "approle":
+            mount, payload = settings.approle_mount, _approle_payload(settings)
+        else:
+            mount, payload = settings.k8s_mount, _kubernetes_payload(settings)
+        with mapped(settings.addr, action=f"log in with {settings.auth}"):
+            response = client.adapter.login(f"/v1/auth/{quoted(mount)}/login", json=payload)
+            ttl = whole(section(body(response), "auth"), "lease_duration")
+        return float(ttl) if ttl else None
+
+
+def _approle_payload(settings: Settings) -> dict[str, str]:
+    if not settings.role_id:
+        raise ConfigError("AppRole login needs VAULT_ROLE_ID")
+    payload = {"role_id": settings.role_id}
+    secret_id = settings.secret_id
+    if secret_id is None and settings.secret_id_file:
+        secret_id = _read_credential_file(settings.secret_id_file, "VAULT_SECRET_ID_FILE")
+    if secret_id:
+        payload["secret_id"] = secret_id
+    return payload
+
+
+def _kubernetes_payload(settings: Settings) -> dict[str, str]:
+    if not settings.k8s_role:
+        raise ConfigError("Kubernetes login needs VAULT_K8S_ROLE")
+    jwt = _read_credential_file(settings.k8s_token_file, "VAULT_K8S_TOKEN_FILE")
+    return {"role": settings.k8s_role, "jwt": jwt}
+
+
+def _read_credential_file(path: str, setting: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise AuthError(
+            f"cannot read the credential file {path!r} ({exc.strerror or type(exc).__name__})",
+            hint=f"check {setting} and the file's permissions",
+        ) from None
+    if not text:
+        raise AuthError(f"the credential file {path!r} is empty", hint=f"check {setting}")
+    return text
