@@ -4,7 +4,6 @@ lease bookkeeping (pure logic, injectable clocks; one real-time test)."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -12,9 +11,10 @@ import pytest
 
 from envwrap.backends import Fetched, Lease
 from envwrap.config import parse_args
+from envwrap.environment import Composed
 from envwrap.errors import ConfigError, StoreUnavailableError
 from envwrap.refs import parse_reference
-from envwrap.restart_limit import LimitedRestarts, RestartWindow
+from envwrap.restart_limit import RestartWindow
 from envwrap.revoke import LeaseRevoker
 from envwrap.telemetry import audit, events
 from envwrap.telemetry.metrics import Metrics
@@ -267,32 +267,56 @@ def test_restart_window_slides() -> None:
         RestartWindow(0, 1.0)
 
 
+class Restarts:
+    """The supervisor, as the policy sees it: records the restarts it is asked for."""
+
+    def __init__(self) -> None:
+        self.done: list[dict[str, str]] = []
+
+    def replace(self, environment: dict[str, str], done: object = None) -> None:
+        self.done.append(environment)
+
+    def handoff(self, environment: dict[str, str], done: object = None) -> None:
+        raise AssertionError("not in this test")
+
+    def send(self, signum: int) -> None:
+        raise AssertionError("not in this test")
+
+    def request_exit(self, code: int) -> None:
+        raise AssertionError("not in this test")
+
+
 @pytest.mark.slow
 def test_held_changes_coalesce_and_are_applied_when_the_window_allows() -> None:
-    done: list[tuple[dict[str, str], object]] = []
-    restarted = threading.Event()
+    from envwrap.config import Settings
+    from envwrap.environment import Composed
+    from envwrap.rotation import RotationPolicy
 
-    def restart(environment: dict[str, str], token: object) -> None:
-        done.append((environment, token))
-        restarted.set()
+    settings = Settings()
+    settings.argv = ["server"]
+    settings.on_change = "restart"
+    restarts = Restarts()
+    policy = RotationPolicy(settings, {"V": "0"}, restarts, gate=RestartWindow(1, 0.6))
 
-    limiter = LimitedRestarts(RestartWindow(1, 0.6), restart, {"V": "0"})
+    def change(value: str) -> None:
+        policy(Composed({"V": value}, ["V"], [value]), set())
+
     started = time.monotonic()
-    limiter.request({"V": "1"}, "t1")
+    change("1")
     for value in ("2", "3", "4"):
-        limiter.request({"V": value}, f"t{value}")
-    assert limiter.held and done == [({"V": "1"}, "t1")]
-    wait_until(lambda: len(done) == 2, timeout=10)
+        change(value)
+    assert policy.held and restarts.done == [{"V": "1"}]
+    wait_until(lambda: len(restarts.done) == 2, timeout=10)
     assert time.monotonic() - started >= 0.55
-    assert done[1] == ({"V": "4"}, "t4") and not limiter.held
+    assert restarts.done[1] == {"V": "4"} and not policy.held
     # a change undone while held is not applied at all
-    limiter.request({"V": "5"})
-    assert limiter.held
-    limiter.request({"V": "4"})
-    assert not limiter.held
+    change("5")
+    assert policy.held
+    change("4")
+    assert not policy.held
     time.sleep(0.8)
-    assert len(done) == 2
-    limiter.close()
+    assert len(restarts.done) == 2
+    policy.close()
 
 
 # -- --revoke-on-exit bookkeeping ---------------------------------------------------------------
@@ -337,7 +361,9 @@ def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:
 
     backend = RevokingBackend(fail={"mq-2"})
     revoker = LeaseRevoker(Registry(backend), fetched("db-1", "mq-1"))  # type: ignore[arg-type]
-    revoker.generation(fetched("db-1", "mq-2"))  # type: ignore[arg-type]
+    first, second = fetched("db-1", "mq-1"), fetched("db-1", "mq-2")
+    revoker.generation_changed(Composed({}, [], [], second),  # type: ignore[arg-type]
+                               Composed({}, [], [], first))  # type: ignore[arg-type]
     assert backend.revoked == ["mq-1"]
     revoker.close(fetched("db-3", "mq-2"))  # type: ignore[arg-type]
     assert sorted(backend.revoked) == ["db-1", "db-3", "mq-1"]  # mq-2 failed: logged only
