@@ -33,7 +33,6 @@ __all__ = [
     "EXIT_ON_CHANGE",
     "ChildControl",
     "Observer",
-    "RotationHandler",
     "RotationPolicy",
     "changed_variables",
 ]
@@ -452,10 +451,6 @@ class RotationPolicy:
                 self._gate_timer.cancel()
                 self._gate_timer = None
         self._observers.close()
-
-
-#: the name the watcher's callback had before it became the policy
-RotationHandler = RotationPolicy
 
 
 def hold_detail(gate: RestartWindow, until: str) -> str:
