@@ -54,6 +54,12 @@ def access(variable: str, version: str, path: str = "secret/db") -> None:
                  version=version, outcome="ok")
 
 
+def running(*uses: tuple[str, str, str]) -> None:
+    """What the rotation policy publishes: (variable, version, path) of each use."""
+    audit.record("running", uses=[[variable, "vault", path, "password", version]
+                                  for variable, version, path in uses])
+
+
 # -- the event stream ----------------------------------------------------------------------
 
 
@@ -104,6 +110,7 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
     access("DB_PASSWORD", "1")
     audit.record("resolved", outcome="ok")
     assert sink.not_ready() == "the program is not running"
+    running(("DB_PASSWORD", "1", "secret/db"))
     audit.record("start", pid=10, reason="initial")
     assert sink.not_ready() == "the program is not ready yet"
     audit.record("ready", pid=10)
@@ -119,6 +126,8 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
     assert sink.not_ready() == "the program is not running"
     audit.record("start", pid=11, reason="rotation")
     audit.record("ready", pid=11)
+    assert 'version="1"' in exposition(sink)  # until the policy says what runs
+    running(("DB_PASSWORD", "2", "secret/db"))
     text = exposition(sink)
     assert 'version="2"' in text and 'version="1"' not in text
     assert 'envwrap_rotations_total{outcome="applied"} 1.0' in text
@@ -130,8 +139,7 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
 
 
 def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> None:
-    access("DATABASE_URL", "4", path="secret/db-user")
-    access("DATABASE_URL", "7", path="secret/db-password")
+    running(("DATABASE_URL", "4", "secret/db-user"), ("DATABASE_URL", "7", "secret/db-password"))
     audit.record("start", pid=1, reason="initial")
     text = exposition(sink)
     assert 'path="secret/db-user",store="vault",variable="DATABASE_URL",version="4"' in text
@@ -139,27 +147,25 @@ def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> No
 
 
 def test_a_changed_env_file_lists_every_use_afresh(sink: Metrics) -> None:
-    access("A", "1", path="secret/a")
-    access("B", "1", path="secret/b")
+    running(("A", "1", "secret/a"), ("B", "1", "secret/b"))
     audit.record("start", pid=1, reason="initial")
-    audit.record("reload", file=".env", outcome="ok",
-                 uses=[["A", "vault", "secret/b", "password", "1"]])  # B gone, A moved
-    audit.record("rotation", outcome="applied")
-    audit.record("start", pid=2, reason="rotation")
+    running(("A", "1", "secret/b"))  # B gone, A moved
     assert sink.running == {("A", "vault", "secret/b", "password"): "1"}
 
 
 def test_failed_and_rolled_back_rotations(sink: Metrics) -> None:
     access("A", "1")
     audit.record("resolved", outcome="ok")
+    running(("A", "1", "secret/db"))
     audit.record("start", pid=1, reason="initial")
     audit.record("ready", pid=1)
     access("A", "2")
     audit.record("rotation", outcome="failed", detail="value too large for A")
     assert sink.not_ready() == "the last rotation failed: value too large for A"
-    assert sink.pending == sink.running
+    assert sink.running == {("A", "vault", "secret/db", "password"): "1"}
     access("A", "3")
     audit.record("rotation", outcome="applied")
+    running(("A", "3", "secret/db"))
     assert sink.not_ready() is None
     audit.record("start", pid=2, reason="rotation")
     audit.record("rotation", outcome="rolled_back")
@@ -197,9 +203,10 @@ def test_store_health_and_leases(sink: Metrics) -> None:
 
 
 def test_hold_and_cache_and_sidecar_readiness() -> None:
-    sidecar = Metrics(needs_child=False, follows_rotations=True)
+    sidecar = Metrics(needs_child=False)
     sidecar.handle("access", {"variable": "A", "store": "file", "path": "/p", "outcome": "ok"})
     assert sidecar.not_ready() == "resolving the secrets"
+    sidecar.handle("running", {"uses": [["A", "file", "/p", "", ""]]})
     sidecar.handle("resolved", {"outcome": "ok"})
     assert sidecar.not_ready() is None and sidecar.running == {("A", "file", "/p", ""): ""}
     sidecar.handle("hold", {"outcome": "held", "detail": "3 restarts in 600s reached"})

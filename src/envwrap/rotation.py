@@ -34,6 +34,7 @@ __all__ = [
     "ChildControl",
     "Observer",
     "RotationPolicy",
+    "RunningReport",
     "changed_variables",
 ]
 
@@ -77,6 +78,17 @@ class Observer(Protocol):
     def round_done(self, running: Composed, secrets: SecretEnvironment,
                    live: Mapping[Locator, Fetched]) -> None:
         """A watcher round where every store answered: ``live`` is what they hold."""
+
+
+class RunningReport:
+    """The observer that publishes what runs (``/metrics``' ``envwrap_secret_info``)."""
+
+    def generation_changed(self, running: Composed, stopped: Composed) -> None:
+        audit.record_running(running.uses, running.fetched)
+
+    def round_done(self, running: Composed, secrets: SecretEnvironment,
+                   live: Mapping[Locator, Fetched]) -> None:
+        """Nothing: what runs changes with generations, not with polls."""
 
 
 class _Observers:

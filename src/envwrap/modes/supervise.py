@@ -24,6 +24,7 @@ import os
 
 from envwrap import log
 from envwrap.process.supervisor import Supervisor
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ def run_supervised(
         revoker = LeaseRevoker(resolved.registry, resolved.fetched)
     watcher: Watcher | None = None
     policy: RotationPolicy | None = None
+    # what the first generation runs on (/metrics); the policy reports the later ones
+    audit.record_running(resolved.composed.uses, resolved.composed.fetched)
     try:
         if settings.watch:
             watching = start_watching(
@@ -163,10 +166,10 @@ def start_watching(
     """Build the policy, its gate and observers, and the watcher that reports to it;
     start the watcher. ``None`` when nothing can change."""
     from envwrap import cache
-    from envwrap.rotation import RotationPolicy
+    from envwrap.rotation import RotationPolicy, RunningReport
     from envwrap.watch import build_watcher
 
-    observers: list[Observer] = []
+    observers: list[Observer] = [RunningReport()]
     keeper = cache.keeper()
     if keeper is not None:
         observers.append(keeper)

@@ -191,10 +191,7 @@ def start_metrics(settings: Settings) -> MetricsServer:
         ) from None
     assert settings.metrics is not None
     sidecar = settings.command == "sidecar"
-    metrics = Metrics(
-        follows_rotations=sidecar or settings.on_change == "signal",
-        needs_child=not sidecar,
-    )
+    metrics = Metrics(needs_child=not sidecar)
     server = MetricsServer(settings.metrics, metrics)
     events.add_sink(metrics)
     server.start()
