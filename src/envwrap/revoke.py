@@ -1,4 +1,4 @@
-"""``--revoke-on-exit`` (DESIGN §12): give back what envwrap obtained.
+"""``--revoke-on-exit``: give back what envwrap obtained.
 
 Dynamic secrets (``database/creds/ROLE``, ``rabbitmq/creds/ROLE``) come with
 a lease; once no generation of the program uses a lease, revoking it makes the

@@ -1,5 +1,12 @@
-"""What a rotation does (DESIGN §4): re-render ``--render`` files, then restart
-the program, signal it, or exit -- only when what the program sees differs.
+"""The rotation policy: the one owner of what the running generation runs on.
+
+A rotation re-renders ``--render`` files, then restarts the program, hands off
+to a new generation, signals it, or exits -- only when what the program sees
+differs from what runs. A change the stores take back before it is applied
+(held by ``--restart-limit``) is never applied; what the log, the audit log and
+``/metrics`` report is what runs. The observers (fallback cache, lease revoker,
+the ``running`` report behind ``/metrics``) are handed in at construction and
+fed from that one state, on one worker thread of the policy's.
 
 This is the seam between the watcher (which knows stores) and the supervisor
 (which knows processes); neither knows the other.

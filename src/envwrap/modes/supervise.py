@@ -44,7 +44,7 @@ __all__ = ["leave_start_folder", "run_supervised", "start_watching"]
 
 
 def leave_start_folder() -> None:
-    """``chdir("/")``, so that envwrap does not keep its start folder busy (DESIGN §12).
+    """``chdir("/")``, so that envwrap does not keep its start folder busy.
 
     An unmountable volume, a release folder that cannot be deleted: envwrap
     lives as long as the program, and its own working folder would pin the
