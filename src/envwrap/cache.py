@@ -64,16 +64,14 @@ if TYPE_CHECKING:
     from envwrap.config import Settings
     from envwrap.environment import Composed, SecretEnvironment
     from envwrap.refs import Locator
-    from envwrap.watch import Watcher
 
 __all__ = [
     "KEY_VARIABLE",
+    "CacheKeeper",
     "FallbackCache",
     "Unusable",
-    "after_rotation",
     "configure",
     "fall_back",
-    "follow",
     "hkdf_sha256",
     "holds",
     "reference_digest",
@@ -451,12 +449,12 @@ def read_key(settings: Settings, environ: Mapping[str, str]) -> bytes:
 # One cache per process, like the audit log: configured by the runner, used by
 # the resolution at start, the rotation handler and the watcher.
 
-_state: dict[str, Any] = {"cache": None, "applied": None, "serving": False}
+_state: dict[str, Any] = {"cache": None, "serving": False}
 
 
 def configure(settings: Settings, environ: Mapping[str, str]) -> FallbackCache | None:
     """Read the key and set up ``--cache``; ``None`` without it. Raises ConfigError (78)."""
-    _state.update(cache=None, applied=None, serving=False)
+    _state.update(cache=None, serving=False)
     if not settings.cache:
         if settings.cache_key_file:
             raise ConfigError("--cache-key-file needs --cache PATH")
@@ -500,7 +498,7 @@ def fall_back(secrets: SecretEnvironment, error: EnvwrapError) -> dict[Locator, 
             outcome="cached",
         )
     audit.record("cache", outcome="served", file=cache.path, detail=f"written {_utc(written)}")
-    _state.update(applied=fetched, serving=True)
+    _state.update(serving=True)
     return fetched
 
 
@@ -518,66 +516,71 @@ def remember_start(composed: Composed) -> None:
         return
     if _state["serving"]:
         return  # never refresh the age of values that were not read live
-    _state["applied"] = composed.fetched
     if not cache.holds_recent(composed.fetched):
         cache.save(composed.fetched)
 
 
-def after_rotation(composed: Composed) -> None:
-    """An applied rotation: the program now runs on ``composed``; cache it (never fatal)."""
+def keeper() -> CacheKeeper | None:
+    """The observer that keeps ``--cache`` on what runs; ``None`` without ``--cache``."""
     cache: FallbackCache | None = _state["cache"]
-    if cache is None:
-        return
-    _state["applied"] = composed.fetched
-    if _state["serving"]:
-        return  # some values may still be the cached ones; written once all are live
-    try:
-        cache.save(composed.fetched)
-    except EnvwrapError as err:
-        log.error(f"cannot write the fallback cache: {err}")
+    return CacheKeeper(cache) if cache is not None else None
 
 
-def follow(watcher: Watcher) -> None:
-    """Let ``watcher`` tell the cache when the program runs on confirmed live values."""
-    if _state["cache"] is None:
-        return
-    if _state["serving"]:
-        # the stores were down a moment ago: ask again soon, not after a whole --interval
-        watcher.first_poll = min(1.0, watcher.interval)
-    watcher.on_round = lambda failed: _after_round(watcher, failed)
+def serving_cached() -> bool:
+    """Whether the program started from the cache and not every store answered since."""
+    return bool(_state["cache"] is not None and _state["serving"])
 
 
-def _after_round(watcher: Watcher, failed: bool) -> None:
-    cache: FallbackCache | None = _state["cache"]
-    applied: Mapping[Locator, Fetched] | None = _state["applied"]
-    if cache is None or applied is None or failed or not _runs_on_live(watcher, applied):
-        return
-    live = {loc: watcher.fetched[loc] for loc in watcher.secrets.locators()}
-    going_live = bool(_state["serving"])
-    if not going_live and cache.saved_at is not None and cache.clock() - cache.saved_at < (
-        cache.max_age * REFRESH_SHARE
-    ):
-        return
-    # the values were just confirmed: a rewrite restarts their --cache-max-age
-    _state["applied"] = live
-    _state["serving"] = False
-    try:
-        cache.save(live)
-    except EnvwrapError as err:
-        log.error(f"cannot write the fallback cache: {err}")
-    if going_live:
-        # after the write, so that whoever sees this record finds the live values cached
-        log.info("every store answers again; the program runs on live values", file=cache.path)
-        audit.record("cache", outcome="live", file=cache.path)
+class CacheKeeper:
+    """Keeps ``--cache`` on what the program runs on; an observer of the rotation policy.
+
+    Told (on the policy's observer thread, never the supervisor's) when a new
+    generation runs, and after each watcher round with what the stores hold:
+    values confirmed live are rewritten, which restarts their ``--cache-max-age``.
+    """
+
+    def __init__(self, cache: FallbackCache) -> None:
+        self.cache = cache
+
+    def generation_changed(self, running: Composed, stopped: Composed) -> None:
+        if _state["serving"]:
+            return  # some values may still be the cached ones; written once all are live
+        try:
+            self.cache.save(running.fetched)
+        except EnvwrapError as err:
+            log.error(f"cannot write the fallback cache: {err}")
+
+    def round_done(self, running: Composed, secrets: SecretEnvironment,
+                   live: Mapping[Locator, Fetched]) -> None:
+        """A watcher round where every store answered: ``live`` is what they hold."""
+        cache = self.cache
+        if not _runs_on(running, secrets, live):
+            return
+        going_live = bool(_state["serving"])
+        if not going_live and cache.saved_at is not None and cache.clock() - cache.saved_at < (
+            cache.max_age * REFRESH_SHARE
+        ):
+            return
+        _state["serving"] = False
+        try:
+            cache.save(live)
+        except EnvwrapError as err:
+            log.error(f"cannot write the fallback cache: {err}")
+        if going_live:
+            # after the write, so that whoever sees this record finds the live values cached
+            log.info("every store answers again; the program runs on live values",
+                     file=cache.path)
+            audit.record("cache", outcome="live", file=cache.path)
 
 
-def _runs_on_live(watcher: Watcher, applied: Mapping[Locator, Fetched]) -> bool:
+def _runs_on(running: Composed, secrets: SecretEnvironment,
+             live: Mapping[Locator, Fetched]) -> bool:
     """Whether what the program runs on composes to what the stores hold now."""
-    secrets = watcher.secrets
     locators = secrets.locators()
-    if any(loc not in applied or loc not in watcher.fetched for loc in locators):
+    if any(loc not in running.fetched or loc not in live for loc in locators):
         return False
     try:
-        return secrets.compose(applied).environment == secrets.compose(watcher.fetched).environment
+        return (secrets.compose(running.fetched).environment
+                == secrets.compose(dict(live)).environment)
     except EnvwrapError:
         return False

@@ -66,9 +66,7 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
         # before the first resolution: /readyz answers 503 while the stores are slow
         from envwrap.telemetry.server import start_metrics
 
-        sidecar = settings.command == "sidecar"
-        start_metrics(settings.metrics, needs_child=not sidecar,
-                      follows_rotations=sidecar or settings.on_change == "signal")
+        start_metrics(settings.metrics, needs_child=settings.command != "sidecar")
     if settings.command in ("check", "export"):
         from envwrap.modes import inspect
 

@@ -91,7 +91,7 @@ def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) 
 class Composed:
     """The result of composing: the final environment and what envwrap put into it."""
 
-    __slots__ = ("contributed", "environment", "fetched", "secret_values")
+    __slots__ = ("contributed", "environment", "fetched", "secret_values", "uses")
 
     def __init__(
         self,
@@ -99,6 +99,7 @@ class Composed:
         contributed: list[str],
         secret_values: list[str],
         fetched: dict[Locator, Fetched] | None = None,
+        uses: list[tuple[str, Reference]] | None = None,
     ) -> None:
         #: every variable the program gets (before credential scrubbing)
         self.environment = environment
@@ -108,6 +109,8 @@ class Composed:
         self.secret_values = secret_values
         #: the secrets it was composed from, one per locator in use (for --cache)
         self.fetched = fetched or {}
+        #: (variable, reference) for every use of a secret (for /metrics)
+        self.uses = uses or []
 
 
 class SecretEnvironment:
@@ -221,7 +224,8 @@ class SecretEnvironment:
                 environment[name] = value
                 contributed.append(name)
         used = {locator: fetched[locator] for locator in self.locators()}
-        return Composed(environment, list(dict.fromkeys(contributed)), secret_values, used)
+        return Composed(environment, list(dict.fromkeys(contributed)), secret_values, used,
+                        self.uses())
 
     def _imported(self, ref: Reference, fetched: Mapping[Locator, Fetched]) -> dict[str, str]:
         import json

@@ -90,7 +90,7 @@ def write_secret_file(
     for files that differ at every write (``--cache``: a fresh salt and nonce).
     """
     directory, name = os.path.split(os.path.abspath(path))
-    dir_fd = open_folder(directory, option)  # no symbolic link in any component
+    dir_fd = open_folder(directory, option, path)  # no symbolic link in any component
     try:
         if only_if_changed and _current_bytes(name, dir_fd, path, option) == content:
             return False

@@ -1,14 +1,15 @@
-"""``--revoke-on-exit`` (DESIGN §12): give back what envwrap obtained.
+"""``--revoke-on-exit``: give back what envwrap obtained.
 
 Dynamic secrets (``database/creds/ROLE``, ``rabbitmq/creds/ROLE``) come with
 a lease; once no generation of the program uses a lease, revoking it makes the
 store delete the credentials at once instead of at the end of its TTL (the
-team's "delete old secret"). :class:`LeaseRevoker` remembers which leases each
-generation was started with: when a new generation replaces the old one, the
-leases only the old one used are revoked; when envwrap exits, every lease it
-obtained, then the token it logged in with (AppRole, Kubernetes; never a
-``VAULT_TOKEN`` it was given). Revocation goes through the backends'
-``revoke(lease)`` and ``release()``; a failure is logged, never fatal.
+team's "delete old secret"). :class:`LeaseRevoker` is an observer of the
+rotation policy: when a new generation replaces the old one, the policy tells
+it what each runs on, and the leases only the stopped one used are revoked;
+when envwrap exits, every lease it obtained, then the token it logged in with
+(AppRole, Kubernetes; never a ``VAULT_TOKEN`` it was given). Revocation goes
+through the backends' ``revoke(lease)`` and ``release()``; a failure is logged,
+never fatal.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from envwrap.backends import BackendRegistry, Fetched, Lease
+    from envwrap.environment import Composed, SecretEnvironment
     from envwrap.refs import Locator
 
 __all__ = ["LeaseRevoker"]
@@ -37,23 +39,26 @@ def leases_of(fetched: Mapping[Locator, Fetched]) -> Leases:
 
 
 class LeaseRevoker:
-    """Which leases the running generation uses; revokes the rest when asked."""
+    """Revokes the leases a stopped generation alone used, and all of them at exit."""
 
     def __init__(self, registry: BackendRegistry, first: Mapping[Locator, Fetched]) -> None:
         self.registry = registry
         self._lock = threading.Lock()
-        self._current = leases_of(first)
-        self._obtained = dict(self._current)
+        #: every lease envwrap obtained (what runs is the rotation policy's to know)
+        self._obtained = leases_of(first)
         self._revoked: set[str] = set()
 
-    def generation(self, fetched: Mapping[Locator, Fetched]) -> None:
-        """A new generation runs with ``fetched``: revoke leases only the old one used."""
-        leases = leases_of(fetched)
+    def generation_changed(self, running: Composed, stopped: Composed) -> None:
+        """A new generation runs on ``running``: revoke leases only ``stopped`` used."""
+        leases = leases_of(running.fetched)
+        stale = {i: lease for i, lease in leases_of(stopped.fetched).items() if i not in leases}
         with self._lock:
-            stale = {i: lease for i, lease in self._current.items() if i not in leases}
-            self._current = leases
             self._obtained.update(leases)
         self._revoke(stale)
+
+    def round_done(self, running: Composed, secrets: SecretEnvironment,
+                   live: Mapping[Locator, Fetched]) -> None:
+        """Nothing to do: leases follow generations, not polls."""
 
     def close(self, also: Mapping[Locator, Fetched] | None = None) -> None:
         """envwrap exits: revoke every lease obtained (and ``also``'s), then the token."""

@@ -1,5 +1,12 @@
-"""What a rotation does (DESIGN §4): re-render ``--render`` files, then restart
-the program, signal it, or exit -- only when what the program sees differs.
+"""The rotation policy: the one owner of what the running generation runs on.
+
+A rotation re-renders ``--render`` files, then restarts the program, hands off
+to a new generation, signals it, or exits -- only when what the program sees
+differs from what runs. A change the stores take back before it is applied
+(held by ``--restart-limit``) is never applied; what the log, the audit log and
+``/metrics`` report is what runs. The observers (fallback cache, lease revoker,
+the ``running`` report behind ``/metrics``) are handed in at construction and
+fed from that one state, on one worker thread of the policy's.
 
 This is the seam between the watcher (which knows stores) and the supervisor
 (which knows processes); neither knows the other.
@@ -7,6 +14,8 @@ This is the seam between the watcher (which knows stores) and the supervisor
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Protocol
 
 from envwrap import log
@@ -15,26 +24,25 @@ from envwrap.errors import EnvwrapError
 from envwrap.process import launch
 from envwrap.render import render_files
 from envwrap.telemetry import audit
-from envwrap.watch import build_watcher
+from envwrap.values import Backoff
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
 
     from envwrap.backends import Fetched
     from envwrap.config import Settings
-    from envwrap.environment import Composed, Resolved
+    from envwrap.environment import Composed, SecretEnvironment
     from envwrap.refs import Locator
-    from envwrap.restart_limit import LimitedRestarts
-    from envwrap.revoke import LeaseRevoker
-    from envwrap.watch import Watcher
+    from envwrap.restart_limit import RestartWindow
 
 __all__ = [
     "EXIT_ON_CHANGE",
     "ChildControl",
-    "RotationHandler",
+    "Observer",
+    "RotationPolicy",
+    "RunningReport",
     "changed_variables",
-    "start_watching",
 ]
 
 #: the exit code of ``--on-change exit`` (EX_TEMPFAIL): "try again", which makes
@@ -63,22 +71,98 @@ class ChildControl(Protocol):
     def request_exit(self, code: int) -> None: ...
 
 
-#: the first retry of a change the program rejected (DESIGN §9); it doubles, up to --interval
+#: the first retry of a change the program rejected; it doubles, up to --interval
 RETRY_FIRST = 30.0
 
 
-class RotationHandler:
-    """The watcher's ``on_change`` for ``envwrap --watch``.
+class Observer(Protocol):
+    """Told, on the policy's observer thread, what runs: the fallback cache, the
+    lease revoker. Never inside the supervisor's loop, which must stay quick."""
 
-    Called on the watcher's thread; the supervisor reports how a new generation
-    fared on its main thread; retries run on a timer thread: one lock orders them.
-    With ``--on-change handoff``, or ``restart`` with ``--ready``, a change counts
-    as applied once the new generation is ready. One that fails is rolled back by
-    the supervisor; this handler records it and tries the same environment
-    again after :data:`RETRY_FIRST` seconds (doubling, capped at ``--interval``),
-    or at once when the store changes again. ``--render`` files follow: they get
-    the new values before the new generation starts, the previous ones back on
-    a rollback (``composed``: what the running program was started with).
+    def generation_changed(self, running: Composed, stopped: Composed) -> None:
+        """A new generation runs on ``running``; the one that ran on ``stopped`` stopped."""
+
+    def round_done(self, running: Composed, secrets: SecretEnvironment,
+                   live: Mapping[Locator, Fetched]) -> None:
+        """A watcher round where every store answered: ``live`` is what they hold."""
+
+
+class RunningReport:
+    """The observer that publishes what runs (``/metrics``' ``envwrap_secret_info``)."""
+
+    def generation_changed(self, running: Composed, stopped: Composed) -> None:
+        audit.record_running(running.uses, running.fetched)
+
+    def round_done(self, running: Composed, secrets: SecretEnvironment,
+                   live: Mapping[Locator, Fetched]) -> None:
+        """Nothing: what runs changes with generations, not with polls."""
+
+
+class _Observers:
+    """One worker thread and its queue: observers run in order, off every other loop."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        import queue
+
+        self.observers = tuple(observers)
+        self._queue: queue.SimpleQueue[Callable[[Observer], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def tell(self, call: Callable[[Observer], None]) -> None:
+        if not self.observers:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="envwrap-observers",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put(call)
+
+    def _run(self) -> None:
+        while (call := self._queue.get()) is not None:
+            for observer in self.observers:
+                try:
+                    call(observer)
+                except Exception as exc:  # one observer's bug must not stop the others
+                    log.error(f"{type(observer).__name__} failed ({type(exc).__name__})")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let what is queued finish (envwrap is stopping)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+
+class _Change:
+    """An environment the stores want the program to run on."""
+
+    __slots__ = ("composed", "detail", "environment")
+
+    def __init__(self, environment: dict[str, str], composed: Composed, detail: str) -> None:
+        self.environment = environment
+        self.composed = composed
+        self.detail = detail
+
+
+class RotationPolicy:
+    """The one owner of what the running generation runs on (``--watch``).
+
+    The watcher reports every change (:meth:`__call__`, on its thread); the
+    supervisor reports verdicts (on its main thread); the ``--restart-limit``
+    gate and the retry run on timer threads: one lock orders them. A change is
+    the *desired* state; it is applied when nothing holds it -- the
+    ``--restart-limit`` window (:class:`~envwrap.restart_limit.RestartWindow`,
+    a gate this policy asks) -- and only if it still differs from what runs (or
+    from the generation on probation). So a change the store takes back while
+    it is held is never applied, and what the log, the audit log and the
+    observers report is what runs.
+
+    With ``--on-change handoff``, or ``restart`` with ``--ready``, a change
+    counts once the new generation is ready. One that fails is rolled back by
+    the supervisor; the policy records it and tries the same environment again
+    after :data:`RETRY_FIRST` seconds (doubling, capped at ``--interval``), or
+    at once when the store changes again. ``--render`` files get the new values
+    before the new generation starts, the running ones back on a rollback.
+    Observers (cache, lease revoker) are told on their own thread.
     """
 
     def __init__(
@@ -90,29 +174,46 @@ class RotationHandler:
         *,
         retry_first: float = RETRY_FIRST,
         composed: Composed | None = None,
+        gate: RestartWindow | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
-        import threading
+        from envwrap.environment import Composed as _Composed
 
         self.settings = settings
-        #: the environment of the running program (the last one applied)
-        self.current = child_env
-        #: the values behind it, for --render files to go back to on a rollback
-        self.current_composed = composed
         self.child = child
         self.on_values = on_values
         self.retry_first = retry_first
+        self.gate = gate
+        first = composed if composed is not None else _Composed(dict(child_env), [], [])
+        #: what the running generation runs on: the one home of that fact
+        self._running = _Change(child_env, first, "")
+        #: what observers were last told runs
+        self._told = first
+        #: the latest change not yet handed to the supervisor (held by the gate)
+        self._desired: _Change | None = None
+        #: the change handed to the supervisor, on probation until its verdict
+        self._trying: _Change | None = None
         self._lock = threading.RLock()
         self._attempt = 0  # numbers the changes handed to the supervisor
-        self._failures = 0
+        self._backoff = Backoff(first=retry_first, cap=settings.interval, jitter=False)
         self._timer: threading.Timer | None = None
-        #: how a rotation starts the next generation: (environment, done, by handoff);
-        #: start_watching routes it through --restart-limit and --revoke-on-exit
-        self.start_generation: Callable[
-            [dict[str, str], Callable[[object], None] | None, bool], None
-        ] = lambda environment, done, handoff: start_generation(
-            child, environment, done, handoff
-        )
-        self.limiter: LimitedRestarts | None = None
+        self._gate_timer: threading.Timer | None = None
+        self._observers = _Observers(observers)
+
+    @property
+    def current(self) -> dict[str, str]:
+        """The environment of the running program."""
+        return self._running.environment
+
+    @property
+    def current_composed(self) -> Composed:
+        """The values the running program was composed from."""
+        return self._running.composed
+
+    @property
+    def held(self) -> bool:
+        """Whether a change waits for the ``--restart-limit`` window."""
+        return self._desired is not None
 
     @property
     def verified(self) -> bool:
@@ -121,116 +222,232 @@ class RotationHandler:
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
+        """The watcher saw a change: ``composed`` is what the stores hold now."""
         environment = child_environment(composed.environment, self.settings.pass_env)
+        change = _Change(environment, composed, _names(changed))
         with self._lock:
             self._cancel_retry()
-            self._failures = 0
-            if environment == self.current:
-                self._attempt += 1  # a change still in flight is superseded
+            self._backoff.reset()
+            target = self._trying or self._running
+            if environment == target.environment:
+                self._drop_held("the change was undone while held")
+                if self._trying is not None:
+                    self._trying = change  # the same values, newer versions
+                    return
                 log.info("a secret changed, but not what the program sees; nothing to do")
-                audit.record("rotation", outcome="unchanged", detail=_names(changed))
+                audit.record("rotation", outcome="unchanged", detail=change.detail)
+                self._running = change
+                self._tell()
                 return
-        try:
-            launch.check_exec_limits(environment, self.settings.argv)
-            render_files(self.settings, composed)
-        except EnvwrapError as err:
-            log.error(f"cannot apply the new secrets; the program keeps the current ones: {err}")
-            audit.record("rotation", outcome="failed", detail=str(err))
+            try:
+                launch.check_exec_limits(environment, self.settings.argv)
+            except EnvwrapError as err:
+                self._drop_held("the stores hold values that cannot be applied")
+                log.error("cannot apply the new secrets; the program keeps the current ones: "
+                          f"{err}")
+                audit.record("rotation", outcome="failed", detail=str(err))
+                return
+            self._desired = change
+            self._advance()
+
+    # -- applying ---------------------------------------------------------------------
+
+    def _gated(self) -> bool:
+        return self.gate is not None and self.settings.on_change in ("restart", "handoff")
+
+    def _advance(self, released: bool = False) -> None:
+        """Apply the desired change if the gate allows it now; else hold it (locked)."""
+        change = self._desired
+        if change is None:
+            return
+        if self._gated():
+            assert self.gate is not None
+            delay = self.gate.delay()
+            if delay > 0:
+                if self._gate_timer is None:
+                    self._hold(delay)
+                return
+            self.gate.record()
+        self._desired = None
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+            released = True
+        if released:
+            log.info("applying the held change (--restart-limit)")
+            audit.record("hold", outcome="released")
+        self._start(change)
+
+    def _hold(self, delay: float) -> None:
+        assert self.gate is not None
+        timer = threading.Timer(delay, self._gate_opens)
+        timer.daemon = True
+        timer.name = "envwrap-restart-limit"
+        self._gate_timer = timer
+        timer.start()
+        until = time.strftime("%H:%M:%SZ", time.gmtime(time.time() + delay))
+        detail = hold_detail(self.gate, until)
+        log.warning(f"restart held by --restart-limit: {detail}")
+        audit.record("hold", outcome="held", detail=detail)
+
+    def _gate_opens(self) -> None:
+        with self._lock:
+            if self._gate_timer is None:
+                return  # cancelled meanwhile
+            self._gate_timer = None
+            change = self._desired
+            if change is None:
+                return
+            if self.gate is not None and self.gate.delay() > 0:  # fired a little early
+                self._hold(self.gate.delay())
+                return
+            target = self._trying or self._running
+            if change.environment == target.environment:
+                self._desired = None
+                log.info("held restart cancelled: the change was undone while held")
+                audit.record("hold", outcome="released", detail="the change was undone while held")
+                return
+            self._advance(released=True)
+
+    def _drop_held(self, why: str) -> None:
+        if self._desired is None:
+            return
+        self._desired = None
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+            self._gate_timer = None
+        log.info(f"held restart cancelled: {why}")
+        audit.record("hold", outcome="released", detail=why)
+
+    def _start(self, change: _Change) -> None:
+        """Render, then start the generation of ``change`` (or signal, or exit) (locked)."""
+        if not self._render(change.composed, failing="rotation"):
             return
         if self.on_values is not None:
-            self.on_values(composed.secret_values)
-        self._apply(environment, _names(changed), composed)
-
-    def _apply(self, environment: dict[str, str], detail: str, composed: Composed) -> None:
+            self.on_values(change.composed.secret_values)
         action = self.settings.on_change
-        with self._lock:
-            if self.verified:
-                self._attempt += 1
-                attempt = self._attempt
+        if self.verified:
+            self._attempt += 1
+            attempt = self._attempt
+            self._trying = change
 
-                def done(outcome: object) -> None:
-                    self._settled(attempt, environment, detail, composed, outcome)
+            def settled(outcome: object) -> None:
+                self._settled(attempt, change, outcome)
 
-                if action == "handoff":
-                    log.info("secrets changed; starting a new generation next to the current one")
-                else:
-                    log.info("secrets changed; restarting the program")
-                self.start_generation(environment, done, action == "handoff")
-                return
-            self.current = environment
-            self.current_composed = composed
-        audit.record("rotation", outcome="applied", detail=detail)
-        self._keep_in_cache(composed)
+            if action == "handoff":
+                log.info("secrets changed; starting a new generation next to the current one")
+                self.child.handoff(change.environment, settled)
+            else:
+                log.info("secrets changed; restarting the program")
+                audit.record("restart", outcome="ok")
+                self.child.replace(change.environment, settled)
+            return
+        self._trying = None
+        self._running = change
+        audit.record("rotation", outcome="applied", detail=change.detail)
         if action == "signal":
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
             self.child.send(self.settings.reload_signal)
             audit.record("signal", signal=self.settings.reload_signal, outcome="ok")
+            self._tell()
         elif action == "exit":
             log.info(f"secrets changed; exiting with {EXIT_ON_CHANGE} (--on-change exit)")
             audit.record("exit", outcome="ok", detail=f"exit code {EXIT_ON_CHANGE}")
             self.child.request_exit(EXIT_ON_CHANGE)
+            self._tell()
         else:
             log.info("secrets changed; restarting the program")
-            self.start_generation(environment, None, False)
+            audit.record("restart", outcome="ok")
+            # observers hear of it once the new generation runs (the old one stopped)
+            self.child.replace(change.environment,
+                               self._restarted if self._observers.observers else None)
 
-    def _settled(self, attempt: int, environment: dict[str, str], detail: str,
-                 composed: Composed, outcome: object) -> None:
+    def _restarted(self, outcome: object) -> None:
+        from envwrap.process.supervisor import Rejected
+
+        if outcome is not None and not isinstance(outcome, Rejected):
+            with self._lock:
+                self._tell()
+
+    def _tell(self) -> None:
+        """Hand the observers what runs now, if it changed (locked)."""
+        running, stopped = self._running.composed, self._told
+        if running is not stopped:
+            self._told = running
+            self._observers.tell(lambda observer: observer.generation_changed(running, stopped))
+
+    def round_done(self, failed: bool, secrets: SecretEnvironment,
+                   fetched: Mapping[Locator, Fetched]) -> None:
+        """The watcher's report after each poll round (its thread): observers compare
+        what the stores hold with what runs, on their own thread."""
+        if failed or not self._observers.observers:
+            return
+        live = {loc: fetched[loc] for loc in secrets.locators() if loc in fetched}
+        with self._lock:
+            running = self._running.composed
+        self._observers.tell(lambda observer: observer.round_done(running, secrets, live))
+
+    def _settled(self, attempt: int, change: _Change, outcome: object) -> None:
         """The supervisor's verdict on change number ``attempt`` (main thread)."""
         from envwrap.process.supervisor import Rejected
 
         with self._lock:
             if attempt != self._attempt or outcome is None:
                 return  # superseded by a newer change, or envwrap is stopping
+            if self._trying is not None and self._trying.environment == change.environment:
+                change = self._trying  # the same values, perhaps newer versions
+            self._trying = None
             if not isinstance(outcome, Rejected):
-                self.current = environment
-                self.current_composed = composed
-                self._failures = 0
-                audit.record("rotation", outcome="applied", detail=detail)
+                same = change.environment == self._running.environment
+                self._running = change
+                self._backoff.reset()
+                audit.record("rotation", outcome="unchanged" if same else "applied",
+                             detail=change.detail)
                 log.info("the new secrets are in use", pid=outcome)
-                self._keep_in_cache(composed)
+                self._tell()
                 return
-            names = ", ".join(changed_variables(self.current, environment)) or "none"
-            delay = min(self.retry_first * 2**self._failures, self.settings.interval)
-            self._failures += 1
+            names = ", ".join(changed_variables(self._running.environment,
+                                                change.environment)) or "none"
+            delay = self._backoff.next_delay()
             log.error(
                 f"the program failed with the new secrets ({outcome.why}); rolled back to "
                 f"the previous ones; changed variables: {names}; retrying in {delay:g}s"
             )
             audit.record("rotation", outcome="rolled_back",
                          detail=f"{outcome.why}; changed variables: {names}")
-            if self.current_composed is not None and not self._render(self.current_composed):
+            if not self._render(self._running.composed):
                 log.error("the --render files keep the rejected values")
-            self._schedule_retry(attempt, environment, detail, composed, delay)
+            self._schedule_retry(attempt, change.environment, change.detail, change.composed,
+                                 delay)
 
-    def _keep_in_cache(self, composed: Composed) -> None:
-        """Keep the fallback cache on what the program now runs on (once a change is final)."""
-        if self.settings.cache:
-            from envwrap.cache import after_rotation
-
-            after_rotation(composed)
-
-    def _render(self, composed: Composed) -> bool:
+    def _render(self, composed: Composed, failing: str = "render") -> bool:
         """Write the --render files; False (logged, audited) if they cannot be written."""
         try:
             render_files(self.settings, composed)
         except EnvwrapError as err:
-            log.error(f"cannot write the --render files: {err}")
-            audit.record("render", outcome=audit.outcome_of(err.exit_code), detail=str(err))
+            if failing == "rotation":
+                log.error(f"cannot apply the new secrets; the program keeps the current ones: "
+                          f"{err}")
+                audit.record("rotation", outcome="failed", detail=str(err))
+            else:
+                log.error(f"cannot write the --render files: {err}")
+                audit.record("render", outcome=audit.outcome_of(err.exit_code), detail=str(err))
             return False
         return True
 
     def _schedule_retry(self, attempt: int, environment: dict[str, str], detail: str,
                         composed: Composed, delay: float) -> None:
-        import threading
+        change = _Change(environment, composed, detail)
 
         def retry() -> None:
             with self._lock:
-                if attempt != self._attempt:
+                if attempt != self._attempt or self._timer is None:
                     return
                 self._timer = None
-            log.info("trying the rolled-back secrets again")
-            if self._render(composed):
-                self._apply(environment, detail, composed)
+                log.info("trying the rolled-back secrets again")
+                if self._desired is None:
+                    self._desired = change
+                self._advance()
 
         timer = threading.Timer(delay, retry)
         timer.daemon = True
@@ -244,24 +461,20 @@ class RotationHandler:
             timer.cancel()
 
     def close(self) -> None:
-        """Cancel a pending retry (envwrap is stopping)."""
+        """Cancel a pending retry and a held change; let the observers finish (stopping)."""
         with self._lock:
             self._attempt += 1
             self._cancel_retry()
+            self._desired = None
+            if self._gate_timer is not None:
+                self._gate_timer.cancel()
+                self._gate_timer = None
+        self._observers.close()
 
 
-def start_generation(
-    child: ChildControl,
-    environment: dict[str, str],
-    done: Callable[[object], None] | None,
-    handoff: bool,
-) -> None:
-    """Start the next generation: beside the current one (handoff) or in its place."""
-    if handoff:
-        child.handoff(environment, done)
-    else:
-        audit.record("restart", outcome="ok")
-        child.replace(environment, done)
+def hold_detail(gate: RestartWindow, until: str) -> str:
+    return (f"{gate.limit} restarts in {gate.window:g}s reached; "
+            f"the change waits until {until}")
 
 
 def changed_variables(before: dict[str, str], after: dict[str, str]) -> list[str]:
@@ -272,79 +485,3 @@ def changed_variables(before: dict[str, str], after: dict[str, str]) -> list[str
 
 def _names(changed: set[Locator]) -> str:
     return ", ".join(sorted(str(loc) for loc in changed))
-
-
-def start_watching(
-    settings: Settings,
-    resolved: Resolved,
-    child_env: dict[str, str],
-    child: ChildControl,
-    *,
-    on_values: Callable[[list[str]], None] | None = None,
-    revoker: LeaseRevoker | None = None,
-) -> tuple[Watcher, RotationHandler] | None:
-    """Start the watcher thread of ``envwrap --watch``; ``None`` when nothing can change."""
-    handler = RotationHandler(settings, child_env, child, on_values, composed=resolved.composed)
-    watcher = build_watcher(settings, resolved, handler)
-    if not resolved.secrets.has_references and not watcher.dotenv_paths:
-        log.info("nothing to watch: no references and no .env file")
-        return None
-    _plug_restarts(settings, handler, watcher, child_env, revoker)
-    if settings.cache:
-        from envwrap.cache import follow
-
-        follow(watcher)
-    watcher.start()
-    return watcher, handler
-
-
-def _plug_restarts(
-    settings: Settings,
-    handler: RotationHandler,
-    watcher: Watcher,
-    child_env: dict[str, str],
-    revoker: LeaseRevoker | None,
-) -> None:
-    """``--restart-limit`` and ``--revoke-on-exit``'s part in a restart."""
-    child = handler.child
-    if settings.restart_limit is None and revoker is None:
-        return
-
-    def perform(environment: dict[str, str], token: object) -> None:
-        """Start the generation of ``environment``; ``token`` is (what it is made of,
-        the handler's callback or None, whether by handoff)."""
-        assert isinstance(token, tuple)
-        used, done, handoff = token
-
-        def settled(outcome: object) -> None:
-            if done is not None:
-                done(outcome)
-            from envwrap.process.supervisor import Rejected
-
-            # the stopped generation's leases, once the new one runs (never after a
-            # rollback: the previous generation keeps serving with them)
-            if revoker is not None and outcome is not None and not isinstance(outcome, Rejected):
-                import threading
-
-                # on the supervisor's thread: revoke (network calls) elsewhere
-                threading.Thread(target=revoker.generation, args=(used,),
-                                 name="envwrap-revoke", daemon=True).start()
-
-        start_generation(child, environment, settled, handoff)
-
-    def snapshot() -> dict[Locator, Fetched]:
-        """What the new environment is made of (on the watcher's thread, which owns it);
-        the watcher keeps secrets a changed .env no longer references: not those."""
-        fetched = watcher.fetched
-        return {loc: fetched[loc] for loc in watcher.secrets.locators() if loc in fetched}
-
-    request = perform
-    if settings.restart_limit is not None:
-        from envwrap.restart_limit import LimitedRestarts, RestartWindow
-
-        limiter = LimitedRestarts(RestartWindow(*settings.restart_limit), perform, child_env)
-        handler.limiter = limiter
-        request = limiter.request
-    handler.start_generation = lambda environment, done, handoff: request(
-        environment, (snapshot(), done, handoff)
-    )

@@ -21,13 +21,15 @@ __all__ = ["open_append", "open_folder"]
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_folder(path: str, option: str) -> int:
+def open_folder(path: str, option: str, given: str | None = None) -> int:
     """A descriptor of the folder ``path``, reached without following a symbolic link.
 
-    Raises :class:`ConfigError` (78) naming ``option``, the path and the
-    component that is a link or cannot be opened.
+    Raises :class:`ConfigError` (78) naming ``option``, the path the user gave
+    (``given``, by default ``path``) and the component that is a link or cannot
+    be opened.
     """
     absolute = os.path.abspath(path)
+    path = path if given is None else given
     fd = os.open("/", _FOLDER_FLAGS)
     walked = ""
     try:
@@ -62,7 +64,7 @@ def open_append(path: str, option: str) -> int:
     :class:`ConfigError` (78) naming ``option`` and the path.
     """
     folder, name = os.path.split(os.path.abspath(path))
-    dir_fd = open_folder(folder, option)
+    dir_fd = open_folder(folder, option, path)
     try:
         flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                  | os.O_CLOEXEC)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from envwrap.environment import Resolved
 
 OnChange = Callable[[Composed, set[Locator]], None]
+#: after each poll round: whether a store failed, the secrets, what the stores hold
+OnRound = Callable[[bool, SecretEnvironment, dict[Locator, Fetched]], None]
 
 
 class Quiescence:
@@ -114,6 +116,8 @@ class Watcher:
         dotenv_paths: tuple[str, ...] = (),
         wait: tuple[float, float] = (0.0, 0.0),
         clock: Callable[[], float] = time.monotonic,
+        on_round: OnRound | None = None,
+        first_poll: float | None = None,
     ) -> None:
         self.secrets = secrets
         self.registry = registry
@@ -125,7 +129,6 @@ class Watcher:
         self.dotenv_paths = tuple(os.path.abspath(p) for p in dotenv_paths)
         self.clock = clock
         self.versions: dict[Locator, str | None] = {loc: f.version for loc, f in fetched.items()}
-        self.composed: Composed | None = None
         self.quiet = Quiescence(*wait)
         #: changed since the last apply, waiting for quiet
         self._pending: set[Locator] = set()
@@ -149,9 +152,9 @@ class Watcher:
         self._upkeep_due: dict[str, float | None] = {}
         self._schedule_leases(self.fetched)
         #: seconds before the first poll (None: one jittered --interval)
-        self.first_poll: float | None = None
-        #: called after each poll round with whether a store failed (--cache uses it)
-        self.on_round: Callable[[bool], None] | None = None
+        self.first_poll = first_poll
+        #: told after each poll round whether a store failed, and what they hold
+        self.on_round = on_round
 
     # -- life cycle -------------------------------------------------------
 
@@ -197,7 +200,7 @@ class Watcher:
                     round_start = self.clock()
                     failed = self.check_once()
                     if self.on_round is not None:
-                        self.on_round(failed)
+                        self.on_round(failed, self.secrets, self.fetched)
                     next_poll = max(self.clock(), round_start + self._next_interval(failed))
                 self.settle()
                 self._renew_due()
@@ -419,7 +422,6 @@ class Watcher:
                 reference=reference,
                 version=self.fetched[locator].version,
             )
-        self.composed = composed
         self.on_change(composed, changed)
 
     def _reload_sources(self, changed: set[Locator]) -> None:
@@ -612,7 +614,14 @@ class _RelevantPaths:
         return any(wanted == path or wanted.startswith(path + os.sep) for wanted in self.folders)
 
 
-def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -> Watcher:
+def build_watcher(
+    settings: Settings,
+    resolved: Resolved,
+    on_change: OnChange,
+    *,
+    on_round: OnRound | None = None,
+    first_poll: float | None = None,
+) -> Watcher:
     """A watcher of every secret and ``.env`` file of ``resolved`` (not started)."""
     from envwrap import sources
 
@@ -630,4 +639,6 @@ def build_watcher(settings: Settings, resolved: Resolved, on_change: OnChange) -
             missing=True,
         )),
         wait=settings.wait,
+        on_round=on_round,
+        first_poll=first_poll,
     )

@@ -19,7 +19,7 @@ from envwrap.config import Settings
 from envwrap.environment import Composed
 from envwrap.process.supervisor import Rejected
 from envwrap.refs import Locator
-from envwrap.rotation import RotationHandler, changed_variables
+from envwrap.rotation import RotationPolicy, changed_variables
 from envwrap.telemetry import audit, events
 from testsupport.helpers import canary, wait_until
 
@@ -92,7 +92,7 @@ def test_a_rejected_change_is_recorded_and_retried_a_new_one_applied_at_once(
 ) -> None:
     old, bad, good = canary(), canary(), canary()
     supervisor = Supervisor()
-    handler = RotationHandler(settings(on_change, ready), {"PATH": "/bin", "DB": old},
+    handler = RotationPolicy(settings(on_change, ready), {"PATH": "/bin", "DB": old},
                               supervisor, retry_first=0.05)
     handler(composed(DB=bad, USER="app"), LOC)
     assert [(k, e["DB"]) for k, e, _ in supervisor.requests] == [(kind, bad)]
@@ -124,7 +124,7 @@ def test_a_rejected_change_is_recorded_and_retried_a_new_one_applied_at_once(
 
 def test_retries_back_off_from_thirty_seconds_up_to_the_interval(audit_log: Path) -> None:
     supervisor = Supervisor()
-    handler = RotationHandler(settings("handoff", "notify", interval=100.0), {"DB": "a"},
+    handler = RotationPolicy(settings("handoff", "notify", interval=100.0), {"DB": "a"},
                               supervisor)
     delays = []
     original = handler._schedule_retry
@@ -144,7 +144,7 @@ def test_retries_back_off_from_thirty_seconds_up_to_the_interval(audit_log: Path
 
 def test_going_back_to_the_running_values_cancels_the_retry(audit_log: Path) -> None:
     supervisor = Supervisor()
-    handler = RotationHandler(settings("handoff", "notify"), {"PATH": "/bin", "DB": "a"},
+    handler = RotationPolicy(settings("handoff", "notify"), {"PATH": "/bin", "DB": "a"},
                               supervisor, retry_first=0.2)
     handler(composed(DB="b"), LOC)
     supervisor.settle(0, Rejected(1, 1, "it exited with code 1"))
@@ -156,7 +156,7 @@ def test_going_back_to_the_running_values_cancels_the_retry(audit_log: Path) -> 
 
 def test_without_ready_a_restart_counts_as_applied_at_once(audit_log: Path) -> None:
     supervisor = Supervisor()
-    handler = RotationHandler(settings("restart", None), {"DB": "a"}, supervisor)
+    handler = RotationPolicy(settings("restart", None), {"DB": "a"}, supervisor)
     handler(composed(DB="b"), LOC)
     assert [r["outcome"] for r in records(audit_log, "rotation")] == ["applied"]
     assert [r["outcome"] for r in records(audit_log, "restart")] == ["ok"]
@@ -176,7 +176,7 @@ def test_render_files_go_back_to_the_running_values_on_a_rollback(
     config = settings("handoff", "notify")
     config.render = [str(target)]
     supervisor = Supervisor()
-    handler = RotationHandler(config, {"PATH": "/bin", "DB": old}, supervisor,
+    handler = RotationPolicy(config, {"PATH": "/bin", "DB": old}, supervisor,
                               composed=composed(DB=old), retry_first=0.05)
     handler(composed(DB=bad), LOC)
     assert bad in target.read_text()  # before the new generation starts

@@ -172,6 +172,7 @@ def _exposed_metric_names() -> set[str]:
     metrics = Metrics()
     for event, fields in (
         ("access", {"variable": "A", "store": "vault", "path": "p", "outcome": "ok"}),
+        ("running", {"uses": [["A", "vault", "p", "", "1"]]}),
         ("check", {"store": "vault", "path": "p", "outcome": "unavailable"}),
         ("lease", {"path": "p", "outcome": "obtained", "expires": 1.0}),
         ("start", {"pid": 1, "reason": "initial"}),

@@ -4,7 +4,6 @@ lease bookkeeping (pure logic, injectable clocks; one real-time test)."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 
@@ -12,9 +11,10 @@ import pytest
 
 from envwrap.backends import Fetched, Lease
 from envwrap.config import parse_args
+from envwrap.environment import Composed
 from envwrap.errors import ConfigError, StoreUnavailableError
 from envwrap.refs import parse_reference
-from envwrap.restart_limit import LimitedRestarts, RestartWindow
+from envwrap.restart_limit import RestartWindow
 from envwrap.revoke import LeaseRevoker
 from envwrap.telemetry import audit, events
 from envwrap.telemetry.metrics import Metrics
@@ -52,6 +52,12 @@ def exposition(metrics: Metrics) -> str:
 def access(variable: str, version: str, path: str = "secret/db") -> None:
     audit.record("access", variable=variable, store="vault", path=path, key="password",
                  version=version, outcome="ok")
+
+
+def running(*uses: tuple[str, str, str]) -> None:
+    """What the rotation policy publishes: (variable, version, path) of each use."""
+    audit.record("running", uses=[[variable, "vault", path, "password", version]
+                                  for variable, version, path in uses])
 
 
 # -- the event stream ----------------------------------------------------------------------
@@ -104,6 +110,7 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
     access("DB_PASSWORD", "1")
     audit.record("resolved", outcome="ok")
     assert sink.not_ready() == "the program is not running"
+    running(("DB_PASSWORD", "1", "secret/db"))
     audit.record("start", pid=10, reason="initial")
     assert sink.not_ready() == "the program is not ready yet"
     audit.record("ready", pid=10)
@@ -119,6 +126,8 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
     assert sink.not_ready() == "the program is not running"
     audit.record("start", pid=11, reason="rotation")
     audit.record("ready", pid=11)
+    assert 'version="1"' in exposition(sink)  # until the policy says what runs
+    running(("DB_PASSWORD", "2", "secret/db"))
     text = exposition(sink)
     assert 'version="2"' in text and 'version="1"' not in text
     assert 'envwrap_rotations_total{outcome="applied"} 1.0' in text
@@ -130,8 +139,7 @@ def test_secret_info_follows_the_running_generation(sink: Metrics) -> None:
 
 
 def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> None:
-    access("DATABASE_URL", "4", path="secret/db-user")
-    access("DATABASE_URL", "7", path="secret/db-password")
+    running(("DATABASE_URL", "4", "secret/db-user"), ("DATABASE_URL", "7", "secret/db-password"))
     audit.record("start", pid=1, reason="initial")
     text = exposition(sink)
     assert 'path="secret/db-user",store="vault",variable="DATABASE_URL",version="4"' in text
@@ -139,27 +147,25 @@ def test_a_variable_with_two_references_has_two_info_series(sink: Metrics) -> No
 
 
 def test_a_changed_env_file_lists_every_use_afresh(sink: Metrics) -> None:
-    access("A", "1", path="secret/a")
-    access("B", "1", path="secret/b")
+    running(("A", "1", "secret/a"), ("B", "1", "secret/b"))
     audit.record("start", pid=1, reason="initial")
-    audit.record("reload", file=".env", outcome="ok",
-                 uses=[["A", "vault", "secret/b", "password", "1"]])  # B gone, A moved
-    audit.record("rotation", outcome="applied")
-    audit.record("start", pid=2, reason="rotation")
+    running(("A", "1", "secret/b"))  # B gone, A moved
     assert sink.running == {("A", "vault", "secret/b", "password"): "1"}
 
 
 def test_failed_and_rolled_back_rotations(sink: Metrics) -> None:
     access("A", "1")
     audit.record("resolved", outcome="ok")
+    running(("A", "1", "secret/db"))
     audit.record("start", pid=1, reason="initial")
     audit.record("ready", pid=1)
     access("A", "2")
     audit.record("rotation", outcome="failed", detail="value too large for A")
     assert sink.not_ready() == "the last rotation failed: value too large for A"
-    assert sink.pending == sink.running
+    assert sink.running == {("A", "vault", "secret/db", "password"): "1"}
     access("A", "3")
     audit.record("rotation", outcome="applied")
+    running(("A", "3", "secret/db"))
     assert sink.not_ready() is None
     audit.record("start", pid=2, reason="rotation")
     audit.record("rotation", outcome="rolled_back")
@@ -197,9 +203,10 @@ def test_store_health_and_leases(sink: Metrics) -> None:
 
 
 def test_hold_and_cache_and_sidecar_readiness() -> None:
-    sidecar = Metrics(needs_child=False, follows_rotations=True)
+    sidecar = Metrics(needs_child=False)
     sidecar.handle("access", {"variable": "A", "store": "file", "path": "/p", "outcome": "ok"})
     assert sidecar.not_ready() == "resolving the secrets"
+    sidecar.handle("running", {"uses": [["A", "file", "/p", "", ""]]})
     sidecar.handle("resolved", {"outcome": "ok"})
     assert sidecar.not_ready() is None and sidecar.running == {("A", "file", "/p", ""): ""}
     sidecar.handle("hold", {"outcome": "held", "detail": "3 restarts in 600s reached"})
@@ -267,32 +274,56 @@ def test_restart_window_slides() -> None:
         RestartWindow(0, 1.0)
 
 
+class Restarts:
+    """The supervisor, as the policy sees it: records the restarts it is asked for."""
+
+    def __init__(self) -> None:
+        self.done: list[dict[str, str]] = []
+
+    def replace(self, environment: dict[str, str], done: object = None) -> None:
+        self.done.append(environment)
+
+    def handoff(self, environment: dict[str, str], done: object = None) -> None:
+        raise AssertionError("not in this test")
+
+    def send(self, signum: int) -> None:
+        raise AssertionError("not in this test")
+
+    def request_exit(self, code: int) -> None:
+        raise AssertionError("not in this test")
+
+
 @pytest.mark.slow
 def test_held_changes_coalesce_and_are_applied_when_the_window_allows() -> None:
-    done: list[tuple[dict[str, str], object]] = []
-    restarted = threading.Event()
+    from envwrap.config import Settings
+    from envwrap.environment import Composed
+    from envwrap.rotation import RotationPolicy
 
-    def restart(environment: dict[str, str], token: object) -> None:
-        done.append((environment, token))
-        restarted.set()
+    settings = Settings()
+    settings.argv = ["server"]
+    settings.on_change = "restart"
+    restarts = Restarts()
+    policy = RotationPolicy(settings, {"V": "0"}, restarts, gate=RestartWindow(1, 0.6))
 
-    limiter = LimitedRestarts(RestartWindow(1, 0.6), restart, {"V": "0"})
+    def change(value: str) -> None:
+        policy(Composed({"V": value}, ["V"], [value]), set())
+
     started = time.monotonic()
-    limiter.request({"V": "1"}, "t1")
+    change("1")
     for value in ("2", "3", "4"):
-        limiter.request({"V": value}, f"t{value}")
-    assert limiter.held and done == [({"V": "1"}, "t1")]
-    wait_until(lambda: len(done) == 2, timeout=10)
+        change(value)
+    assert policy.held and restarts.done == [{"V": "1"}]
+    wait_until(lambda: len(restarts.done) == 2, timeout=10)
     assert time.monotonic() - started >= 0.55
-    assert done[1] == ({"V": "4"}, "t4") and not limiter.held
+    assert restarts.done[1] == {"V": "4"} and not policy.held
     # a change undone while held is not applied at all
-    limiter.request({"V": "5"})
-    assert limiter.held
-    limiter.request({"V": "4"})
-    assert not limiter.held
+    change("5")
+    assert policy.held
+    change("4")
+    assert not policy.held
     time.sleep(0.8)
-    assert len(done) == 2
-    limiter.close()
+    assert len(restarts.done) == 2
+    policy.close()
 
 
 # -- --revoke-on-exit bookkeeping ---------------------------------------------------------------
@@ -338,7 +369,9 @@ def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:
 
     backend = RevokingBackend(fail={"mq-2"})
     revoker = LeaseRevoker(Registry(backend), fetched("db-1", "mq-1"))  # type: ignore[arg-type]
-    revoker.generation(fetched("db-1", "mq-2"))  # type: ignore[arg-type]
+    first, second = fetched("db-1", "mq-1"), fetched("db-1", "mq-2")
+    revoker.generation_changed(Composed({}, [], [], second),  # type: ignore[arg-type]
+                               Composed({}, [], [], first))  # type: ignore[arg-type]
     assert backend.revoked == ["mq-1"]
     revoker.close(fetched("db-3", "mq-2"))  # type: ignore[arg-type]
     assert sorted(backend.revoked) == ["db-1", "db-3", "mq-1"]  # mq-2 failed: logged only

@@ -108,6 +108,7 @@ class SidecarHandler:
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         render_files(self.settings, composed)
+        audit.record_running(composed.uses, composed.fetched)  # what the target now reads
         audit.record("rotation", outcome="applied",
                      detail=", ".join(sorted(str(loc) for loc in changed)))
         if not self.target.configured:
@@ -139,6 +140,7 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
 
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
+    audit.record_running(resolved.composed.uses, resolved.composed.fetched)
     # paths are absolute by now: do not keep the start folder busy (DESIGN §12)
     os.chdir("/")
     stopping = threading.Event()

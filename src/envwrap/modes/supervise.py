@@ -3,9 +3,10 @@
 The :class:`~envwrap.process.supervisor.Supervisor` knows processes, never secrets.
 These seams plug into it here:
 
-- ``--watch``: :func:`envwrap.rotation.start_watching` gets the supervisor as
-  its ``ChildControl`` and calls its thread-safe ``replace`` / ``handoff`` /
-  ``send`` / ``request_exit`` from the watcher's threads.
+- ``--watch``: :func:`start_watching` builds the rotation policy (the one owner
+  of what runs) with the supervisor as its ``ChildControl``, the
+  ``--restart-limit`` gate and the observers (cache, lease revoker), and the
+  watcher that reports changes to it.
 - ``--mask``: the program's stdout and stderr are pipes that
   :class:`envwrap.mask.MaskedOutput` relays; the supervisor puts their write
   ends on fds 1 and 2 of every generation.
@@ -29,7 +30,7 @@ from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from envwrap.config import Settings
     from envwrap.environment import Resolved
@@ -38,14 +39,14 @@ if TYPE_CHECKING:
     from envwrap.process.listen import Listener
     from envwrap.process.ready import ReadyCheck
     from envwrap.revoke import LeaseRevoker
-    from envwrap.rotation import RotationHandler
+    from envwrap.rotation import ChildControl, Observer, RotationPolicy
     from envwrap.watch import Watcher
 
-__all__ = ["leave_start_folder", "run_supervised"]
+__all__ = ["leave_start_folder", "run_supervised", "start_watching"]
 
 
 def leave_start_folder() -> None:
-    """``chdir("/")``, so that envwrap does not keep its start folder busy (DESIGN §12).
+    """``chdir("/")``, so that envwrap does not keep its start folder busy.
 
     An unmountable volume, a release folder that cannot be deleted: envwrap
     lives as long as the program, and its own working folder would pin the
@@ -120,18 +121,18 @@ def run_supervised(
 
         revoker = LeaseRevoker(resolved.registry, resolved.fetched)
     watcher: Watcher | None = None
-    handler: RotationHandler | None = None
+    policy: RotationPolicy | None = None
+    # what the first generation runs on (/metrics); the policy reports the later ones
+    audit.record_running(resolved.composed.uses, resolved.composed.fetched)
     try:
         if settings.watch:
-            from envwrap.rotation import start_watching
-
             watching = start_watching(
                 settings, resolved, child_env, supervisor,
                 on_values=masked.update if masked is not None else None,
                 revoker=revoker,
             )
             if watching is not None:
-                watcher, handler = watching
+                watcher, policy = watching
         elif resolved.registry is not None and revoker is None:
             resolved.registry.close()  # nothing will read the stores again
         if settings.metrics:
@@ -146,12 +147,10 @@ def run_supervised(
     finally:
         if keeper is not None:
             keeper.release()
-        if handler is not None:
-            handler.close()
-            if handler.limiter is not None:
-                handler.limiter.close()
         if watcher is not None:
             watcher.stop()
+        if policy is not None:
+            policy.close()  # after the watcher: no change arrives any more
         if revoker is not None:
             revoker.close(watcher.fetched if watcher is not None else None)
         if ready is not None:
@@ -159,6 +158,46 @@ def run_supervised(
         if masked is not None:
             masked.close_child_ends()
             masked.join(timeout=5)
+
+
+def start_watching(
+    settings: Settings,
+    resolved: Resolved,
+    child_env: dict[str, str],
+    child: ChildControl,
+    *,
+    on_values: Callable[[list[str]], None] | None = None,
+    revoker: LeaseRevoker | None = None,
+) -> tuple[Watcher, RotationPolicy] | None:
+    """Build the policy, its gate and observers, and the watcher that reports to it;
+    start the watcher. ``None`` when nothing can change."""
+    from envwrap import cache
+    from envwrap.rotation import RotationPolicy, RunningReport
+    from envwrap.watch import build_watcher
+
+    observers: list[Observer] = [RunningReport()]
+    keeper = cache.keeper()
+    if keeper is not None:
+        observers.append(keeper)
+    if revoker is not None:
+        observers.append(revoker)
+    gate = None
+    if settings.restart_limit is not None:
+        from envwrap.restart_limit import RestartWindow
+
+        gate = RestartWindow(*settings.restart_limit)
+    policy = RotationPolicy(settings, child_env, child, on_values,
+                            composed=resolved.composed, gate=gate, observers=observers)
+    watcher = build_watcher(
+        settings, resolved, policy, on_round=policy.round_done,
+        # the stores were down a moment ago: ask again soon, not after a whole --interval
+        first_poll=min(1.0, settings.interval) if cache.serving_cached() else None,
+    )
+    if not resolved.secrets.has_references and not watcher.dotenv_paths:
+        log.info("nothing to watch: no references and no .env file")
+        return None
+    watcher.start()
+    return watcher, policy
 
 
 def _probes_a_listener(check: ReadyCheck, listeners: Sequence[Listener]) -> bool:

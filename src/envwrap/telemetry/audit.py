@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 _OUTCOMES = {64: "usage", 65: "not_found", 69: "unavailable", 77: "denied", 78: "config"}
 #: events the audit log leaves out: a store check every poll interval per secret
 #: would drown the accesses; failures still appear as ``access`` records
-SKIPPED = frozenset({"check"})
+SKIPPED = frozenset({"check", "running"})
 
 
 class AuditLog:
@@ -139,6 +139,20 @@ def record_sources(
         for variable, ref in uses if ref.locator in fetched
     ]
     record("reload", file=", ".join(files), outcome="ok", uses=snapshot)
+
+
+def record_running(
+    uses: Iterable[tuple[str, Reference]], fetched: Mapping[Locator, Fetched]
+) -> None:
+    """A ``running`` event (for ``/metrics``; not written to the audit log): which
+    version of each secret the running generation uses (variable, store, path,
+    key, version)."""
+    snapshot = [
+        [variable, ref.locator.scheme, ref.locator.path_with_query, ref.key or "",
+         fetched[ref.locator].version or ""]
+        for variable, ref in uses if ref.locator in fetched
+    ]
+    record("running", uses=snapshot)
 
 
 def record_lease(locator: Locator, duration: float, outcome: str) -> None:

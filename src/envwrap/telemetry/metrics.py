@@ -9,12 +9,10 @@ only place that imports ``prometheus_client``). The same state answers
 Events and what they feed:
 
 - ``resolved`` (the start-up resolution succeeded): readiness.
-- ``access`` (ok): the versions the *next* generation will use, and the store's
-  last success. ``start`` (reason initial or rotation) makes them the running
-  generation's (``envwrap_secret_info``); so does a ``rotation`` that is
-  ``unchanged`` (same values) and, without a child (the sidecar, ``--on-change
-  signal``), an ``applied`` one. A ``rolled_back`` or ``failed`` rotation
-  forgets them. ``reload`` (a ``.env`` changed) lists them all afresh.
+- ``running`` (published by the one owner of what runs: the rotation policy,
+  the supervise mode at start, the sidecar): the version of each secret the
+  running generation uses (``envwrap_secret_info``).
+- ``access`` (ok): the store's last success.
 - ``check`` (the watcher's probes and reads; failed reads of the start-up
   resolution's retries): ``envwrap_store_up``, ``envwrap_store_errors_total``,
   last success.
@@ -54,20 +52,16 @@ Use = tuple[str, str, str, str]
 class Metrics:
     """Event sink and Prometheus collector; see the module docstring.
 
-    ``follows_rotations``: the running program takes new values without a new
-    generation (the sidecar, ``--on-change signal``), so an applied rotation
-    is what the program uses. ``needs_child``: ``/readyz`` waits for a ready
+    ``needs_child``: ``/readyz`` waits for a ready
     generation (supervise mode), not only for the first resolution (sidecar).
     """
 
     def __init__(
         self,
         *,
-        follows_rotations: bool = False,
         needs_child: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.follows_rotations = follows_rotations
         self.needs_child = needs_child
         self.clock = clock
         self._lock = _thread.allocate_lock()
@@ -82,8 +76,7 @@ class Metrics:
         self.held: str | None = None
         self.starts = dict.fromkeys(START_REASONS, 0)
         self.rotations = dict.fromkeys(ROTATION_OUTCOMES, 0)
-        #: use -> version, as last read (pending) and as the running generation has it
-        self.pending: dict[Use, str] = {}
+        #: use -> version, as the running generation has it (the ``running`` event)
         self.running: dict[Use, str] = {}
         self.last_success: dict[tuple[str, str], float] = {}
         self.store_up: dict[str, bool] = {}
@@ -103,21 +96,16 @@ class Metrics:
 
     def _on_resolved(self, fields: Mapping[str, object]) -> None:
         self.resolved = True
-        if not self.needs_child:
-            self.running = dict(self.pending)
 
     def _on_access(self, fields: Mapping[str, object]) -> None:
         if fields.get("outcome") != "ok" or not fields.get("variable"):
             return
-        store, path = _text(fields.get("store")), _text(fields.get("path"))
-        use = (_text(fields["variable"]), store, path, _text(fields.get("key")))
-        self.pending[use] = _text(fields.get("version"))
-        self._success(store, path)
+        self._success(_text(fields.get("store")), _text(fields.get("path")))
 
-    def _on_reload(self, fields: Mapping[str, object]) -> None:
+    def _on_running(self, fields: Mapping[str, object]) -> None:
         uses = fields.get("uses")
-        if isinstance(uses, list):  # the whole set of uses after a .env change
-            self.pending = {(str(v), str(s), str(p), str(k)): str(version)
+        if isinstance(uses, list):
+            self.running = {(str(v), str(s), str(p), str(k)): str(version)
                             for v, s, p, k, version in uses}
 
     def _on_check(self, fields: Mapping[str, object]) -> None:
@@ -147,10 +135,6 @@ class Metrics:
         pid = fields.get("pid")
         self.child_pid = pid if isinstance(pid, int) else None
         self.child_up, self.child_ready = True, False
-        if reason == "rollback":
-            self.pending = dict(self.running)  # the previous environment, again
-        else:
-            self.running = dict(self.pending)
 
     def _on_ready(self, fields: Mapping[str, object]) -> None:
         pid = fields.get("pid")
@@ -166,13 +150,8 @@ class Metrics:
         self.rotations[outcome] = self.rotations.get(outcome, 0) + 1
         if outcome == "failed":
             self.rotation_error = _text(fields.get("detail")) or "unknown error"
-            self.pending = dict(self.running)
             return
-        if outcome == "rolled_back":
-            self.pending = dict(self.running)
         self.rotation_error = None
-        if outcome == "unchanged" or (outcome == "applied" and self.follows_rotations):
-            self.running = dict(self.pending)
 
     def _on_hold(self, fields: Mapping[str, object]) -> None:
         self.held = _text(fields.get("detail")) if fields.get("outcome") == "held" else None
@@ -183,7 +162,7 @@ class Metrics:
     _HANDLERS: dict[str, Callable[[Metrics, Mapping[str, object]], None]] = {
         "resolved": _on_resolved,
         "access": _on_access,
-        "reload": _on_reload,
+        "running": _on_running,
         "check": _on_check,
         "lease": _on_lease,
         "start": _on_start,

@@ -180,12 +180,10 @@ class MetricsServer:
         self.server.server_close()
 
 
-def start_metrics(address: str, *, follows_rotations: bool, needs_child: bool) -> MetricsServer:
+def start_metrics(address: str, *, needs_child: bool) -> MetricsServer:
     """Bind ``--metrics`` (exit 78 on failure), subscribe the metrics to events, serve.
 
-    ``needs_child``: /readyz waits for a program (run, not sidecar);
-    ``follows_rotations``: rotations are applied without a new generation
-    (sidecar, ``--on-change signal``), so they count for ``secret_info`` at once.
+    ``needs_child``: /readyz waits for a program (run, not sidecar).
     """
     try:
         import prometheus_client  # noqa: F401 -- fail early, with the fix
@@ -193,7 +191,7 @@ def start_metrics(address: str, *, follows_rotations: bool, needs_child: bool) -
         raise ConfigError(
             "--metrics needs prometheus_client", hint="pip install 'envwrap-secrets[metrics]'"
         ) from None
-    metrics = Metrics(follows_rotations=follows_rotations, needs_child=needs_child)
+    metrics = Metrics(needs_child=needs_child)
     server = MetricsServer(address, metrics)
     events.add_sink(metrics)
     server.start()
