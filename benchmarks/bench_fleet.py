@@ -584,7 +584,9 @@ def main() -> None:
     from envwrap.values import parse_duration
 
     args.splay_s = parse_duration(args.splay) if args.splay not in ("0", "") else 0.0
+    # also SIGINT: a shell without job control starts background jobs with it ignored
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     procs = Processes()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as temp:
         folder = Path(temp)
