@@ -69,9 +69,8 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures_vault import OpenBao, find_bao, free_port  # noqa: E402
-
 from _common import tool  # noqa: E402
+from testsupport.fixtures_vault import OpenBao, find_bao, free_port  # noqa: E402
 
 VAR = "BENCH_SECRET"
 KV_PATH = "bench/fleet"

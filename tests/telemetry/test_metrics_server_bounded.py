@@ -8,12 +8,9 @@ garbage gets 400; nothing of it prints a traceback.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import subprocess
-import sys
-import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import envwrap_command
-from tests.fixtures_vault import free_port
-from tests.helpers import LineCollector, wait_until
 
 from envwrap.telemetry.server import DEADLINE, MAX_REQUEST
+from testsupport import envwrap_command
+from testsupport.fixtures_vault import free_port
+from testsupport.helpers import LineCollector, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_CLIENTS = 300
@@ -174,51 +171,3 @@ def test_garbage_gets_400_and_the_server_goes_on(envwrap: Envwrap) -> None:
     assert ask(envwrap.port, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
     assert envwrap.process.poll() is None
     assert "Traceback" not in envwrap.stderr.text()
-
-
-OLD_SERVER = "e667138"
-
-
-def test_negative_control_the_old_server_grows_a_thread_per_slow_client(tmp_path: Path) -> None:
-    """The server of commit e667138 (one thread per connection), run from git in a
-    subprocess, under 50 slow clients: its thread count grows with them
-    (by 20 at least: its backlog of 5 makes the kernel drop and retry SYNs)."""
-    old = subprocess.run(
-        ["git", "show", f"{OLD_SERVER}:src/envwrap/telemetry/server.py"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )
-    if old.returncode != 0:
-        pytest.skip(f"commit {OLD_SERVER} is not in this checkout")
-    (tmp_path / "old_server.py").write_text(old.stdout)
-    script = textwrap.dedent("""
-        import sys, time
-        sys.path.insert(0, sys.argv[1])
-        from envwrap.telemetry.metrics import Metrics
-        from old_server import MetricsServer
-        server = MetricsServer("127.0.0.1:0", Metrics())
-        server.start()
-        print(server.server.server_address[1], flush=True)
-        time.sleep(60)
-    """)
-    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
-                               stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        assert process.stdout is not None
-        port = int(process.stdout.readline())
-        before = threads(process.pid)
-        conns = slowloris(port, 50)
-        try:
-            drip(conns)
-            seen: list[int] = []
-
-            def grown() -> bool:
-                seen.append(threads(process.pid))
-                return seen[-1] >= before + 20
-
-            assert wait_until(grown, timeout=10), (before, seen[-5:])
-        finally:
-            for conn in conns:
-                conn.close()
-    finally:
-        process.kill()
-        process.wait()
