@@ -49,7 +49,7 @@ class Limits:
     def __init__(
         self,
         *,
-        workers: int = 32,
+        workers: int = 64,
         deadline: float = 10.0,
         handshake: float = 5.0,
         idle: float = 15.0,

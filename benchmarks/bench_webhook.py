@@ -1,0 +1,143 @@
+"""``envwrap webhook``: /mutate latency under 50 concurrent clients, and its memory.
+
+Starts ``envwrap webhook`` (the pip-installed command of this venv) with a
+self-signed certificate, then 50 clients (5 processes x 10 threads, so that the
+clients' own GIL does not dominate what is measured) each post the same
+opted-in pod's AdmissionReview ``--requests`` times over one kept-alive HTTPS
+connection, as the API server does (it reuses connections), plus a second
+round with a new TLS connection per request (the worst case: every call pays a
+handshake). Reports p50/p99/max per round, the webhook's RSS after each round
+and its peak (VmHWM). Kubernetes' default webhook timeout is 10 s; the target
+is p99 under 20 ms.
+
+    python benchmarks/bench_webhook.py [--clients 50] [--requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import re
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.webhook.support import pod, review, self_signed, server_container  # noqa: E402
+
+PROCESSES = 5
+
+
+def _client(port: int, cafile: str, body: bytes, requests: int, fresh: bool,
+            out: list[float]) -> None:
+    context = ssl.create_default_context(cafile=cafile)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+    for _ in range(requests):
+        started = time.perf_counter()
+        conn.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        out.append(time.perf_counter() - started)
+        assert response.status == 200 and b'"patch"' in data, data[:200]
+        if fresh:
+            conn.close()
+    conn.close()
+
+
+def _process(port: int, cafile: str, body: bytes, threads: int, requests: int, fresh: bool,
+             start: object, results: object) -> None:
+    latencies: list[float] = []
+    workers = [threading.Thread(target=_client, args=(port, cafile, body, requests, fresh,
+                                                      latencies)) for _ in range(threads)]
+    start.wait()  # type: ignore[attr-defined]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    results.put(latencies)  # type: ignore[attr-defined]
+
+
+def round_(port: int, cafile: str, body: bytes, clients: int, requests: int,
+           fresh: bool) -> tuple[list[float], float]:
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+    per = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
+    procs = [context.Process(target=_process, args=(port, cafile, body, n, requests, fresh,
+                                                    start, results)) for n in per if n]
+    for proc in procs:
+        proc.start()
+    began = time.perf_counter()
+    start.set()
+    latencies: list[float] = []
+    for _ in procs:
+        latencies += results.get(timeout=600)
+    wall = time.perf_counter() - began
+    for proc in procs:
+        proc.join()
+    return sorted(latencies), wall
+
+
+def memory(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+            for key in ("VmRSS", "VmHWM")}
+
+
+def report(label: str, latencies: list[float], wall: float, pid: int) -> None:
+    ms = [x * 1000 for x in latencies]
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    mem = memory(pid)
+    print(f"{label}: {len(ms)} requests in {wall:.1f} s ({len(ms) / wall:.0f}/s); "
+          f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms; "
+          f"webhook RSS {mem['VmRSS'] / 1024:.1f} MiB (peak {mem['VmHWM'] / 1024:.1f} MiB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=100, help="per client and round")
+    args = parser.parse_args()
+    envwrap = Path(sys.executable).parent / "envwrap"
+    body = json.dumps(review(pod(server_container(), annotations={
+        "envwrap/options": "--watch --on-change handoff --listen :3001 --ready notify"}))).encode()
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = self_signed(Path(folder))
+        proc = subprocess.Popen(
+            [str(envwrap), "webhook", "--listen", "127.0.0.1:0", "--tls-cert", str(cert),
+             "--tls-key", str(key), "--image", "envwrap-bundle:bench", "--log-level", "info"],
+            stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stderr
+        line = proc.stderr.readline()
+        match = re.search(r":(\d+)/mutate", line)
+        assert match, line
+        port = int(match.group(1))
+        # the request log lines: drained, not measured
+        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+        try:
+            idle = memory(proc.pid)
+            print(f"webhook idle RSS {idle['VmRSS'] / 1024:.1f} MiB; {args.clients} clients x "
+                  f"{args.requests} requests, {len(body)} byte AdmissionReview")
+            for label, fresh in (("kept-alive connections", False),
+                                 ("new TLS connection per request", True)):
+                latencies, wall = round_(port, str(cert), body, args.clients, args.requests,
+                                         fresh)
+                report(label, latencies, wall, proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
