@@ -56,13 +56,10 @@ class MutateHandler:
             # A bug of ours must not block a pod: allowed, unchanged, and said so.
             log.error(f"webhook: internal error ({type(exc).__name__}); the pod was not changed")
             return 200, _JSON, _unchanged(body)
-        request = json.loads(body)["request"]
         if mutation.injected or mutation.warnings:
-            pod = request.get("object", {}).get("metadata", {})
-            name = pod.get("name") or f"{pod.get('generateName', '')}*"
             log.info(
                 "webhook: " + ("injected envwrap" if mutation.injected else "left unchanged"),
-                pod=f"{request.get('namespace', '')}/{name}",
+                pod=mutation.pod,
                 containers=",".join(mutation.injected) or None,
                 warnings=" | ".join(mutation.warnings) or None,
             )

@@ -105,7 +105,8 @@ class HttpsServer:
         if family == socket.AF_INET6:
             self._listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self._listener.bind((host, port))
-        self._listener.listen(128)
+        self._listener.listen(1024)
+        self._listener.setblocking(False)
         self._slots = threading.BoundedSemaphore(self.limits.workers)
         self._queue: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
         #: open connections -> whether a request is being served on it
@@ -138,14 +139,26 @@ class HttpsServer:
                 if self._wake_read in readable:
                     self._slots.release()
                     return
-                try:
-                    conn, _ = self._listener.accept()
-                except OSError:  # the client gave up between select and accept
-                    self._slots.release()
-                    continue
-                self._queue.put(conn)
+                self._accept_pending()
         finally:
             self._listener.close()
+
+    def _accept_pending(self) -> None:
+        """Accept every connection waiting, as long as workers are free (one slot is held).
+
+        Draining the backlog in one go matters under load: each wake-up of this
+        thread costs a turn at the GIL among busy workers, and a backlog that
+        overflows makes clients retry their SYN a second later.
+        """
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # nothing left (BlockingIOError), or the client gave up
+                self._slots.release()
+                return
+            self._queue.put(conn)
+            if not self._slots.acquire(blocking=False):
+                return
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let the requests in flight finish (at most ``grace`` seconds).
@@ -185,6 +198,9 @@ class HttpsServer:
         try:
             peer = str(raw.getpeername()[0])
             raw.settimeout(self.limits.handshake)
+            # Small writes (handshake tickets, a response) go out at once, not after
+            # the peer's delayed ACK (40 ms); Go's clients, the API server's, do the same.
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._mark(raw, True)
             conn = self.certificates.context().wrap_socket(raw, server_side=True)
             buffer = bytearray()

@@ -13,6 +13,7 @@ pod: every answer is ``allowed``, with a warning where something was left alone.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import shlex
 
@@ -56,7 +57,7 @@ class InvalidReview(ValueError):
 class Mutation:
     """The decision for one pod: a JSON patch (possibly empty) and warnings for the user."""
 
-    __slots__ = ("injected", "patch", "warnings")
+    __slots__ = ("injected", "patch", "pod", "warnings")
 
     def __init__(
         self, patch: list[dict[str, object]], warnings: list[str], injected: list[str]
@@ -64,6 +65,8 @@ class Mutation:
         self.patch = patch
         self.warnings = warnings
         self.injected = injected
+        #: "namespace/name" of the pod, for the log ("name*" for a generateName)
+        self.pod = ""
 
 
 def review_response(body: bytes, image: str) -> tuple[dict[str, object], Mutation]:
@@ -84,6 +87,9 @@ def review_response(body: bytes, image: str) -> tuple[dict[str, object], Mutatio
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
         raise InvalidReview("the AdmissionReview has no request with a uid")
     mutation = plan(request, image)
+    metadata = _dict(_dict(request.get("object")).get("metadata"))
+    name = metadata.get("name") or f"{metadata.get('generateName', '')}*"
+    mutation.pod = f"{request.get('namespace', '')}/{name}"
     response: dict[str, object] = {"uid": request["uid"], "allowed": True}
     if mutation.patch:
         response["patchType"] = "JSONPatch"
@@ -127,7 +133,11 @@ def plan(request: dict[str, object], image: str) -> Mutation:
 def _inject(spec: dict[str, object], annotations: dict[str, object], image: str) -> Mutation:
     warnings: list[str] = []
     containers = [_dict(c) for c in _list(spec.get("containers"))]
-    options, problem = _options(annotations.get(ANNOTATION_OPTIONS))
+    raw = annotations.get(ANNOTATION_OPTIONS)
+    if raw is not None and not isinstance(raw, str):
+        warnings.append(f"envwrap: the annotation {ANNOTATION_OPTIONS} is not a string")
+        return Mutation([], warnings, [])
+    options, problem = _options(raw or "")
     if problem:
         warnings.append(problem)
         if options is None:
@@ -211,17 +221,17 @@ def _installer(image: str) -> dict[str, object]:
     }
 
 
-def _options(raw: object) -> tuple[list[str] | None, str | None]:
+@functools.lru_cache(maxsize=256)
+def _options(raw: str) -> tuple[tuple[str, ...] | None, str | None]:
     """The annotation's options as words, and a warning when they are wrong.
 
     Options that envwrap would reject still go into the command: the container
     then fails at start with envwrap's message, instead of running with its
     references unresolved. Only text that cannot even be split is left out.
+    Cached: the pods of one workload carry the same annotation.
     """
-    if raw is None:
-        return [], None
-    if not isinstance(raw, str):
-        return None, f"envwrap: the annotation {ANNOTATION_OPTIONS} is not a string"
+    if not raw.strip():
+        return (), None
     try:
         words = shlex.split(raw)
     except ValueError as exc:
@@ -236,8 +246,8 @@ def _options(raw: object) -> tuple[list[str] | None, str | None]:
     try:
         parse_args([*words, "--", "true"], {})
     except EnvwrapError as exc:
-        return words, f"envwrap: the annotation {ANNOTATION_OPTIONS} is wrong: {exc}"
-    return words, None
+        return tuple(words), f"envwrap: the annotation {ANNOTATION_OPTIONS} is wrong: {exc}"
+    return tuple(words), None
 
 
 def _picked(containers: list[dict[str, object]], names: object, warnings: list[str]) -> set[int]:
