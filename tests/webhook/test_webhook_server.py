@@ -162,3 +162,30 @@ def test_missing_options_and_bad_certificate_are_usage_and_config_errors(
                          env=base_env, capture_output=True, text=True, timeout=30)
     assert bad.returncode == 78, bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_idle_kept_alive_connections_cannot_starve_a_new_client(webhook: Webhook) -> None:
+    """More idle connections than workers (64): the webhook closes idle ones for a newcomer."""
+    idle = []
+    try:
+        for _ in range(70):
+            conn = webhook.connection()
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read() == b"ok\n"
+            idle.append(conn)
+        started = time.monotonic()
+        assert webhook.mutate(review(pod(server_container())))["response"]["allowed"] is True  # type: ignore[index]
+        assert time.monotonic() - started < 5  # not the 15 s idle timeout
+    finally:
+        for conn in idle:
+            conn.close()
+
+
+def test_sigterm_stops_promptly_despite_an_idle_kept_alive_connection(webhook: Webhook) -> None:
+    conn = webhook.connection()
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read() == b"ok\n"
+    started = time.monotonic()
+    assert webhook.stop() == 0
+    assert time.monotonic() - started < 5  # not the 15 s idle timeout
+    conn.close()

@@ -132,9 +132,11 @@ class HttpsServer:
         try:
             while not self._stopping.is_set():
                 # A free worker first: with all busy, new clients queue in the backlog.
-                while not self._slots.acquire(timeout=0.5):
+                while not self._slots.acquire(timeout=0.05):
                     if self._stopping.is_set():
                         return
+                    if select.select([self._listener.fileno()], [], [], 0)[0]:
+                        self._shed_idle()
                 readable, _, _ = select.select([self._listener.fileno(), self._wake_read], [], [])
                 if self._wake_read in readable:
                     self._slots.release()
@@ -142,6 +144,14 @@ class HttpsServer:
                 self._accept_pending()
         finally:
             self._listener.close()
+
+    def _shed_idle(self) -> None:
+        """Every worker is taken and a client waits: close kept-alive connections
+        that wait for their next request, so that idle clients cannot starve new ones."""
+        with self._open_lock:
+            idle = [conn for conn, busy in self._open.items() if not busy]
+        for conn in idle:
+            _shut(conn)
 
     def _accept_pending(self) -> None:
         """Accept every connection waiting, as long as workers are free (one slot is held).
@@ -203,11 +213,14 @@ class HttpsServer:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._mark(raw, True)
             conn = self.certificates.context().wrap_socket(raw, server_side=True)
+            # wrap_socket took raw's descriptor: from here on conn is the live socket
+            self._mark(raw, None)
+            self._mark(conn, True)
             buffer = bytearray()
             while not self._stopping.is_set():
-                self._mark(raw, bool(buffer))
+                self._mark(conn, bool(buffer))
                 try:
-                    request = self._read_request(conn, buffer, raw)
+                    request = self._read_request(conn, buffer)
                 except _ClientError as exc:
                     log.debug(f"webhook: bad request from {peer}: {exc}")
                     self._send(conn, exc.status, "text/plain", f"{exc}\n".encode(), keep=False,
@@ -229,13 +242,12 @@ class HttpsServer:
             log.error(f"webhook: internal error serving {peer} ({type(exc).__name__})")
         finally:
             self._mark(raw, None)
+            self._mark(conn, None)
             with contextlib.suppress(OSError):
                 conn.close()
             self._slots.release()
 
-    def _read_request(
-        self, conn: socket.socket, buffer: bytearray, raw: socket.socket
-    ) -> _Request | None:
+    def _read_request(self, conn: socket.socket, buffer: bytearray) -> _Request | None:
         """The next request on ``conn``; ``None`` when the client closed between requests."""
         limits = self.limits
         deadline: float | None = None
@@ -252,7 +264,7 @@ class HttpsServer:
                 return None
             if deadline is None:
                 deadline = time.monotonic() + limits.deadline
-                self._mark(raw, True)
+                self._mark(conn, True)
             buffer += chunk
         head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
