@@ -11,7 +11,7 @@ import pytest
 # pytest rewrites the asserts of test modules and plug-ins (their failures show the
 # operands); the support modules below came out of test modules and keep that.
 # testsupport.helpers is left alone: assert_not_leaked must never print a value.
-pytest.register_assert_rewrite("testsupport.handoff", "testsupport.resolving",
+pytest.register_assert_rewrite("testsupport.handoff", "testsupport.resolving", "testsupport.webhook",
                                "testsupport.tty")
 
 pytest_plugins = [
@@ -19,6 +19,7 @@ pytest_plugins = [
     "testsupport.fixtures_aws",
     "testsupport.rotation",
     "testsupport.pid_namespace",
+    "testsupport.bundle",
 ]
 
 

@@ -275,6 +275,9 @@ def main() -> int:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(base, out, symlinks=True)
+    # The base was built in a mkdtemp folder (mode 0700): images run the bundle as
+    # a non-root user (Dockerfile.sidecar's USER 10001), who must be able to enter it.
+    out.chmod(0o755)
     site = out / "lib" / f"python{PYVER}" / "site-packages"
     shutil.copytree(
         ROOT / "src" / "envwrap", site / "envwrap",

@@ -76,6 +76,15 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
         from envwrap.modes.sidecar import run_sidecar
 
         return run_sidecar(settings, environ)
+    if settings.command == "webhook":
+        from envwrap.modes.webhook import run_webhook
+
+        return run_webhook(settings)
+    if settings.command == "install":
+        from envwrap.modes.install import install
+
+        write(f"envwrap installed as {install(settings.argv)}\n")
+        return 0
     from envwrap.modes.run import run
 
     return run(settings, environ)

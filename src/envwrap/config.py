@@ -17,11 +17,12 @@ __all__ = [
     "COMMANDS", "OPTIONS", "Settings", "help_text", "make_paths_absolute", "parse_args",
 ]
 
-COMMANDS = ("run", "check", "export", "sidecar")
+COMMANDS = ("run", "check", "export", "sidecar", "webhook", "install")
 ENV_PREFIX = "ENVWRAP_"
 _ALL = frozenset(COMMANDS)
 _RUN = frozenset({"run"})
 _WATCHING = frozenset({"run", "sidecar"})
+_WEBHOOK = frozenset({"webhook"})
 
 
 class Option:
@@ -106,8 +107,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
     Option("--listen", "list", "bind this address (HOST:PORT, :PORT, [::1]:PORT, unix:PATH) and "
-           "pass it to every generation as fd 3, 4, ... (repeatable)", metavar="ADDR",
-           commands=_RUN),
+           "pass it to every generation as fd 3, 4, ... (repeatable); webhook: serve HTTPS "
+           "there", metavar="ADDR", commands=_RUN | _WEBHOOK),
     Option("--ready", "value", "when a generation is ready: notify, http(s)://..., "
            "tcp://HOST:PORT or a duration", metavar="CHECK", commands=_RUN),
     Option("--ready-timeout", "value", "how long a generation may take to become ready",
@@ -128,6 +129,12 @@ OPTIONS: tuple[Option, ...] = (
            "ENVWRAP_CACHE_KEY)", metavar="FILE", commands=_RUN),
     Option("--cache-max-age", "value", "never start from a --cache file older than this",
            default="24h", metavar="DURATION", commands=_RUN),
+    Option("--tls-cert", "value", "the webhook's certificate chain, PEM (re-read when it "
+           "changes)", metavar="FILE", commands=_WEBHOOK),
+    Option("--tls-key", "value", "the webhook's private key, PEM", metavar="FILE",
+           commands=_WEBHOOK),
+    Option("--image", "value", "the envwrap bundle image the injected init container runs",
+           metavar="IMAGE", commands=_WEBHOOK),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -178,6 +185,9 @@ class Settings:
     cache: str | None = None
     cache_key_file: str | None = None
     cache_max_age: float = 86400.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    image: str | None = None
 
     def __init__(self) -> None:
         self.argv = []
@@ -219,6 +229,9 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
             settings.argv = argv[index:]
             break
         if not token.startswith("-") or token == "-":
+            if command == "install":  # its folder
+                settings.argv.append(token)
+                continue
             if command != "run":
                 raise UsageError(f"'envwrap {command}' takes no command; got {token!r}")
             settings.argv = argv[index - 1 :]
@@ -347,6 +360,9 @@ def help_text() -> str:
         "       envwrap check [OPTIONS]                 resolve everything, print a table",
         "       envwrap export [--format F] [OPTIONS]   print the resolved environment",
         "       envwrap sidecar --render PATH [OPTIONS] keep files fresh, signal a process",
+        "       envwrap webhook --listen ADDR --tls-cert FILE --tls-key FILE --image IMAGE",
+        "                                               Kubernetes webhook injecting envwrap",
+        "       envwrap install DIR                     copy this envwrap (the bundle) into DIR",
         "",
         "References (whole value, or inline as ${REF}; #KEY or #/json/pointer picks a field):",
         "  vault://MOUNT/PATH[?version=N]                 Vault / OpenBao, KV v1 or v2",

@@ -34,17 +34,6 @@ CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 APPLETS = ["sh", "true", "cat", "cp", "mkdir", "env", "kill"]
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "envwrap"
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "bundle.sh"), str(out)],
-        capture_output=True, text=True, timeout=900, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
-
-
 def _elf_files(top: Path) -> list[Path]:
     return [p for p in top.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
 
