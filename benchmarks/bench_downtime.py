@@ -1,4 +1,4 @@
-"""What a secret rotation costs the clients of a service (issue 11, DESIGN §9).
+"""What a secret rotation costs the clients of a service (issue 11, docs/rotation.md).
 
 The team's Node.js service (examples/node-server/server.js) with a 400 ms
 start-up delay (STARTUP_DELAY_MS, as a service that loads and connects before

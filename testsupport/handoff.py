@@ -121,7 +121,7 @@ say(f"exiting {pid}")
 
 VAR = "APP_SECRET"
 #: file secrets are watched by file-system events; the poll is a safety net. It
-#: also caps the retry delay of a rolled-back change (DESIGN §9), and a retry
+#: also caps the retry delay of a rolled-back change (docs/rotation.md), and a retry
 #: racing the test's own rotations would only blur what the tests look at.
 INTERVAL = "5s"
 STARTED = re.compile(r"^started (\d+) ([0-9a-f]{12}) (\d+)$", re.M)

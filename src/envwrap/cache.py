@@ -1,4 +1,5 @@
-"""``--cache``: the last good secrets, encrypted at rest, for a start during an outage (DESIGN §11).
+"""``--cache``: the last good secrets, encrypted at rest, for a start during an outage
+(docs/cache.md).
 
 After every successful resolution and every applied rotation envwrap seals the
 secrets the program runs on into ``--cache PATH``. When a store is

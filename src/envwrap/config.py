@@ -1,4 +1,4 @@
-"""Settings from the command line and ``ENVWRAP_*`` variables (DESIGN §7).
+"""Settings from the command line and ``ENVWRAP_*`` variables (docs/reference.md).
 
 One table of options drives the parser, the ``ENVWRAP_*`` twins and ``--help``.
 The parser is hand-written rather than :mod:`argparse` because it sits on the
@@ -330,8 +330,9 @@ _PATH_METAVARS = ("PATH", "FILE")
 def make_paths_absolute(settings: Settings) -> None:
     """Turn every relative path option into an absolute one, against the current folder.
 
-    Supervise and sidecar modes then leave the folder (``chdir("/")``, DESIGN
-    §12), so that envwrap does not keep it busy for its whole life; any path
+    Supervise and sidecar modes then leave the folder (``chdir("/")``, see
+    docs/containers.md), so that envwrap does not keep it busy for its whole
+    life; any path
     read later (a ``.env`` reload, a ``--render`` write) must not depend on it.
     Every option whose metavar is PATH or FILE is a path, so a new one is
     covered as soon as it is in :data:`OPTIONS`.

@@ -1,4 +1,4 @@
-"""The error tree. Every error carries its exit code (DESIGN §6) and names the
+"""The error tree. Every error carries its exit code (docs/reference.md) and names the
 variable and the reference it concerns -- never a secret value.
 
 Backends raise these without a variable (they do not know which variables use a

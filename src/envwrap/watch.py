@@ -1,4 +1,4 @@
-"""Change detection for ``--watch`` and the sidecar (DESIGN §4).
+"""Change detection for ``--watch`` and the sidecar (docs/rotation.md).
 
 A :class:`Watcher` owns one thread. Each round it asks every store, as cheaply
 as the store allows, whether a secret changed (``Backend.probe_many``: a version

@@ -1,7 +1,7 @@
 """``--cache`` end to end (issue 13): the installed envwrap against a real OpenBao and a
 real moto server, behind proxies that can be cut or made to answer errors.
 
-Every rule of DESIGN §11: a start from the cache when the store is unreachable;
+Every rule of docs/cache.md: a start from the cache when the store is unreachable;
 never after denied (77) or not found (65), which delete the file; a wrong key, a
 tampered, truncated, foreign or expired file is not used (exit 69, one warning
 naming the file; expired files deleted); with ``--watch`` the live values come

@@ -1,4 +1,4 @@
-"""envwrap's own working folder is ``/``; the program's is the start folder (DESIGN §12).
+"""envwrap's own working folder is ``/``; the program's is the start folder (docs/containers.md).
 
 Also: a ``.env`` file, or a secret's folder, that appears after start is picked up.
 """

@@ -1,4 +1,4 @@
-"""Generations end to end (DESIGN §9): handoff, readiness, rollback, no generation left.
+"""Generations end to end (docs/rotation.md): handoff, readiness, rollback, no generation left.
 
 Real envwrap, real children, real sockets and signals: the child and the harness
 (:class:`~testsupport.handoff.Run`) are described in ``testsupport/handoff.py``.

@@ -1,4 +1,4 @@
-"""The supervisor's handoff state machine with an injected clock (fast; DESIGN §9).
+"""The supervisor's handoff state machine with an injected clock (fast; docs/rotation.md).
 
 ``--ready-timeout`` is measured on the supervisor's clock: here a fake one the
 test moves forward, and a readiness check the test answers by hand, so that a

@@ -1,4 +1,4 @@
-"""Rotations under continuous HTTP load (DESIGN §9, issue 11): nothing is lost.
+"""Rotations under continuous HTTP load (docs/rotation.md, issue 11): nothing is lost.
 
 A bounded load generator (``testsupport/http_load.py``) sends requests on fresh
 connections to the ``--listen`` socket while the secret is rotated several

@@ -1,4 +1,4 @@
-"""The rotation side of rollback (DESIGN §9): what is recorded, when a change is retried.
+"""The rotation side of rollback (docs/rotation.md): what is recorded, when a change is retried.
 
 The supervisor's verdicts are delivered by a stand-in for it that records the
 requests and lets the test answer them; the retry timer is real, with a short

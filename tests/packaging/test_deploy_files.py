@@ -228,7 +228,7 @@ def test_cache_example_keeps_the_key_apart_from_the_cache() -> None:
     assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "cache"
 
 
-# --- the bundle (DESIGN §13): built in Dockerfile.sidecar, copied, injected ---------
+# --- the bundle (docs/containers.md): built in Dockerfile.sidecar, copied, injected ---------
 
 
 def instructions(path: Path) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""The team's example service (examples/node-server/server.js) keeps its side of DESIGN §9.
+"""The team's example service (examples/node-server/server.js) keeps its side of docs/rotation.md.
 
 Run directly, without envwrap, with the socket, variables and notify socket a
 supervisor would give it, so that a failure here points at the example and not
@@ -194,7 +194,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0() -> None:
         assert request_once("127.0.0.1", port, "/", timeout=5).outcome == "refused"
 
 
-# --- under envwrap: the example and §9 together ----------------------------------------------
+# --- under envwrap: the example and the handoff contract together ----------------------------------------------
 
 
 def write_secret(path: Path, value: str) -> None:

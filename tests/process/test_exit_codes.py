@@ -1,4 +1,4 @@
-"""Exit codes across modes (DESIGN §6): the child's code, 128+N, 126 and 127."""
+"""Exit codes across modes (docs/reference.md): the child's code, 128+N, 126 and 127."""
 
 from __future__ import annotations
 

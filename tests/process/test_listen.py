@@ -1,4 +1,4 @@
-"""``--listen`` (DESIGN §9): the sockets reach the program as fds 3, 4, ... with LISTEN_*.
+"""``--listen`` (docs/rotation.md): the sockets reach the program as fds 3, 4, ... with LISTEN_*.
 
 A Python child reports what it finds: its descriptors (``/proc/self/fd``), the
 type of fd 3 and whether it listens (``SO_ACCEPTCONN``), and the LISTEN_*

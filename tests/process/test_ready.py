@@ -1,4 +1,4 @@
-"""``--ready`` checks (DESIGN §9): parsing, and each check against real sockets and processes."""
+"""``--ready`` checks (docs/rotation.md): parsing, and each check against real sockets and processes."""
 
 from __future__ import annotations
 

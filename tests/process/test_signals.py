@@ -1,4 +1,4 @@
-"""Supervise mode with real processes and real signals (DESIGN §3)."""
+"""Supervise mode with real processes and real signals (docs/containers.md)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_stop_sends_the_kill_signal_then_sigkill_after_the_timeout(
 def test_a_stop_signal_ends_envwrap_with_the_childs_code(
     stop: int, workdir: Path, base_env: dict[str, str]
 ) -> None:
-    # SIGINT stays SIGINT (DESIGN §3); the child dies of whatever it got
+    # SIGINT stays SIGINT (docs/containers.md); the child dies of whatever it got
     ew = Envwrap(["--init", "--", *ECHO, "--die-on", "SIGTERM", "--die-on", "SIGINT"],
                  base_env)
     try:

@@ -38,7 +38,7 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
     if settings.listen:
         from envwrap.process.listen import listen_environment, open_listeners
 
-        listeners = open_listeners(settings.listen)  # before the first start (DESIGN §9)
+        listeners = open_listeners(settings.listen)  # before the first start (docs/rotation.md)
     if settings.cache:  # the program can start on these values: keep them
         from envwrap.cache import remember_start
 

@@ -141,7 +141,7 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
     audit.record_running(resolved.composed.uses, resolved.composed.fetched)
-    # paths are absolute by now: do not keep the start folder busy (DESIGN §12)
+    # paths are absolute by now: do not keep the start folder busy (docs/containers.md)
     os.chdir("/")
     stopping = threading.Event()
 

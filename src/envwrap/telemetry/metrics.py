@@ -1,4 +1,4 @@
-"""The metrics and readiness of ``--metrics`` (DESIGN §10), derived from events.
+"""The metrics and readiness of ``--metrics`` (docs/metrics.md), derived from events.
 
 :class:`Metrics` is a sink of :mod:`envwrap.telemetry.events`: nothing else in envwrap
 counts anything. Each event updates a little state under one lock; a scrape
