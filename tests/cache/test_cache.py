@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envwrap.backends import Fetched
-from envwrap.cache import FallbackCache, Unusable, read_key, reference_digest, seal, unseal
+from envwrap.cache.fallback import FallbackCache
+from envwrap.cache.key import read_key
+from envwrap.cache.sealed import Unusable, reference_digest, seal, unseal
 from envwrap.config import parse_args
 from envwrap.errors import ConfigError
 from envwrap.refs import Locator
@@ -144,6 +146,7 @@ def settings_for(tmp_path: Path, *args: str, env: dict[str, str] | None = None) 
 
 def test_key_from_file_drops_the_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "key").write_bytes(KEY + b"\n")
+    (tmp_path / "key").chmod(0o600)
     chosen = settings_for(tmp_path, "--cache-key-file", str(tmp_path / "key"))
     assert read_key(chosen, {}) == KEY  # type: ignore[arg-type]
     assert read_key(settings_for(tmp_path), {"ENVWRAP_CACHE_KEY": KEY.decode()}) == KEY  # type: ignore[arg-type]
@@ -165,6 +168,7 @@ def test_key_errors_name_the_option_never_the_key(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     (tmp_path / "short").write_text("secret-ish\n")
+    (tmp_path / "short").chmod(0o600)
     chosen = settings_for(tmp_path, *(a.format(tmp=tmp_path) for a in args))
     with pytest.raises(ConfigError) as caught:
         read_key(chosen, env)  # type: ignore[arg-type]
@@ -178,7 +182,7 @@ def test_key_errors_name_the_option_never_the_key(
 WRITER = textwrap.dedent("""
     import sys
     from envwrap.backends import Fetched
-    from envwrap.cache import FallbackCache
+    from envwrap.cache.fallback import FallbackCache
     from envwrap.refs import Locator
     path, key, label, rounds = sys.argv[1], sys.argv[2].encode(), sys.argv[3], int(sys.argv[4])
     cache = FallbackCache(path, key, 3600)
@@ -189,7 +193,7 @@ WRITER = textwrap.dedent("""
 
 READER = textwrap.dedent("""
     import os, sys
-    from envwrap.cache import FallbackCache, Unusable
+    from envwrap.cache.fallback import FallbackCache, Unusable
     from envwrap.refs import Locator
     path, key, stop = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
     cache = FallbackCache(path, key, 3600)
@@ -240,7 +244,7 @@ def test_hkdf_matches_cryptography(length: int) -> None:
     from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from envwrap.cache import hkdf_sha256
+    from envwrap.cache.sealed import hkdf_sha256
 
     salt, material = os.urandom(16), os.urandom(40)
     expected = HKDF(algorithm=SHA256(), length=length, salt=salt, info=b"envwrap cache v1")
@@ -248,7 +252,7 @@ def test_hkdf_matches_cryptography(length: int) -> None:
 
 
 def test_rfc5869_test_case_1() -> None:
-    from envwrap.cache import hkdf_sha256
+    from envwrap.cache.sealed import hkdf_sha256
 
     okm = hkdf_sha256(bytes.fromhex("0b" * 22), bytes.fromhex("000102030405060708090a0b0c"),
                       bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)
@@ -257,7 +261,7 @@ def test_rfc5869_test_case_1() -> None:
 
 
 def test_check_recognises_the_same_secrets_only() -> None:
-    from envwrap.cache import holds
+    from envwrap.cache.sealed import holds
 
     value = canary()
     blob = seal(KEY, secrets_for(value), written=NOW)
@@ -274,7 +278,7 @@ def test_check_recognises_the_same_secrets_only() -> None:
 @settings(max_examples=200, deadline=None)
 @given(index=st.integers(0, len(BLOB) - 1), mask=st.integers(1, 255))
 def test_flipping_any_byte_defeats_the_check(index: int, mask: int) -> None:
-    from envwrap.cache import holds
+    from envwrap.cache.sealed import holds
 
     tampered = bytearray(BLOB)
     tampered[index] ^= mask
@@ -287,7 +291,7 @@ def test_kept_cache_does_not_load_cryptography(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         from envwrap.backends import Fetched
-        from envwrap.cache import FallbackCache
+        from envwrap.cache.fallback import FallbackCache
         from envwrap.refs import Locator
         cache = FallbackCache({str(tmp_path / "c.bin")!r}, b"k" * 32, 3600)
         fetched = {{Locator("vault", "secret/a"): Fetched({{"v": "x" * 20}}, "1")}}

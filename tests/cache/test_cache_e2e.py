@@ -43,6 +43,7 @@ class Setup:
         self.cache.parent.mkdir()
         self.key = tmp_path / "key"
         self.key.write_text(secrets.token_urlsafe(32) + "\n")
+        self.key.chmod(0o600)
         self.audit = tmp_path / "audit.log"
         self.openbao = openbao
         self.path = f"cache/{secrets.token_hex(5)}"
@@ -428,6 +429,7 @@ def test_configuration_errors_exit_78_before_the_program_starts(
     value = canary()
     (tmp_path / "secret").write_text(value)
     (tmp_path / "key").write_text(secrets.token_urlsafe(32))
+    (tmp_path / "key").chmod(0o600)
     marker = tmp_path / "started"
     env = {**base_env, "DB": f"ref+file://{tmp_path}/secret"}
     result = run_envwrap(["--no-env-file", *(a.format(tmp=tmp_path) for a in args),
