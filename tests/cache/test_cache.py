@@ -307,3 +307,68 @@ def test_kept_cache_does_not_load_cryptography(tmp_path: Path) -> None:
     wrote = subprocess.run([*run, "write"], env=env, capture_output=True, text=True, check=True)
     kept = subprocess.run([*run, "check"], env=env, capture_output=True, text=True, check=True)
     assert (wrote.stdout, kept.stdout) == ("True\n", "False\n")
+
+
+# -- a file put back, a key file others may read (docs/SECURITY.md, "Cache") -----------------
+
+
+def test_file_put_in_place_after_its_write_time_is_refused_and_deleted(tmp_path: Path) -> None:
+    """An authentic file sealed 10 s before it reached its place: copied back, restored."""
+    import time
+
+    path = tmp_path / "cache.bin"
+    fetched = secrets_for(canary())
+    path.write_bytes(seal(KEY, fetched, written=time.time() - 10))
+    path.chmod(0o600)
+    cache = FallbackCache(str(path), KEY, 3600)
+    assert not cache.holds_recent(fetched), "a put-back file is rewritten, never kept"
+    with pytest.raises(Unusable) as caught:
+        cache.load([DB, API])
+    assert "put in place 10s after envwrap wrote it" in caught.value.reason
+    assert caught.value.delete and not path.exists()
+
+
+def test_file_envwrap_wrote_is_used(tmp_path: Path) -> None:
+    cache = FallbackCache(str(tmp_path / "cache.bin"), KEY, 3600)
+    fetched = secrets_for(canary())
+    cache.save(fetched)
+    loaded, _ = cache.load([DB, API])
+    assert set(loaded) == set(fetched)
+    assert all(loaded[loc].same_content(fetched[loc]) for loc in fetched)
+    assert cache.holds_recent(fetched)
+
+
+def test_hard_link_kept_and_renamed_back_later_is_refused(tmp_path: Path) -> None:
+    """The attacker keeps a link to the old inode and renames it back after a rotation:
+    the rename moves the inode's change time (which nobody but root can set back)."""
+    import time
+
+    from envwrap.cache.fallback import PUT_BACK_SLACK
+
+    path, kept = tmp_path / "cache.bin", tmp_path / "kept"
+    cache = FallbackCache(str(path), KEY, 3600)
+    cache.save(secrets_for("old-" + canary()))
+    os.link(path, kept)  # at once: within the slack of the old file's write time
+    time.sleep(PUT_BACK_SLACK + 0.3)
+    cache.save(secrets_for("new-" + canary()))
+    os.replace(kept, path)
+    with pytest.raises(Unusable, match="put in place"):
+        cache.load([DB, API])
+
+
+@pytest.mark.parametrize(
+    ("mode", "mine", "refused"),
+    [
+        (0o600, True, None), (0o400, True, None),
+        (0o644, True, "open to other users"), (0o604, True, "open to other users"),
+        (0o666, False, "open to other users"), (0o620, False, "writable by its group"),
+        (0o640, True, "readable by its group"), (0o440, True, "readable by its group"),
+        # root shares the key with the program's group (a Kubernetes Secret with fsGroup)
+        (0o440, False, None), (0o640, False, None),
+    ],
+)
+def test_key_file_permissions(mode: int, mine: bool, refused: str | None) -> None:
+    from envwrap.cache.key import too_open
+
+    owner = os.geteuid() if mine else os.geteuid() + 1
+    assert too_open(0o100000 | mode, owner) == refused
