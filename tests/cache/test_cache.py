@@ -372,3 +372,31 @@ def test_key_file_permissions(mode: int, mine: bool, refused: str | None) -> Non
 
     owner = os.geteuid() if mine else os.geteuid() + 1
     assert too_open(0o100000 | mode, owner) == refused
+
+
+def test_keeper_writes_nothing_after_a_refusal_until_every_store_answers(tmp_path: Path) -> None:
+    """The order the rotation policy's observer thread keeps: a generation that starts
+    after a denial (on values read before it) does not bring the file back; a round in
+    which every store answered does."""
+    from envwrap.cache.keeper import CacheKeeper
+    from envwrap.environment import SecretEnvironment
+    from envwrap.errors import AuthError, StoreUnavailableError
+
+    path = tmp_path / "cache.bin"
+    settings = parse_args(["--no-env-file", "--", "true"], {})
+    secrets = SecretEnvironment.load(settings, {"DB": "vault://secret/db#password"})  # type: ignore[arg-type]
+    before = secrets.compose({DB: Fetched({"password": canary()}, version="1")})
+    after = secrets.compose({DB: Fetched({"password": canary()}, version="2")})
+    keeper = CacheKeeper(FallbackCache(str(path), KEY, 3600))
+    keeper.generation_changed(before, before)
+    assert path.exists()
+
+    keeper.access_refused(DB, StoreUnavailableError("unreachable"))
+    assert path.exists(), "an outage is not an answer"
+    keeper.access_refused(DB, AuthError("permission denied (HTTP 403)"))
+    assert not path.exists()
+    keeper.generation_changed(after, before)
+    assert not path.exists(), "values read before the denial are not written back"
+
+    keeper.round_done(after, secrets, after.fetched)
+    assert path.exists()
