@@ -226,6 +226,10 @@ def test_cache_example_keeps_the_key_apart_from_the_cache() -> None:
     (key_volume,) = spec["template"]["spec"]["volumes"]
     assert key_volume["name"] == "cache-key" and "secret" in key_volume
     assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "cache"
+    # with fsGroup, the kubelet would re-own the cache file at every mount, and a file
+    # changed after envwrap wrote it is refused (docs/SECURITY.md, "Cache")
+    security = spec["template"]["spec"]["securityContext"]
+    assert "fsGroup" not in security or security["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
 # --- the bundle (docs/containers.md): built in Dockerfile.sidecar, copied, injected ---------
