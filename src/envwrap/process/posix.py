@@ -27,6 +27,7 @@ else:
 
 __all__ = [
     "ENVWRAP_IGNORES",
+    "FAULTS",
     "FORWARDABLE",
     "JOB_CONTROL",
     "TERMINAL_IO",
@@ -44,20 +45,26 @@ SIGKILL = _signal.SIGKILL
 SIG_DFL = _signal.SIG_DFL
 SIG_IGN = _signal.SIG_IGN
 
-#: Faults that only make sense for the process that caused them; envwrap leaves
-#: them at their defaults, as tini does (tini.c excludes the same set from the
-#: signals it waits for), so a bug in envwrap still dumps core.
-_SYNCHRONOUS = frozenset(
+#: Faults: the signals the kernel sends a process for its own bad instruction or
+#: access. envwrap never gives them a handler, so a bug in envwrap still dumps
+#: core; where it can take signals with sigwaitinfo it blocks them too, and
+#: forwards one that *another process* sent (``kill -SEGV``), as dumb-init does:
+#: the kernel delivers a real fault even when it is blocked, unblocking it and
+#: resetting it to its default action first (force_sig_info in kernel/signal.c),
+#: so blocking never turns a real fault into a queued one
+#: (:mod:`~envwrap.process.signals` tells the two apart by ``si_code``).
+FAULTS = frozenset(
     getattr(_signal, name)
     for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
     if hasattr(_signal, name)
 )
-#: envwrap ignores these for itself and never forwards them: SIGPIPE and
-#: SIGXFSZ, as CPython does (a write fails with EPIPE/EFBIG instead). They
-#: cannot be blocked and taken like the others: a broken pipe in one of
-#: envwrap's own writes (a log line, a --mask relay) would then queue a SIGPIPE
-#: that the loop would forward to the program as if someone had sent it. The
-#: program gets their defaults back, as in exec mode.
+#: envwrap ignores these for itself: SIGPIPE and SIGXFSZ, as CPython does (a
+#: write fails with EPIPE/EFBIG instead). Where signals are taken with
+#: sigwaitinfo they are also blocked and taken, and forwarded only when another
+#: process sent them (as dumb-init does): a broken pipe in envwrap's own writes
+#: (a log line, a --mask relay) raises one that carries envwrap's own PID, which
+#: is dropped (:class:`envwrap.process.signals.SignalWait`). The program gets
+#: their defaults back, as in exec mode.
 ENVWRAP_IGNORES = PYTHON_IGNORES
 #: job control: forwarded to the program's group, then envwrap
 #: stops itself. SIGTTIN and SIGTTOU were ignored by envwrap because it runs in
@@ -83,7 +90,7 @@ def _forwardable() -> frozenset[int]:
     found = set()
     for signum in _signal.valid_signals():
         number = int(signum)
-        if number in _UNCATCHABLE or number in _SYNCHRONOUS or number in ENVWRAP_IGNORES:
+        if number in _UNCATCHABLE or number in FAULTS or number in ENVWRAP_IGNORES:
             continue
         found.add(number)
     return frozenset(found)
@@ -214,7 +221,7 @@ class CleanSlate:
             int(s) for s in _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
         )
         ignored = set()
-        for number in FORWARDABLE | ENVWRAP_IGNORES:
+        for number in FORWARDABLE | ENVWRAP_IGNORES | FAULTS:
             try:
                 handler = _signal.getsignal(number)
             except (OSError, ValueError):

@@ -6,7 +6,8 @@ and does, at least, what tini and dumb-init do:
 - The program runs in its own process group. Every catchable signal envwrap
   receives is forwarded to that group exactly once, in arrival order, as that
   same signal -- except SIGCHLD (envwrap's own), SIGPIPE and SIGXFSZ (see
-  :data:`posix.ENVWRAP_IGNORES`), the synchronous faults, and signals that
+  :data:`posix.ENVWRAP_IGNORES`), faults that are envwrap's own (one another
+  process sends is forwarded: :mod:`~envwrap.process.signals`), and signals that
   envwrap was started with ignored (they stay ignored, for the program too).
 - SIGTERM or SIGINT to envwrap also means "stop": SIGINT is forwarded as
   SIGINT, SIGTERM as the kill signal, to every generation (see
@@ -200,9 +201,11 @@ class Supervisor:
         current = self._current_child()
         if signum == _signal.SIGCONT:
             self._terminal.continued(current)
-        self._forward(signum)
         if signum in posix.JOB_CONTROL:
+            self._forward(self._terminal.job_signal(signum))
             self._terminal.stop_self(signum, current)
+            return
+        self._forward(signum)
 
     def _current_child(self) -> Child | None:
         current = self._table.current()
