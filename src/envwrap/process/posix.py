@@ -6,8 +6,8 @@ here knows about secrets; the environment is an opaque mapping.
 
 Start-up cost matters (``envwrap --init`` should start within 1.5x of exec
 mode), so this module imports only C modules: ``_signal`` rather than
-``signal`` (which imports :mod:`enum`), ``_ctypes`` rather than :mod:`ctypes`
-(5 ms), no :mod:`subprocess`.
+``signal`` (which imports :mod:`enum`), no :mod:`subprocess`; ``prctl(2)``
+comes from :mod:`envwrap.process.prctl`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import errno
 import os
 
 from envwrap.process.launch import PYTHON_IGNORES, place_passed
+from envwrap.process.prctl import PR_SET_PDEATHSIG, load_prctl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only; `typing` costs start-up time
@@ -32,7 +33,6 @@ __all__ = [
     "JOB_CONTROL",
     "TERMINAL_IO",
     "CleanSlate",
-    "become_reaper",
     "controlling_terminal",
     "exit_code_of",
     "reap",
@@ -100,105 +100,6 @@ def _forwardable() -> frozenset[int]:
 #: never forwards); glibc reserves 32 and 33 for its threads, so valid_signals()
 #: already leaves them out
 FORWARDABLE = _forwardable()
-
-# --- prctl (Linux) --------------------------------------------------------------------
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-PR_SET_CHILD_SUBREAPER = 36
-
-_prctl_cache: list[Callable[..., int] | None] = []
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """``prctl(2)`` from the C library, or ``None`` where there is none (macOS).
-
-    Built on ``_ctypes``, the C half of :mod:`ctypes`: the Python half costs 5 ms
-    of start-up, about a third of envwrap's whole budget, for two type classes.
-    Falls back to :mod:`ctypes` if the private layout ever changes.
-    """
-    if _prctl_cache:
-        return _prctl_cache[0]
-    function: Callable[..., int] | None = None
-    try:
-        function = _lean_prctl()
-    except Exception:  # the private _ctypes layout moved; pay for the public module
-        try:
-            import ctypes
-
-            function = ctypes.CDLL(None, use_errno=True).prctl
-            function.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)
-            function.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            function = None
-    _prctl_cache.append(function)
-    return function
-
-
-def _lean_prctl() -> Callable[..., int] | None:
-    import _ctypes
-
-    if TYPE_CHECKING:
-        _Scalar = _ctypes._SimpleCData[int]
-    else:  # not subscriptable at run time
-        _Scalar = _ctypes._SimpleCData
-
-    class _Int(_Scalar):
-        _type_ = "i"
-
-    class _ULong(_Scalar):
-        _type_ = "L"
-
-    class _Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = _Int
-        # prctl is variadic; every argument after the option is an unsigned long
-        # (prctl(2)), and a C int would leave the register's upper half undefined
-        _argtypes_ = (_Int, _ULong, _ULong, _ULong, _ULong)
-
-    class _Library:
-        def __init__(self) -> None:
-            # dlopen(NULL): the symbols of the process itself (dlopen(3))
-            self._handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
-
-    try:
-        function = _Function(("prctl", _Library()))  # type: ignore[arg-type]
-    except AttributeError:  # no such symbol: not Linux
-        return None
-    return function  # type: ignore[no-any-return]
-
-
-def _prctl(option: int, value: int) -> int:
-    """Call ``prctl(option, value, 0, 0, 0)``; raise OSError on failure."""
-    function = _load_prctl()
-    if function is None:
-        raise OSError(errno.ENOSYS, "prctl is not available on this system")
-    if function(option, value, 0, 0, 0) != 0:
-        import _ctypes
-
-        number = _ctypes.get_errno()
-        raise OSError(number, os.strerror(number))
-    return 0
-
-
-def become_reaper() -> bool:
-    """Make this process adopt its orphaned descendants; False where it cannot.
-
-    PID 1 adopts them anyway; elsewhere it becomes a child subreaper (Linux
-    3.4+, prctl(2)). Without that an orphan of the child is re-parented to PID
-    1 (or the nearest other subreaper), out of envwrap's reach: envwrap could
-    neither reap it nor wait for it before starting the next generation.
-    """
-    if os.getpid() == 1:
-        return True  # the kernel re-parents orphans to PID 1
-    try:
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    except OSError:
-        from envwrap import log
-
-        log.debug("cannot become a child subreaper; orphans go to PID 1")
-        return False
-    return True
-
 
 # --- the clean slate the child starts from ----------------------------------------------
 
@@ -300,7 +201,7 @@ def spawn(
     candidates = exec_candidates(argv[0], environment)
     arguments = [os.fsencode(arg) for arg in argv]
     env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in environment.items()}
-    prctl = _load_prctl() if death_signal else None
+    prctl = load_prctl() if death_signal else None
     parent = os.getpid()
     if passed:
         # copy on from here on; the ``LISTEN_PID`` entry is filled in by the child

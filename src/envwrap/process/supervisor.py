@@ -5,10 +5,9 @@ and does, at least, what tini and dumb-init do:
 
 - The program runs in its own process group. Every catchable signal envwrap
   receives is forwarded to that group exactly once, in arrival order, as that
-  same signal -- except SIGCHLD (envwrap's own), SIGPIPE and SIGXFSZ (see
-  :data:`posix.ENVWRAP_IGNORES`), faults that are envwrap's own (one another
-  process sends is forwarded: :mod:`~envwrap.process.signals`), and signals that
-  envwrap was started with ignored (they stay ignored, for the program too).
+  same signal -- except SIGCHLD, envwrap's own SIGPIPE, SIGXFSZ and faults (those
+  another process sends are forwarded: :mod:`~envwrap.process.signals`), and
+  those envwrap was started with ignored (they stay ignored, for the program too).
 - SIGTERM or SIGINT to envwrap also means "stop": SIGINT is forwarded as
   SIGINT, SIGTERM as the kill signal, to every generation (see
   :mod:`~envwrap.process.generations`); envwrap then exits with the program's
@@ -29,7 +28,7 @@ from __future__ import annotations
 import os
 
 from envwrap import log
-from envwrap.process import posix, signals
+from envwrap.process import posix, prctl, signals
 from envwrap.process.child import Child
 from envwrap.process.generations import (
     CANDIDATE,
@@ -139,7 +138,7 @@ class Supervisor:
         generation cannot be executed. Must be called on the main thread.
         """
         spec = self._spec
-        self._adopts_orphans = posix.become_reaper()
+        self._adopts_orphans = prctl.become_reaper()
         self._terminal = Terminal(posix.controlling_terminal())
         try:
             if spec.ready is not None:
