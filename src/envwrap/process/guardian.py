@@ -50,6 +50,7 @@ from __future__ import annotations
 import os
 
 from envwrap.process.forget import forget
+from envwrap.process.posix import descriptor_ceiling
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,7 +179,7 @@ def _guard(
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, read_fd)
-        os.closerange(read_fd + 1, 65536)
+        os.closerange(read_fd + 1, descriptor_ceiling())
         os.chdir("/")
         if group is None or parent is None:
             said, known = _follow(read_fd, envwrap)

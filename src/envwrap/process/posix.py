@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 
-from envwrap.process.launch import PYTHON_IGNORES, place_passed
+from envwrap.process.launch import PYTHON_IGNORES, inherited_descriptors, place_passed
 from envwrap.process.prctl import PR_SET_PDEATHSIG, load_prctl
 
 TYPE_CHECKING = False
@@ -34,6 +34,7 @@ __all__ = [
     "TERMINAL_IO",
     "CleanSlate",
     "controlling_terminal",
+    "descriptor_ceiling",
     "exit_code_of",
     "reap",
     "spawn",
@@ -207,13 +208,14 @@ def spawn(
         # copy on from here on; the ``LISTEN_PID`` entry is filled in by the child
         env_bytes[b"LISTEN_PID"] = b""
     error_read, error_write = os.pipe()  # O_CLOEXEC (PEP 446): EOF once exec succeeds
+    ceiling = descriptor_ceiling()
     previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
             _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
                    prctl=prctl, death_signal=death_signal, parent=parent,
-                   error_write=error_write, passed=tuple(passed), cwd=cwd)
+                   error_write=error_write, ceiling=ceiling, passed=tuple(passed), cwd=cwd)
     except BaseException:
         os.close(error_read)
         raise
@@ -253,6 +255,7 @@ def _child(
     death_signal: int,
     parent: int,
     error_write: int,
+    ceiling: int,
     passed: tuple[int, ...] = (),
     cwd: str | None,
 ) -> NoReturn:  # pragma: no cover -- runs in the forked child
@@ -286,7 +289,7 @@ def _child(
         # no descriptor beyond 0, 1, 2 (and the passed ones) -- except the CLOEXEC
         # error pipe, which exec closes; close_range(2) makes this one system call
         os.closerange(first_closed, error_write)
-        os.closerange(error_write + 1, _max_fd())
+        os.closerange(error_write + 1, ceiling)
         for signum, disposition in slate.dispositions:
             _signal.signal(signum, disposition)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, slate.mask)
@@ -309,12 +312,20 @@ def _child(
             os._exit(127)
 
 
-def _max_fd() -> int:
+def descriptor_ceiling() -> int:
+    """One past the highest descriptor that may be open in this process.
+
+    Not the soft RLIMIT_NOFILE alone (``sysconf(_SC_OPEN_MAX)``): a descriptor
+    opened before the limit was lowered stays open above it (``exec 1500>f;
+    ulimit -Sn 1024``), and would reach the program. So the highest one open
+    now (``/proc/self/fd``) counts too; those a thread opens after the look are
+    close-on-exec (PEP 446).
+    """
     try:
         limit = os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         limit = 0
-    return max(limit, 1024)
+    return max(limit, 1024, max(inherited_descriptors(), default=2) + 1)
 
 
 # --- reaping --------------------------------------------------------------------------
