@@ -21,6 +21,8 @@ and must be passed on thread-safely (the supervisor queues them).
   as a Kubernetes probe does.
 - ``tcp://HOST:PORT``: a connection is accepted.
 - a duration (``2s``): the generation has run that long.
+- ``log:REGEX``: the generation printed a matching line
+  (:mod:`~envwrap.process.ready_log`).
 """
 
 from __future__ import annotations
@@ -31,41 +33,21 @@ import threading
 
 from envwrap import log
 from envwrap.errors import ConfigError
+from envwrap.process.checks import OutputTap, ReadyCheck
 from envwrap.values import parse_duration, parse_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    Report = Callable[[int], None]
+    from envwrap.process.checks import Report
 
-__all__ = ["ReadyCheck", "parse_check"]
+__all__ = ["OutputTap", "ReadyCheck", "parse_check"]
 
 #: how often a probe retries, at first and at most (it backs off in between)
 FIRST_PROBE, LAST_PROBE = 0.05, 1.0
 #: how long one probe may take
 PROBE_TIMEOUT = 2.0
-
-
-class ReadyCheck:
-    """A readiness check; :meth:`watch` one generation at a time or several."""
-
-    def environment(self) -> dict[str, str]:
-        """Variables every generation needs for this check (``NOTIFY_SOCKET``)."""
-        return {}
-
-    def open(self) -> None:
-        """Acquire what the check needs (a socket); call before the first generation."""
-
-    def close(self) -> None:
-        """Release it; pending watches are cancelled."""
-
-    def watch(self, pid: int, report: Report) -> Callable[[], None]:
-        """Start watching generation ``pid``; ``report(pid)`` once it is ready.
-
-        Returns a function that cancels the watch (idempotent).
-        """
-        raise NotImplementedError
 
 
 class _Probing(ReadyCheck):
@@ -255,11 +237,24 @@ def _belongs(sender: int, uid: int, pid: int) -> bool:
 
 
 def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
-    """``notify``, ``http(s)://HOST:PORT/PATH``, ``tcp://HOST:PORT`` or a duration.
+    """``notify``, ``http(s)://HOST:PORT/PATH``, ``tcp://HOST:PORT``, ``log:REGEX`` or a duration.
 
     Raises :class:`ConfigError` (78) naming ``source`` for anything else.
     """
     value = text.strip()
+    if value.startswith("log:"):
+        import re
+
+        try:
+            pattern = re.compile(value[len("log:"):])
+        except re.error as exc:
+            raise ConfigError(f"{source}: {value!r} is not a regular expression: {exc}") from None
+        if not pattern.pattern:
+            raise ConfigError(f"{source}: log: needs a regular expression, e.g. "
+                              "'log:listening on'")
+        from envwrap.process.ready_log import LogCheck
+
+        return LogCheck(pattern)
     if value == "notify":
         if not hasattr(socket, "SO_PASSCRED"):
             raise ConfigError(f"{source}: notify needs Linux (the sender's PID is checked "
@@ -294,6 +289,6 @@ def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
     except ConfigError:
         raise ConfigError(
             f"{source}: {value!r} is not a check (notify, http://HOST:PORT/PATH, "
-            "https://..., tcp://HOST:PORT or a duration such as 2s)"
+            "https://..., tcp://HOST:PORT, log:REGEX or a duration such as 2s)"
         ) from None
     return DurationCheck(seconds)
