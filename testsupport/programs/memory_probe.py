@@ -1,13 +1,13 @@
 """A test program: looks for a value in every other process of its own uid.
 
-    memory_probe.py NEEDLE-ENV-NAME
+    PROBE_NEEDLE_FILE=PATH memory_probe.py
 
-Reads ``/proc/PID/environ`` and every readable mapping through ``/proc/PID/mem``
-of each process with its real uid (itself excepted), searching for the value of
-the variable named ``NEEDLE-ENV-NAME`` in its *own* environment... which envwrap
-must have scrubbed, so the value comes from ``$PROBE_NEEDLE_FILE`` instead.
-Prints one line per process: ``PID environ=found|clean|denied mem=found|clean|denied``,
-then ``done N`` (N processes looked at).
+The value (8 bytes or more) is read from the file ``$PROBE_NEEDLE_FILE``, not from
+the probe's environment: envwrap scrubbed it from there. For each other process
+whose real uid is the probe's, it reads ``/proc/PID/environ`` and every readable
+mapping through ``/proc/PID/mem``, and prints
+``PID environ=found|clean|denied mem=found|clean|denied``; then ``done N``
+(N processes looked at).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _read_mem(pid: int, needle: bytes) -> str:
     return "clean" if read_any else "denied"
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
     with open(os.environ["PROBE_NEEDLE_FILE"], "rb") as handle:
         needle = handle.read().strip()
     assert len(needle) >= 8
@@ -62,12 +62,7 @@ def main(argv: list[str]) -> int:
         if not name.isdigit() or int(name) == me:
             continue
         pid = int(name)
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != uid and _real_uid(pid) != uid:
-                continue
-        except OSError:
-            continue
-        if _real_uid(pid) != uid:
+        if _real_uid(pid) != uid:  # (a non-dumpable process's /proc files are root's)
             continue
         looked += 1
         print(f"{pid} environ={_read_environ(pid, needle)} mem={_read_mem(pid, needle)}",
@@ -88,4 +83,4 @@ def _real_uid(pid: int) -> int | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
