@@ -80,7 +80,12 @@ def test_an_untrusted_pid_file_is_refused_at_start(
         else:
             os.chown(pid_file, NOBODY, -1)
     proc = sidecar(workdir, base_env, pid_file, secret)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # it did not refuse: it must not outlive the test
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 78, err
     assert "--target-pid-file" in err and str(pid_file) in err
     assert_not_leaked(value, out, err)
