@@ -110,7 +110,7 @@ OPTIONS: tuple[Option, ...] = (
            "pass it to every generation as fd 3, 4, ... (repeatable); webhook: serve HTTPS "
            "there", metavar="ADDR", commands=_RUN | _WEBHOOK),
     Option("--ready", "value", "when a generation is ready: notify, http(s)://..., "
-           "tcp://HOST:PORT or a duration", metavar="CHECK", commands=_RUN),
+           "tcp://HOST:PORT, log:REGEX or a duration", metavar="CHECK", commands=_RUN),
     Option("--ready-timeout", "value", "how long a generation may take to become ready",
            default="60s", metavar="DURATION", commands=_RUN),
     Option("--wait", "value", "apply a change once nothing changed for MIN, at the latest "

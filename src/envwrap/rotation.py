@@ -420,8 +420,10 @@ class RotationPolicy:
             names = ", ".join(changed_variables(self._running.environment,
                                                 change.environment)) or "none"
             delay = self._backoff.next_delay()
+            what = ("the new generation could not run beside the current one"
+                    if outcome.address_conflict else "the program failed with the new secrets")
             log.error(
-                f"the program failed with the new secrets ({outcome.why}); rolled back to "
+                f"{what} ({outcome.why}); rolled back to "
                 f"the previous ones; changed variables: {names}; retrying in {delay:g}s"
             )
             audit.record("rotation", outcome="rolled_back",

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "envwrap"
 
 #: the layers, from the bottom up; a module may import its own layer and those below
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "errors", "secret", "log", "values", "hygiene", "safe_files"),
+    ("__init__", "errors", "secret", "log", "values", "safe_files"),
     ("refs", "near_miss"),
     ("process", "backends"),
     ("telemetry",),

@@ -30,15 +30,8 @@ EXCLUDED = {
     signal.SIGTSTP: "job control",
     signal.SIGTTIN: "job control",
     signal.SIGTTOU: "job control",
-    # envwrap ignores these for itself, as CPython does: a broken pipe in its own
-    # writes would otherwise be forwarded as if someone had sent it
-    signal.SIGPIPE: "envwrap's own EPIPE",
-    signal.SIGXFSZ: "envwrap's own EFBIG",
-    # synchronous faults stay at their defaults, as in tini: a kill -SEGV ends
-    # envwrap (with a core dump), and the program with it (PDEATHSIG)
-    signal.SIGSEGV: "fault", signal.SIGBUS: "fault", signal.SIGFPE: "fault",
-    signal.SIGILL: "fault", signal.SIGTRAP: "fault", signal.SIGSYS: "fault",
-    signal.SIGABRT: "fault",
+    # (SIGPIPE, SIGXFSZ and the faults, SIGSEGV..., are forwarded when another
+    # process sends them, as dumb-init does; envwrap's own are not: tested below)
     # the two stop signals end envwrap: each gets a run of its own below
     signal.SIGTERM: "stops envwrap", signal.SIGINT: "stops envwrap",
 }
@@ -58,7 +51,8 @@ def assert_same_signal(ew: Envwrap, sent: int) -> None:
 def test_every_catchable_signal_reaches_the_child_as_itself(
     workdir: Path, base_env: dict[str, str]
 ) -> None:
-    assert len(FORWARDED_AS_IS) >= 10  # the table above did not swallow the test
+    assert len(FORWARDED_AS_IS) >= 20  # the table above did not swallow the test
+    assert {signal.SIGSEGV, signal.SIGABRT, signal.SIGPIPE} <= set(FORWARDED_AS_IS)
     ew = Envwrap(["--init", "--", *ECHO], base_env)
     try:
         ew.ready()
@@ -221,5 +215,83 @@ def test_fallback_job_control_stops_and_resumes_both(
         ew.signal(signal.SIGCONT)
         assert ew.lines.next() == "SIGCONT"
         wait_until(lambda: not stopped(child) and not stopped(ew.pid), timeout=10)
+    finally:
+        ew.close()
+
+
+# --- faults and SIGPIPE: forwarded when sent, envwrap's own when not -------------------
+
+FAULT = [sys.executable, str(PROGRAMS / "with_fault.py")]
+
+
+@pytest.mark.parametrize(("kind", "signum"), [("segv", signal.SIGSEGV),
+                                              ("abort", signal.SIGABRT)])
+def test_a_real_fault_in_envwrap_still_ends_it_by_that_signal(
+    kind: str, signum: int, monkeypatch: pytest.MonkeyPatch, workdir: Path,
+    base_env: dict[str, str],
+) -> None:
+    # envwrap blocks the faults to take the ones other processes send; one of
+    # its own must still kill it (the kernel forces it through the block),
+    # and the program goes with it (PDEATHSIG).
+    monkeypatch.setattr(support, "envwrap_command", lambda: [*FAULT, kind])
+    ew = Envwrap(["--init", "--", *ECHO], base_env,
+                 prefix=["prlimit", "--core=0", "--"])  # no core file left behind
+    try:
+        child = ew.ready()
+        assert_same_signal(ew, signal.SIGUSR1)  # the seam forwards the others
+        ew.signal(signal.SIGUSR2)  # the planted fault
+        assert ew.proc.wait(15) == -signum
+        wait_until(lambda: support.gone(child), timeout=10)
+    finally:
+        ew.close()
+
+
+def test_negative_control_a_sent_fault_is_forwarded_not_fatal(
+    workdir: Path, base_env: dict[str, str]
+) -> None:
+    # the same signal sent by another process is the program's (dumb-init's suite)
+    ew = Envwrap(["--init", "--", *ECHO], base_env)
+    try:
+        ew.ready()
+        for signum in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+            assert_same_signal(ew, signum)
+        assert ew.proc.poll() is None
+    finally:
+        ew.close()
+
+
+def test_envwraps_own_broken_pipe_is_not_forwarded(
+    workdir: Path, base_env: dict[str, str]
+) -> None:
+    # envwrap's stderr is a pipe nobody reads any more: its debug lines raise
+    # SIGPIPE (with envwrap's own PID), which must not reach the program, while
+    # a SIGPIPE that someone sends still does.
+    ew = Envwrap(["--init", "--log-level", "debug", "--", *ECHO], base_env)
+    try:
+        ew.ready()
+        assert ew.proc.stderr is not None
+        ew.proc.stderr.close()
+        for _ in range(3):  # each forward writes a debug line to the broken pipe
+            assert_same_signal(ew, signal.SIGHUP)
+        assert_same_signal(ew, signal.SIGPIPE)  # sent by this test: forwarded
+        assert_same_signal(ew, signal.SIGUSR1)  # and nothing queued in between
+    finally:
+        ew.close()
+
+
+def test_without_a_terminal_a_program_that_catches_sigtstp_is_stopped_too(
+    workdir: Path, base_env: dict[str, str]
+) -> None:
+    # ECHO catches SIGTSTP; with no terminal it gets SIGSTOP (as in dumb-init),
+    # so the whole job is stopped, not envwrap alone.
+    ew = Envwrap(["--init", "--", *ECHO], base_env)
+    try:
+        child = ew.ready()
+        for signum in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+            ew.signal(signum)
+            wait_until(lambda: stopped(child) and stopped(ew.pid), timeout=10)
+            ew.signal(signal.SIGCONT)
+            assert ew.lines.next() == "SIGCONT"  # the job-control signal never reached it
+            wait_until(lambda: not stopped(child) and not stopped(ew.pid), timeout=10)
     finally:
         ew.close()

@@ -240,3 +240,70 @@ def test_a_probe_of_the_shared_socket_is_warned_about(
     )
     assert result.returncode == 0, result.stderr
     assert "--ready probes a --listen socket" in result.stderr
+
+
+# --- through the real command: who may say READY=1 (docs/SECURITY.md, "Readiness") ------
+
+#: the program: says where its socket is, lets the test start an intruder, then
+#: (on "go" on stdin) sends READY=1 itself
+WAITER = r"""
+import os, socket, subprocess, sys, time
+print("waiting", os.getpid(), os.environ["NOTIFY_SOCKET"], flush=True)
+line = sys.stdin.readline().strip()
+if line == "as-nobody":  # a descendant of another user claims readiness for it
+    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                    sys.executable, "-c", sys.argv[1], os.environ["NOTIFY_SOCKET"]], check=True)
+    print("sent as nobody", flush=True)
+    line = sys.stdin.readline().strip()
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    sock.sendto(b"READY=1", "\0" + os.environ["NOTIFY_SOCKET"][1:])
+time.sleep(60)
+"""
+#: READY=1 to the socket named in argv[1], from a process that stays alive meanwhile
+SEND = r"""
+import socket, sys, time
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    sock.sendto(b"READY=1", "\0" + sys.argv[1][1:])
+time.sleep(1)
+"""
+#: joins the process group of argv[1] (same session: allowed), then sends
+JOIN_AND_SEND = r"""
+import os, sys
+os.setpgid(0, int(sys.argv[1]))
+sys.argv = sys.argv[1:]
+""" + SEND
+
+
+@pytest.mark.parametrize("intruder", ["joins-the-group", "another-user"])
+def test_ready_from_a_process_outside_the_generation_is_ignored(
+    intruder: str, tmp_path: Path, base_env: dict[str, str]
+) -> None:
+    from testsupport.helpers import LineCollector
+
+    proc = subprocess.Popen(
+        [*envwrap_command(), "--no-env-file", "--init", "--ready", "notify", "--log-level",
+         "debug", "--", sys.executable, "-c", WAITER, SEND],
+        env=base_env, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    log = LineCollector(proc.stderr)
+    try:
+        _, pid, name = proc.stdout.readline().split()
+        if intruder == "joins-the-group":
+            # a sibling in envwrap's session joins the generation's process group
+            joiner = subprocess.run([sys.executable, "-c", JOIN_AND_SEND, pid, name],
+                                    env=base_env, timeout=30, check=False)
+            assert joiner.returncode == 0
+        else:
+            proc.stdin.write("as-nobody\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "sent as nobody"
+        log.wait_for("ignored READY=1 from a process of no generation")
+        assert "the program is ready" not in log.text()
+        proc.stdin.write("go\n")  # the program itself: accepted (the check can pass)
+        proc.stdin.flush()
+        log.wait_for("the program is ready")
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -16,8 +16,9 @@ from envwrap.process import signals
 
 
 class _Forced(signals.WakeupPipe):
-    def __init__(self, signals: frozenset[int]) -> None:
-        super().__init__(signals)
+    def __init__(self, signals: frozenset[int], faults: frozenset[int] = frozenset(),
+                 own: frozenset[int] = frozenset()) -> None:
+        super().__init__(signals, faults, own)
         os.write(1, b"signals: wakeup pipe\n")
 
 

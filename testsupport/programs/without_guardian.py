@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 from envwrap import cli
 from envwrap.process import guardian
 
 
-def _none() -> None:
+def _none(forgotten: Iterable[bytes] = ()) -> None:
     return None
 
 

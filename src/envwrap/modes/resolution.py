@@ -29,7 +29,7 @@ def resolve(settings: Settings, environ: dict[str, str]) -> Resolved:
     fetched: dict[Locator, Fetched] = {}
     if secrets.has_references:
         from envwrap.backends import BackendRegistry
-        from envwrap.hygiene import make_undumpable
+        from envwrap.process.prctl import make_undumpable
 
         make_undumpable()
         registry = BackendRegistry(secrets.base)

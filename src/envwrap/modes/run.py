@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
+import os
+
+from envwrap.backends.registry import credential_names
 from envwrap.environment import child_environment
 from envwrap.modes.resolution import resolve
 from envwrap.process import launch
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from envwrap.config import Settings
     from envwrap.process.listen import Listener
 
-__all__ = ["run"]
+__all__ = ["envwrap_credentials", "run"]
+
+
+#: words in the name of a variable that holds a credential for envwrap itself
+_CREDENTIAL_WORDS = ("TOKEN", "SECRET", "KEY", "PASSWORD")
+#: the prefixes of the variables envwrap and its stores read
+_STORE_PREFIXES = ("ENVWRAP_", "VAULT_", "BAO_", "AWS_")
+
+
+def envwrap_credentials(environ: Mapping[str, str]) -> list[bytes]:
+    """The values of ``environ`` that are credentials of envwrap or its stores:
+    the stores' ``credential_names``, and every ``ENVWRAP_``/``VAULT_``/``AWS_``
+    variable named as a token, secret, key or password (the AWS ones go on to
+    the program, but no helper process of envwrap's keeps them)."""
+    names = credential_names()
+    return [
+        os.fsencode(value) for name, value in environ.items()
+        if name in names or (name.startswith(_STORE_PREFIXES)
+                             and any(word in name for word in _CREDENTIAL_WORDS))
+    ]
 
 
 def run(settings: Settings, environ: dict[str, str]) -> int:
     keeper = None
     if settings.supervise or settings.mask:
+        # envwrap stays, holding its credentials (VAULT_TOKEN is in its own
+        # environment from the start): from here on neither envwrap nor the
+        # helpers it forks can be read or traced by the program (docs/SECURITY.md).
+        from envwrap.process import guardian, prctl
+
+        prctl.make_undumpable()
         # The guardian (a SIGKILLed envwrap leaves nothing behind) is forked
         # first: before any secret is in memory, which it would otherwise keep
-        # a copy of for envwrap's whole life, and before any thread exists.
-        from envwrap.process import guardian
-
-        keeper = guardian.start()
+        # a copy of for envwrap's whole life, and before any thread exists. It
+        # erases the credentials from its copy of envwrap's memory.
+        keeper = guardian.start(envwrap_credentials(environ))
     if settings.cache or settings.cache_key_file:
         from envwrap import cache
 

@@ -5,16 +5,24 @@ No child of its own. The target is found by ``--target-pid-file`` or by
 Kubernetes pod (``shareProcessNamespace: true``); it is looked up again at every
 change, so a restarted target is found under its new PID. Without a target
 the sidecar only renders (the program re-reads the file itself).
+
+A pid file is trusted only as far as its owner (docs/SECURITY.md, "Sidecar
+targets"): it must be a regular file (not a symlink), owned by envwrap's user
+or root, writable by nobody else, and the process it names must run as the
+file's owner. Otherwise anyone who can write the file could make the sidecar
+signal any process it may signal -- root's, when it runs as root.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import threading
 import time
 
 from envwrap import log
+from envwrap.errors import ConfigError
 from envwrap.render import render_files
 from envwrap.telemetry import audit
 from envwrap.watch import build_watcher
@@ -25,10 +33,68 @@ if TYPE_CHECKING:
     from envwrap.environment import Composed
     from envwrap.refs import Locator
 
-__all__ = ["TargetFinder", "run_sidecar"]
+__all__ = ["RefusedTarget", "TargetFinder", "read_pid_file", "run_sidecar"]
 
 #: how long a change waits for a missing target to (re)appear before giving up on it
 TARGET_WAIT = 30.0
+
+
+class RefusedTarget(Exception):
+    """A pid file, or the process it names, that the sidecar must not trust."""
+
+
+def read_pid_file(path: str) -> int | None:
+    """The PID in ``path``, or None when the file is missing, empty or not a PID.
+
+    Raises :class:`RefusedTarget` naming why when the file is a symlink or not
+    a regular file, is owned by neither envwrap's user nor root, is writable
+    by group or others, or names a process that runs as another user than the
+    file's owner.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise RefusedTarget(f"the pid file {path} is a symbolic link") from None
+        raise RefusedTarget(f"cannot read the pid file {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedTarget(f"the pid file {path} is not a regular file")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise RefusedTarget(f"the pid file {path} belongs to uid {info.st_uid}, "
+                                "neither envwrap's user nor root")
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise RefusedTarget(f"the pid file {path} is writable by others "
+                                f"(mode {stat.S_IMODE(info.st_mode):04o})")
+        text = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        pid = int(text.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    owner = _owner_of(pid)
+    if owner is None:
+        return None  # not running (any more)
+    if owner != info.st_uid:
+        raise RefusedTarget(f"process {pid} named by {path} runs as uid {owner}, "
+                            f"not as the pid file's owner (uid {info.st_uid})")
+    return pid
+
+
+def _owner_of(pid: int) -> int | None:
+    """The real uid of a running process, or None when there is none."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).uids().real)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
 
 
 class TargetFinder:
@@ -53,13 +119,10 @@ class TargetFinder:
         return []
 
     def _from_pid_file(self) -> list[int]:
+        """Raises :class:`RefusedTarget` (see :func:`read_pid_file`)."""
         assert self.pid_file
-        try:
-            with open(self.pid_file, encoding="ascii") as handle:
-                pid = int(handle.read().strip())
-        except (OSError, ValueError):
-            return []
-        return [pid] if pid > 0 and _alive(pid) else []
+        pid = read_pid_file(self.pid_file)
+        return [] if pid is None else [pid]
 
     def _by_name(self) -> list[int]:
         import psutil
@@ -88,16 +151,6 @@ class TargetFinder:
             delay = min(delay * 2, 1.0)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SidecarHandler:
     """The watcher's ``on_change`` for the sidecar: render, then signal the target."""
 
@@ -113,7 +166,13 @@ class SidecarHandler:
                      detail=", ".join(sorted(str(loc) for loc in changed)))
         if not self.target.configured:
             return
-        pids = self.target.wait(TARGET_WAIT, self.stopping)
+        try:
+            pids = self.target.wait(TARGET_WAIT, self.stopping)
+        except RefusedTarget as refused:
+            log.error(f"not signalling the target: {refused}")
+            audit.record("signal", signal=self.settings.reload_signal, outcome="refused",
+                         detail=str(refused))
+            return
         if not pids:
             log.warning(
                 "no target process to signal; it will read the new files when it starts",
@@ -138,6 +197,12 @@ class SidecarHandler:
 def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     from envwrap.modes.resolution import resolve
 
+    target = TargetFinder(settings.target_pid_file, settings.target_name)
+    if settings.target_pid_file:
+        try:  # a pid file that is there already is checked before any store is read
+            target.find()
+        except RefusedTarget as refused:
+            raise ConfigError(f"--target-pid-file: {refused}") from None
     resolved = resolve(settings, environ)
     render_files(settings, resolved.composed)
     audit.record_running(resolved.composed.uses, resolved.composed.fetched)
@@ -151,7 +216,6 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
-    target = TargetFinder(settings.target_pid_file, settings.target_name)
     watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
     watcher.start()
     if settings.metrics:

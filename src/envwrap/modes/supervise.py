@@ -91,6 +91,13 @@ def run_supervised(
         from envwrap.process.ready import parse_check
 
         ready = parse_check(settings.ready)  # opened (and closed) by the supervisor
+        if settings.on_change == "handoff" and settings.watch and not listeners:
+            log.warning("--on-change handoff without --listen: at each change the new "
+                        "generation starts while the current one still runs, so a program "
+                        "that binds its own port fails with 'address already in use' "
+                        "(unless it sets SO_REUSEPORT); let envwrap hold the port with "
+                        "--listen :PORT and have the program take descriptor 3 "
+                        "(docs/rotation.md)")
         if settings.on_change == "handoff" and _probes_a_listener(ready, listeners):
             log.warning("--ready probes a --listen socket, which the old generation may "
                         "answer during a handoff; prefer --ready notify or a duration")

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     import psutil
 
+    from envwrap.process.checks import OutputTap
+
 __all__ = ["Child"]
 
 
@@ -45,18 +47,27 @@ class Child:
         terminal: int | None = None,
         passed: Sequence[int] = (),
         cwd: str | None = None,
+        tap: OutputTap | None = None,
     ) -> Child:
         """Spawn ``argv`` in the folder ``cwd``; raises :class:`OSError` (with the
         exec errno) if it cannot run. ``passed`` descriptors (``--listen``) land
-        on its fds 3, 4, ...
+        on its fds 3, 4, ...; a ``tap`` (``--ready log:``) gives it its stdio
+        instead of ``stdio``.
         """
         if cwd is not None and not os.path.isdir(cwd):
             # a restart after the start folder was removed: "/" beats not starting
             log.warning("the folder envwrap was started in is gone; starting the program in /",
                         folder=cwd)
             cwd = "/"
-        pid = posix.spawn(argv, environment, slate, stdio=stdio, terminal=terminal,
-                          passed=passed, cwd=cwd)
+        try:
+            pid = posix.spawn(argv, environment, slate, terminal=terminal, passed=passed,
+                              cwd=cwd, stdio=stdio if tap is None else tap.stdio)
+        except BaseException:
+            if tap is not None:
+                tap.abandon()
+            raise
+        if tap is not None:
+            tap.started(pid)
         return cls(pid)
 
     @property

@@ -50,14 +50,18 @@ INITIAL, ROTATION, ROLLBACK = "initial", "rotation", "rollback"
 class Rejected:
     """The outcome of a replace or handoff whose new generation failed: it
     exited (``code``) or was not ready in time (``code`` None); ``why`` says
-    which, for messages."""
+    which, for messages. ``address_conflict``: it exited during a handoff
+    while the running generation holds a port of its own, so the new secrets
+    are likely not to blame (:mod:`~envwrap.process.ports`)."""
 
-    __slots__ = ("code", "pid", "why")
+    __slots__ = ("address_conflict", "code", "pid", "why")
 
-    def __init__(self, pid: int | None, code: int | None, why: str) -> None:
+    def __init__(self, pid: int | None, code: int | None, why: str,
+                 address_conflict: bool = False) -> None:
         self.pid = pid
         self.code = code
         self.why = why
+        self.address_conflict = address_conflict
 
     def __repr__(self) -> str:
         return f"Rejected(pid={self.pid}, code={self.code}, why={self.why!r})"
@@ -209,6 +213,14 @@ class Generations:
         return min(deadlines) if deadlines else None
 
     # --- the one way to stop a generation -----------------------------------------------
+
+    def retire(self, generation: Generation, signum: int) -> None:
+        """Ask a generation other than the current one to stop."""
+        generation.role = RETIRING
+        if generation.child.alive:
+            log.info("asking the previous generation to stop", pid=generation.pid,
+                     signal=signal_name(signum))
+        self.stop(generation, signum)
 
     def stop(self, generation: Generation, signum: int) -> None:
         """Send ``signum`` to its group; escalate at ``--kill-timeout`` (see :meth:`escalate`)."""

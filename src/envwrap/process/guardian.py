@@ -32,6 +32,13 @@ so that a recycled PID is never hit); at envwrap's death it SIGKILLs those
 still alive and the process groups they lead. What was started after its last
 look and left its group is missed: the fallback is best effort.
 
+The guardian can be neither read nor traced by the program, though they
+share a uid (docs/SECURITY.md): envwrap makes itself non-dumpable before
+forking it (:func:`envwrap.process.prctl.make_undumpable`), a flag the fork
+keeps, and the first thing the guardian does is overwrite, in its copy of
+envwrap's memory, the environment block and every copy of the credentials it
+is given (:mod:`envwrap.process.forget`): it needs none of them.
+
 The guardian is forked twice (its parent exits at once), so it is not
 envwrap's child: the supervisor's reaper, which waits for every child before
 a restart, never sees it. As PID 1 nothing is needed: the kernel kills the
@@ -42,9 +49,13 @@ from __future__ import annotations
 
 import os
 
+from envwrap.process.forget import forget
+from envwrap.process.posix import descriptor_ceiling
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal  # the stubs of the C module below
+    from collections.abc import Iterable
     from typing import NoReturn
 else:
     import _signal  # not `signal`, which imports enum
@@ -101,13 +112,17 @@ def own_cgroup() -> str | None:
     return None
 
 
-def start() -> Guardian | None:
+def start(forgotten: Iterable[bytes] = ()) -> Guardian | None:
     """Make the group (where possible) and start the guardian; None as PID 1.
 
-    Call on the main thread, before any other thread starts, and before any
-    secret is read: the guardian is a copy of envwrap's memory at this moment,
-    kept for envwrap's whole life.
+    Call on the main thread, before any other thread starts, before any
+    secret is read (the guardian is a copy of envwrap's memory at this
+    moment, kept for envwrap's whole life), and once envwrap is non-dumpable
+    (the guardian inherits the flag). ``forgotten`` are the values the guardian
+    erases from its copy (envwrap's credentials) before anything else.
     """
+    # a list: the guardian must not consume an iterator the caller reads again
+    values = list(forgotten)
     if os.getpid() == 1:
         return None
     parent = own_cgroup()
@@ -132,7 +147,7 @@ def start() -> Guardian | None:
         try:
             os.setsid()  # out of envwrap's session: no terminal signals reach it
             if os.fork() == 0:
-                _guard(read_fd, group, parent, envwrap)
+                _guard(read_fd, group, parent, envwrap, values)
         finally:
             os._exit(0)
     os.close(read_fd)
@@ -144,10 +159,16 @@ def start() -> Guardian | None:
 
 
 def _guard(
-    read_fd: int, group: str | None, parent: str | None, envwrap: int
+    read_fd: int, group: str | None, parent: str | None, envwrap: int, forgotten: list[bytes]
 ) -> NoReturn:  # pragma: no cover -- forked
     """The guardian: wait for envwrap's end, then empty and remove the group."""
     try:
+        import select  # what it imports later, imported before its memory is rewritten
+        import time
+
+        del select, time
+        forget(forgotten)
+        forgotten.clear()
         for signum in _signal.valid_signals():
             try:  # deaf to everything a terminal or a group signal could send
                 _signal.signal(signum, _signal.SIG_IGN)
@@ -158,7 +179,7 @@ def _guard(
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.closerange(3, read_fd)
-        os.closerange(read_fd + 1, 65536)
+        os.closerange(read_fd + 1, descriptor_ceiling())
         os.chdir("/")
         if group is None or parent is None:
             said, known = _follow(read_fd, envwrap)

@@ -6,8 +6,8 @@ here knows about secrets; the environment is an opaque mapping.
 
 Start-up cost matters (``envwrap --init`` should start within 1.5x of exec
 mode), so this module imports only C modules: ``_signal`` rather than
-``signal`` (which imports :mod:`enum`), ``_ctypes`` rather than :mod:`ctypes`
-(5 ms), no :mod:`subprocess`.
+``signal`` (which imports :mod:`enum`), no :mod:`subprocess`; ``prctl(2)``
+comes from :mod:`envwrap.process.prctl`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import errno
 import os
 
-from envwrap.process.launch import PYTHON_IGNORES, place_passed
+from envwrap.process.launch import PYTHON_IGNORES, inherited_descriptors, place_passed
+from envwrap.process.prctl import PR_SET_PDEATHSIG, load_prctl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only; `typing` costs start-up time
@@ -27,12 +28,13 @@ else:
 
 __all__ = [
     "ENVWRAP_IGNORES",
+    "FAULTS",
     "FORWARDABLE",
     "JOB_CONTROL",
     "TERMINAL_IO",
     "CleanSlate",
-    "become_reaper",
     "controlling_terminal",
+    "descriptor_ceiling",
     "exit_code_of",
     "reap",
     "spawn",
@@ -44,20 +46,26 @@ SIGKILL = _signal.SIGKILL
 SIG_DFL = _signal.SIG_DFL
 SIG_IGN = _signal.SIG_IGN
 
-#: Faults that only make sense for the process that caused them; envwrap leaves
-#: them at their defaults, as tini does (tini.c excludes the same set from the
-#: signals it waits for), so a bug in envwrap still dumps core.
-_SYNCHRONOUS = frozenset(
+#: Faults: the signals the kernel sends a process for its own bad instruction or
+#: access. envwrap never gives them a handler, so a bug in envwrap still dumps
+#: core; where it can take signals with sigwaitinfo it blocks them too, and
+#: forwards one that *another process* sent (``kill -SEGV``), as dumb-init does:
+#: the kernel delivers a real fault even when it is blocked, unblocking it and
+#: resetting it to its default action first (force_sig_info in kernel/signal.c),
+#: so blocking never turns a real fault into a queued one
+#: (:mod:`~envwrap.process.signals` tells the two apart by ``si_code``).
+FAULTS = frozenset(
     getattr(_signal, name)
     for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
     if hasattr(_signal, name)
 )
-#: envwrap ignores these for itself and never forwards them: SIGPIPE and
-#: SIGXFSZ, as CPython does (a write fails with EPIPE/EFBIG instead). They
-#: cannot be blocked and taken like the others: a broken pipe in one of
-#: envwrap's own writes (a log line, a --mask relay) would then queue a SIGPIPE
-#: that the loop would forward to the program as if someone had sent it. The
-#: program gets their defaults back, as in exec mode.
+#: envwrap ignores these for itself: SIGPIPE and SIGXFSZ, as CPython does (a
+#: write fails with EPIPE/EFBIG instead). Where signals are taken with
+#: sigwaitinfo they are also blocked and taken, and forwarded only when another
+#: process sent them (as dumb-init does): a broken pipe in envwrap's own writes
+#: (a log line, a --mask relay) raises one that carries envwrap's own PID, which
+#: is dropped (:class:`envwrap.process.signals.SignalWait`). The program gets
+#: their defaults back, as in exec mode.
 ENVWRAP_IGNORES = PYTHON_IGNORES
 #: job control: forwarded to the program's group, then envwrap
 #: stops itself. SIGTTIN and SIGTTOU were ignored by envwrap because it runs in
@@ -83,7 +91,7 @@ def _forwardable() -> frozenset[int]:
     found = set()
     for signum in _signal.valid_signals():
         number = int(signum)
-        if number in _UNCATCHABLE or number in _SYNCHRONOUS or number in ENVWRAP_IGNORES:
+        if number in _UNCATCHABLE or number in FAULTS or number in ENVWRAP_IGNORES:
             continue
         found.add(number)
     return frozenset(found)
@@ -93,105 +101,6 @@ def _forwardable() -> frozenset[int]:
 #: never forwards); glibc reserves 32 and 33 for its threads, so valid_signals()
 #: already leaves them out
 FORWARDABLE = _forwardable()
-
-# --- prctl (Linux) --------------------------------------------------------------------
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-PR_SET_CHILD_SUBREAPER = 36
-
-_prctl_cache: list[Callable[..., int] | None] = []
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    """``prctl(2)`` from the C library, or ``None`` where there is none (macOS).
-
-    Built on ``_ctypes``, the C half of :mod:`ctypes`: the Python half costs 5 ms
-    of start-up, about a third of envwrap's whole budget, for two type classes.
-    Falls back to :mod:`ctypes` if the private layout ever changes.
-    """
-    if _prctl_cache:
-        return _prctl_cache[0]
-    function: Callable[..., int] | None = None
-    try:
-        function = _lean_prctl()
-    except Exception:  # the private _ctypes layout moved; pay for the public module
-        try:
-            import ctypes
-
-            function = ctypes.CDLL(None, use_errno=True).prctl
-            function.argtypes = (ctypes.c_int, *(ctypes.c_ulong,) * 4)
-            function.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            function = None
-    _prctl_cache.append(function)
-    return function
-
-
-def _lean_prctl() -> Callable[..., int] | None:
-    import _ctypes
-
-    if TYPE_CHECKING:
-        _Scalar = _ctypes._SimpleCData[int]
-    else:  # not subscriptable at run time
-        _Scalar = _ctypes._SimpleCData
-
-    class _Int(_Scalar):
-        _type_ = "i"
-
-    class _ULong(_Scalar):
-        _type_ = "L"
-
-    class _Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = _Int
-        # prctl is variadic; every argument after the option is an unsigned long
-        # (prctl(2)), and a C int would leave the register's upper half undefined
-        _argtypes_ = (_Int, _ULong, _ULong, _ULong, _ULong)
-
-    class _Library:
-        def __init__(self) -> None:
-            # dlopen(NULL): the symbols of the process itself (dlopen(3))
-            self._handle = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]
-
-    try:
-        function = _Function(("prctl", _Library()))  # type: ignore[arg-type]
-    except AttributeError:  # no such symbol: not Linux
-        return None
-    return function  # type: ignore[no-any-return]
-
-
-def _prctl(option: int, value: int) -> int:
-    """Call ``prctl(option, value, 0, 0, 0)``; raise OSError on failure."""
-    function = _load_prctl()
-    if function is None:
-        raise OSError(errno.ENOSYS, "prctl is not available on this system")
-    if function(option, value, 0, 0, 0) != 0:
-        import _ctypes
-
-        number = _ctypes.get_errno()
-        raise OSError(number, os.strerror(number))
-    return 0
-
-
-def become_reaper() -> bool:
-    """Make this process adopt its orphaned descendants; False where it cannot.
-
-    PID 1 adopts them anyway; elsewhere it becomes a child subreaper (Linux
-    3.4+, prctl(2)). Without that an orphan of the child is re-parented to PID
-    1 (or the nearest other subreaper), out of envwrap's reach: envwrap could
-    neither reap it nor wait for it before starting the next generation.
-    """
-    if os.getpid() == 1:
-        return True  # the kernel re-parents orphans to PID 1
-    try:
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    except OSError:
-        from envwrap import log
-
-        log.debug("cannot become a child subreaper; orphans go to PID 1")
-        return False
-    return True
-
 
 # --- the clean slate the child starts from ----------------------------------------------
 
@@ -214,7 +123,7 @@ class CleanSlate:
             int(s) for s in _signal.pthread_sigmask(_signal.SIG_BLOCK, ())
         )
         ignored = set()
-        for number in FORWARDABLE | ENVWRAP_IGNORES:
+        for number in FORWARDABLE | ENVWRAP_IGNORES | FAULTS:
             try:
                 handler = _signal.getsignal(number)
             except (OSError, ValueError):
@@ -293,19 +202,20 @@ def spawn(
     candidates = exec_candidates(argv[0], environment)
     arguments = [os.fsencode(arg) for arg in argv]
     env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in environment.items()}
-    prctl = _load_prctl() if death_signal else None
+    prctl = load_prctl() if death_signal else None
     parent = os.getpid()
     if passed:
         # copy on from here on; the ``LISTEN_PID`` entry is filled in by the child
         env_bytes[b"LISTEN_PID"] = b""
     error_read, error_write = os.pipe()  # O_CLOEXEC (PEP 446): EOF once exec succeeds
+    ceiling = descriptor_ceiling()
     previous = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover -- the child; it leaves only through exec or _exit
             _child(candidates, arguments, env_bytes, slate, stdio=stdio, terminal=terminal,
                    prctl=prctl, death_signal=death_signal, parent=parent,
-                   error_write=error_write, passed=tuple(passed), cwd=cwd)
+                   error_write=error_write, ceiling=ceiling, passed=tuple(passed), cwd=cwd)
     except BaseException:
         os.close(error_read)
         raise
@@ -345,6 +255,7 @@ def _child(
     death_signal: int,
     parent: int,
     error_write: int,
+    ceiling: int,
     passed: tuple[int, ...] = (),
     cwd: str | None,
 ) -> NoReturn:  # pragma: no cover -- runs in the forked child
@@ -378,7 +289,7 @@ def _child(
         # no descriptor beyond 0, 1, 2 (and the passed ones) -- except the CLOEXEC
         # error pipe, which exec closes; close_range(2) makes this one system call
         os.closerange(first_closed, error_write)
-        os.closerange(error_write + 1, _max_fd())
+        os.closerange(error_write + 1, ceiling)
         for signum, disposition in slate.dispositions:
             _signal.signal(signum, disposition)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, slate.mask)
@@ -401,12 +312,20 @@ def _child(
             os._exit(127)
 
 
-def _max_fd() -> int:
+def descriptor_ceiling() -> int:
+    """One past the highest descriptor that may be open in this process.
+
+    Not the soft RLIMIT_NOFILE alone (``sysconf(_SC_OPEN_MAX)``): a descriptor
+    opened before the limit was lowered stays open above it (``exec 1500>f;
+    ulimit -Sn 1024``), and would reach the program. So the highest one open
+    now (``/proc/self/fd``) counts too; those a thread opens after the look are
+    close-on-exec (PEP 446).
+    """
     try:
         limit = os.sysconf("SC_OPEN_MAX")
     except (OSError, ValueError):
         limit = 0
-    return max(limit, 1024)
+    return max(limit, 1024, max(inherited_descriptors(), default=2) + 1)
 
 
 # --- reaping --------------------------------------------------------------------------

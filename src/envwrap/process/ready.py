@@ -9,15 +9,20 @@ and must be passed on thread-safely (the supervisor queues them).
   abstract namespace (nothing on disk to clean up or to be swapped), and sets
   ``NOTIFY_SOCKET`` for every generation. A ``READY=1`` counts only when the
   kernel-attested sender (``SO_PASSCRED``, unix(7)) is the generation's main
-  process, a member of its process group, or one of its descendants -- the
-  old generation, or any other process that finds the socket, cannot vouch
-  for the new one. Like systemd, a sender that has already exited when its
+  process or one of its descendants (its parent chain leads to the main
+  process), running as the main process's user or envwrap's -- the old
+  generation, a process that joins the generation's process group
+  (``setpgid`` works from anywhere in the same session), or any other process
+  that finds the socket cannot vouch for the new one (docs/SECURITY.md,
+  "Readiness"). Like systemd, a sender that has already exited when its
   message is read cannot be attributed and is ignored.
 - ``http://HOST:PORT/PATH``, ``https://...``: a GET answers 2xx or 3xx. HTTPS
   does not verify the certificate: this probes the program's own listener,
   as a Kubernetes probe does.
 - ``tcp://HOST:PORT``: a connection is accepted.
 - a duration (``2s``): the generation has run that long.
+- ``log:REGEX``: the generation printed a matching line
+  (:mod:`~envwrap.process.ready_log`).
 """
 
 from __future__ import annotations
@@ -28,41 +33,21 @@ import threading
 
 from envwrap import log
 from envwrap.errors import ConfigError
+from envwrap.process.checks import OutputTap, ReadyCheck
 from envwrap.values import parse_duration, parse_host_port
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    Report = Callable[[int], None]
+    from envwrap.process.checks import Report
 
-__all__ = ["ReadyCheck", "parse_check"]
+__all__ = ["OutputTap", "ReadyCheck", "parse_check"]
 
 #: how often a probe retries, at first and at most (it backs off in between)
 FIRST_PROBE, LAST_PROBE = 0.05, 1.0
 #: how long one probe may take
 PROBE_TIMEOUT = 2.0
-
-
-class ReadyCheck:
-    """A readiness check; :meth:`watch` one generation at a time or several."""
-
-    def environment(self) -> dict[str, str]:
-        """Variables every generation needs for this check (``NOTIFY_SOCKET``)."""
-        return {}
-
-    def open(self) -> None:
-        """Acquire what the check needs (a socket); call before the first generation."""
-
-    def close(self) -> None:
-        """Release it; pending watches are cancelled."""
-
-    def watch(self, pid: int, report: Report) -> Callable[[], None]:
-        """Start watching generation ``pid``; ``report(pid)`` once it is ready.
-
-        Returns a function that cancels the watch (idempotent).
-        """
-        raise NotImplementedError
 
 
 class _Probing(ReadyCheck):
@@ -198,62 +183,78 @@ class NotifyCheck(ReadyCheck):
                 return  # closed
             if not data and self._sock is None:
                 return
-            sender = _sender_pid(ancillary)
+            sender = _sender(ancillary)
             if sender is None or b"READY=1" not in data.split(b"\n"):
                 continue
             with self._lock:
                 watched = dict(self._watched)
             for pid, report in watched.items():
-                if _belongs(sender, pid):
+                if _belongs(*sender, pid):
                     report(pid)
                     break
             else:
-                log.debug("ignored READY=1 from a process of no generation", pid=sender)
+                log.debug("ignored READY=1 from a process of no generation", pid=sender[0])
 
 
-def _sender_pid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+def _sender(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    """The sender's PID and uid, as the kernel attests them (struct ucred)."""
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= 12:
-            return int.from_bytes(payload[:4], "little", signed=True)
+            return (int.from_bytes(payload[:4], "little", signed=True),
+                    int.from_bytes(payload[4:8], "little"))
     return None
 
 
-def _parent_of(pid: int) -> int | None:
+def _status(pid: int) -> tuple[int, int] | None:
+    """The parent PID and real uid of ``pid`` (/proc/PID/status), or None if gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            lines = status.read().splitlines()
     except OSError:
         return None
-    # the command name in parentheses may hold spaces: split after its last ")"
-    fields = text[text.rfind(b")") + 2 :].split()
-    return int(fields[1]) if len(fields) > 1 else None
-
-
-def _belongs(sender: int, pid: int) -> bool:
-    """Whether ``sender`` is generation ``pid``: itself, its group, or a descendant."""
-    if sender == pid:
-        return True
+    fields = dict(line.partition(":")[::2] for line in lines)
     try:
-        if os.getpgid(sender) == pid:
-            return True
-    except OSError:
-        return False  # gone: cannot be attributed
-    current: int | None = sender
+        return int(fields["PPid"]), int(fields["Uid"].split()[0])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def _belongs(sender: int, uid: int, pid: int) -> bool:
+    """Whether ``sender`` (running as ``uid``) is generation ``pid`` or its descendant,
+    running as the generation's user or envwrap's."""
+    main = _status(pid)
+    if main is None or uid not in (main[1], os.getuid()):
+        return False
+    current = sender
     for _ in range(64):
-        current = _parent_of(current) if current else None
-        if current is None or current <= 1:
-            return False
         if current == pid:
             return True
+        found = _status(current)
+        if found is None or found[0] <= 1 or found[0] == os.getpid():
+            return False  # gone, an orphan, or not below the generation: not attributed
+        current = found[0]
     return False
 
 
 def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
-    """``notify``, ``http(s)://HOST:PORT/PATH``, ``tcp://HOST:PORT`` or a duration.
+    """``notify``, ``http(s)://HOST:PORT/PATH``, ``tcp://HOST:PORT``, ``log:REGEX`` or a duration.
 
     Raises :class:`ConfigError` (78) naming ``source`` for anything else.
     """
     value = text.strip()
+    if value.startswith("log:"):
+        import re
+
+        try:
+            pattern = re.compile(value[len("log:"):])
+        except re.error as exc:
+            raise ConfigError(f"{source}: {value!r} is not a regular expression: {exc}") from None
+        if not pattern.pattern:
+            raise ConfigError(f"{source}: log: needs a regular expression, e.g. "
+                              "'log:listening on'")
+        from envwrap.process.ready_log import LogCheck
+
+        return LogCheck(pattern)
     if value == "notify":
         if not hasattr(socket, "SO_PASSCRED"):
             raise ConfigError(f"{source}: notify needs Linux (the sender's PID is checked "
@@ -288,6 +289,6 @@ def parse_check(text: str, source: str = "--ready") -> ReadyCheck:
     except ConfigError:
         raise ConfigError(
             f"{source}: {value!r} is not a check (notify, http://HOST:PORT/PATH, "
-            "https://..., tcp://HOST:PORT or a duration such as 2s)"
+            "https://..., tcp://HOST:PORT, log:REGEX or a duration such as 2s)"
         ) from None
     return DurationCheck(seconds)

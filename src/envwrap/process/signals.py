@@ -12,8 +12,21 @@ SIGCHLD sent to the main thread (``pthread_kill``), which the loop takes as
 "reap, then look at the queue". Idle, the loop sleeps in one ``sigwaitinfo``:
 no polling, no CPU.
 
+Faults (SIGSEGV, SIGABRT, ... -- :data:`posix.FAULTS`), SIGPIPE and SIGXFSZ
+are blocked and taken too, so that one another process sends (``kill -SEGV``, ``si_code`` SI_USER,
+SI_QUEUE or SI_TKILL) is forwarded to the program, as dumb-init does. One the
+kernel raised for envwrap itself never waits in the queue (a real fault is
+delivered even when blocked); one that does arrive here with a kernel
+``si_code``, or that envwrap sent itself, ends envwrap by its default action
+-- a core dump -- as it would have without the block (docs/SECURITY.md).
+envwrap's own SIGPIPE and SIGXFSZ (a write to a closed pipe, a file over
+RLIMIT_FSIZE) carry its own PID, and are dropped: the write fails with EPIPE
+or EFBIG, as when they are ignored.
+
 Where ``sigwaitinfo`` does not exist (macOS), Python handlers write to a
-wakeup pipe instead, and the loop polls it (:class:`WakeupPipe`).
+wakeup pipe instead, and the loop polls it (:class:`WakeupPipe`); there the
+faults keep their defaults (a Python-level handler would return to the
+faulting instruction forever), so ``kill -SEGV`` ends envwrap, as in tini.
 
 The signals stay blocked once the loop is closed: envwrap is about to exit,
 and a late SIGTERM must not replace the program's exit code.
@@ -39,20 +52,57 @@ else:
 __all__ = ["Inbox", "SignalWait", "TakenSignals", "WakeupPipe", "signal_source"]
 
 
-class SignalWait:
-    """Signals blocked, taken one at a time with sigwaitinfo(2) (Linux, BSDs)."""
+#: si_code values of a signal that a process sent (kill, sigqueue, tgkill):
+#: SI_USER, SI_QUEUE, SI_TKILL (<asm-generic/siginfo.h>); the kernel's own
+#: are positive (SEGV_MAPERR, BUS_ADRERR, SI_KERNEL...)
+_SENT_CODES = frozenset((0, -1, -6))
 
-    def __init__(self, signals: frozenset[int]) -> None:
-        self.signals = signals
+
+def sent_by_another_process(info: _signal.struct_siginfo) -> bool:
+    """Whether a signal came from ``kill``/``sigqueue`` of another process."""
+    return info.si_code in _SENT_CODES and info.si_pid != os.getpid()
+
+
+def die_of(signum: int) -> None:
+    """End envwrap by ``signum``'s default action (a core dump for a fault)."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (signum,))
+    _signal.raise_signal(signum)
+    os.abort()  # pragma: no cover -- the default action of a fault does not return
+
+
+class SignalWait:
+    """Signals blocked, taken one at a time with sigwaitinfo(2) (Linux, BSDs).
+
+    ``faults`` (a subset of :data:`posix.FAULTS`) and ``own`` (SIGPIPE and
+    SIGXFSZ, :data:`posix.ENVWRAP_IGNORES`) are taken as well, and returned only
+    when another process sent them. A fault of envwrap's own ends it; a SIGPIPE
+    or SIGXFSZ of its own (the kernel sends them to the writer itself, with its
+    own PID, and the write fails with EPIPE or EFBIG) is dropped.
+    """
+
+    def __init__(self, signals: frozenset[int], faults: frozenset[int] = frozenset(),
+                 own: frozenset[int] = frozenset()) -> None:
+        self.faults = faults
+        self.own = own
+        self.signals = signals | faults | own
         self.main = _thread.get_ident()
-        _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, self.signals)
 
     def wait(self, timeout: float | None) -> list[int]:
         """Block until a signal (or ``timeout`` seconds); CPython retries on EINTR."""
         if timeout is None:
-            return [_signal.sigwaitinfo(self.signals).si_signo]
-        info = _signal.sigtimedwait(self.signals, timeout)
-        return [] if info is None else [info.si_signo]
+            info: _signal.struct_siginfo | None = _signal.sigwaitinfo(self.signals)
+        else:
+            info = _signal.sigtimedwait(self.signals, timeout)
+        if info is None:
+            return []
+        signum = info.si_signo
+        if (signum in self.faults or signum in self.own) and not sent_by_another_process(info):
+            if signum in self.faults:
+                die_of(signum)
+            return []
+        return [signum]
 
     def wake(self) -> None:
         """From any thread: SIGCHLD, pending on the main thread, ends its wait."""
@@ -75,7 +125,10 @@ class WakeupPipe:
     busy is still taken.
     """
 
-    def __init__(self, signals: frozenset[int]) -> None:
+    def __init__(self, signals: frozenset[int], faults: frozenset[int] = frozenset(),
+                 own: frozenset[int] = frozenset()) -> None:
+        # ``faults`` keep their defaults here, ``own`` stay ignored (see the
+        # module's docstring).
         # Only blocked signals are safe from envwrap's own terminal I/O (see
         # posix.TERMINAL_IO); here nothing is blocked, so those two stay ignored.
         for signum in signals & posix.TERMINAL_IO:
@@ -118,11 +171,14 @@ class WakeupPipe:
         os.close(self.write_fd)
 
 
-def signal_source(signals: frozenset[int]) -> SignalWait | WakeupPipe:
+def signal_source(
+    signals: frozenset[int], faults: frozenset[int] = frozenset(),
+    own: frozenset[int] = frozenset(),
+) -> SignalWait | WakeupPipe:
     """sigwaitinfo where it exists; the wakeup pipe elsewhere (a test forces it here)."""
     if hasattr(_signal, "sigtimedwait"):
-        return SignalWait(signals)
-    return WakeupPipe(signals)
+        return SignalWait(signals, faults, own)
+    return WakeupPipe(signals, faults, own)
 
 
 class TakenSignals:
@@ -132,7 +188,7 @@ class TakenSignals:
     inherit the blocked signals only if started afterwards); the
     :class:`~envwrap.process.supervisor.Supervisor` does it itself unless given
     one. ``slate`` is what the program must start with, captured first.
-    SIGPIPE and SIGXFSZ are ignored instead (see :data:`posix.ENVWRAP_IGNORES`).
+    SIGPIPE and SIGXFSZ stay ignored as well as taken (see :class:`SignalWait`).
     """
 
     __slots__ = ("slate", "source")
@@ -151,7 +207,8 @@ class TakenSignals:
             from envwrap import log
 
             log.debug("threads started before the supervisor may take signals meant for it")
-        self.source = signal_source(caught)
+        self.source = signal_source(caught, posix.FAULTS - slate.ignored_at_start,
+                                    posix.ENVWRAP_IGNORES)
 
 
 class Inbox:

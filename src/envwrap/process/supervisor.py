@@ -5,9 +5,9 @@ and does, at least, what tini and dumb-init do:
 
 - The program runs in its own process group. Every catchable signal envwrap
   receives is forwarded to that group exactly once, in arrival order, as that
-  same signal -- except SIGCHLD (envwrap's own), SIGPIPE and SIGXFSZ (see
-  :data:`posix.ENVWRAP_IGNORES`), the synchronous faults, and signals that
-  envwrap was started with ignored (they stay ignored, for the program too).
+  same signal -- except SIGCHLD, envwrap's own SIGPIPE, SIGXFSZ and faults (those
+  another process sends are forwarded: :mod:`~envwrap.process.signals`), and
+  those envwrap was started with ignored (they stay ignored, for the program too).
 - SIGTERM or SIGINT to envwrap also means "stop": SIGINT is forwarded as
   SIGINT, SIGTERM as the kill signal, to every generation (see
   :mod:`~envwrap.process.generations`); envwrap then exits with the program's
@@ -28,13 +28,12 @@ from __future__ import annotations
 import os
 
 from envwrap import log
-from envwrap.process import posix, signals
+from envwrap.process import ports, posix, prctl, signals
 from envwrap.process.child import Child
 from envwrap.process.generations import (
     CANDIDATE,
     CURRENT,
     INITIAL,
-    RETIRING,
     ROLLBACK,
     ROTATION,
     Generation,
@@ -121,8 +120,7 @@ class Supervisor:
         self._inbox.put(_HANDOFF, dict(environment), done)
 
     def send(self, signum: int, done: Done | None = None) -> None:
-        """Send ``signum`` to the program's process group; ``done`` gets whether
-        there was a program to send it to."""
+        """Send ``signum`` to the program's group; ``done`` gets whether there was one."""
         self._inbox.put(_SEND, signum, done)
 
     def request_exit(self, code: int, done: Done | None = None) -> None:
@@ -138,7 +136,7 @@ class Supervisor:
         generation cannot be executed. Must be called on the main thread.
         """
         spec = self._spec
-        self._adopts_orphans = posix.become_reaper()
+        self._adopts_orphans = prctl.become_reaper()
         self._terminal = Terminal(posix.controlling_terminal())
         try:
             if spec.ready is not None:
@@ -200,9 +198,11 @@ class Supervisor:
         current = self._current_child()
         if signum == _signal.SIGCONT:
             self._terminal.continued(current)
-        self._forward(signum)
         if signum in posix.JOB_CONTROL:
+            self._forward(self._terminal.job_signal(signum))
             self._terminal.stop_self(signum, current)
+            return
+        self._forward(signum)
 
     def _current_child(self) -> Child | None:
         current = self._table.current()
@@ -226,6 +226,7 @@ class Supervisor:
         child = Child.start(
             spec.argv, {**environment, **self._extra_environment}, self._slate,
             stdio=spec.stdio, passed=spec.passed_fds, cwd=spec.cwd,
+            tap=None if spec.ready is None else spec.ready.tap(spec.stdio),
             terminal=self._terminal.for_new_generation() if role == CURRENT else None,
         )
         log.info("started the program", program=spec.argv[0], pid=child.pid, reason=reason)
@@ -429,7 +430,7 @@ class Supervisor:
             old = self._table.promote(generation)
             if old is not None:
                 self._terminal.follow(old.child, generation.child)
-                self._retire(old)
+                self._table.retire(old, self._spec.kill_signal)
         for done in waiting:
             done(pid)
 
@@ -449,11 +450,18 @@ class Supervisor:
             if child.alive and self._stopping is None:
                 self._begin_stop(_STOP)
             return
-        rejected = Rejected(child.pid, None if child.alive else child.exit_code, why)
+        code = None if child.alive else child.exit_code
+        rejected = Rejected(child.pid, code, why)
         if generation.role == CANDIDATE:
-            self._retire(generation)
-            log.error(f"the new generation failed ({why}); the previous one keeps running",
-                      pid=child.pid)
+            self._table.retire(generation, self._spec.kill_signal)
+            running = self._table.current()
+            note = None  # an exit beside a generation that holds its own port: say so
+            if code is not None and running is not None and not self._spec.passed_fds:
+                note = ports.address_conflict(running.pid)
+            if note is not None:
+                rejected = Rejected(child.pid, code, f"{why}; {note}", address_conflict=True)
+            log.error(f"the new generation failed ({rejected.why}); the previous one keeps "
+                      "running", pid=running.pid if running else None, failed=child.pid)
         else:
             log.error(f"the new generation failed ({why}); starting the program again with "
                       "the previous environment", pid=child.pid)
@@ -478,21 +486,14 @@ class Supervisor:
             for callback in superseded.end_probation():
                 callback(None)
             if superseded.role == CANDIDATE:
-                self._retire(superseded)
+                self._table.retire(superseded, self._spec.kill_signal)
         try:
             candidate = self._start(environment, ROTATION, current.environment, CANDIDATE)
         except OSError as exc:
             error = command_error(self._spec.argv[0], exc)
-            log.error(f"cannot start the new generation: {error}; the current one keeps running")
+            log.error(f"cannot start the new generation: {error}; the current one keeps running",
+                      pid=current.pid)
             for callback in waiting:
                 callback(Rejected(None, error.exit_code, str(error)))
             return
         self._watch_ready(candidate, waiting)
-
-    def _retire(self, generation: Generation) -> None:
-        """Ask a generation other than the current one to stop."""
-        generation.role = RETIRING
-        if generation.child.alive:
-            log.info("asking the previous generation to stop", pid=generation.pid,
-                     signal=signal_name(self._spec.kill_signal))
-        self._table.stop(generation, self._spec.kill_signal)

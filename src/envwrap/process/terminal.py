@@ -6,7 +6,10 @@ terminal back and stops itself, so the shell that started envwrap regains
 control; ``fg`` resumes envwrap, which hands the terminal back and resumes the
 program (tini leaves the shell hanging instead). SIGTSTP, SIGTTIN or SIGTTOU
 sent to envwrap is forwarded to the program's group, then envwrap stops itself
-(SIGSTOP), so that whoever sent it sees the whole job stopped. As PID 1
+(SIGSTOP), so that whoever sent it sees the whole job stopped. Without a
+controlling terminal the group gets SIGSTOP instead, as dumb-init does: a
+program that catches SIGTSTP (to restore a terminal it does not have here)
+would otherwise keep running while envwrap and the sender think it stopped. As PID 1
 envwrap cannot stop (the kernel ignores SIGSTOP to a namespace's init from
 inside it), so it only forwards, and resumes a program that stopped.
 """
@@ -67,6 +70,14 @@ class Terminal:
             return
         if posix.terminal_owner(fd) == os.getpgrp():
             posix.take_terminal(fd, child.pid)
+
+    def job_signal(self, signum: int) -> int:
+        """What a job-control signal sent to envwrap becomes for the program's group.
+
+        With a terminal, itself (the program may tidy the terminal up, then
+        stop); without one, SIGSTOP, which no program can catch: the job stops.
+        """
+        return signum if self.fd is not None else _signal.SIGSTOP
 
     def stop_self(self, signum: int, child: Child | None) -> None:
         """After forwarding a job-control signal: stop envwrap too, as dumb-init does.
