@@ -51,7 +51,12 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.errors import EnvwrapError
     from envwrap.refs import Locator
 
-__all__ = ["Backend", "Fetched", "Lease"]
+__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease"]
+
+#: a secret, or a store's reply carrying one, larger than this is a mistake (a log,
+#: a disk image, a hostile server), not a secret: it is refused, never read whole.
+#: A program's environment holds at most 128 KiB per variable anyway.
+MAX_SECRET_BYTES = 1024 * 1024
 
 
 class Lease:
