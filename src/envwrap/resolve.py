@@ -15,6 +15,7 @@ from typing import Any
 
 from envwrap import log
 from envwrap.backends import BackendRegistry, Fetched
+from envwrap.backends.registry import NoAnswer
 from envwrap.errors import (
     EnvwrapError,
     InvalidValueError,
@@ -54,10 +55,16 @@ def fetch_all(
     store_deadline = time.monotonic() + timeout
     pending = list(dict.fromkeys(locators))
     results: dict[Locator, Fetched] = {}
+    #: why each locator failed: a store cut short by the deadline keeps the reason it
+    #: gave before (its 503, its foreign reply), which says more than "no answer"
+    reasons: dict[Locator, EnvwrapError] = {}
     while pending:
         fetched, failures = _fetch_round(pending, registry, store_deadline)
         arm_redaction(fetched.values())
         results.update(fetched)
+        for locator, failure in failures.items():
+            if not (isinstance(failure, NoAnswer) and locator in reasons):
+                reasons[locator] = failure
         permanent = [(loc, err) for loc, err in failures.items() if not err.retryable]
         if permanent:
             locator, error = permanent[0]
@@ -66,7 +73,8 @@ def fetch_all(
         pending = list(failures)
         if not pending:
             break
-        locator, error = next(iter(failures.items()))
+        locator = pending[0]
+        error = reasons[locator]
         variable, reference = describe(locator)
         if not backoff.wait(deadline):
             raise StoreUnavailableError(

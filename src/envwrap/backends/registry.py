@@ -23,9 +23,13 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
 
     T = TypeVar("T")
 
-__all__ = ["BUILTIN_BACKENDS", "BackendRegistry", "Builtin", "credential_names"]
+__all__ = ["BUILTIN_BACKENDS", "BackendRegistry", "Builtin", "NoAnswer", "credential_names"]
 
 ENTRY_POINT_GROUP = "envwrap.backends"
+
+
+class NoAnswer(StoreUnavailableError):
+    """A store that had not answered when the deadline passed (it may answer, slowly)."""
 
 
 class Builtin:
@@ -93,7 +97,7 @@ class BackendRegistry:
         """Read each distinct locator once, every store at the same time.
 
         A store that has not answered by ``deadline`` (a :func:`time.monotonic`
-        time) is left behind: its locators get a :class:`StoreUnavailableError`.
+        time) is left behind: its locators get a :class:`NoAnswer`.
         So does every locator of a store whose backend cannot be built (an
         unknown scheme, a missing ``VAULT_ADDR``), with that error.
         """
@@ -145,7 +149,7 @@ class BackendRegistry:
         schemes = list(backends)
 
         def overdue(index: int) -> dict[Locator, T | EnvwrapError]:
-            late = StoreUnavailableError(f"the {schemes[index]}:// store did not answer in time")
+            late = NoAnswer(f"the {schemes[index]}:// store did not answer in time")
             return dict.fromkeys(groups[schemes[index]], late)
 
         jobs = [_bound(one_store, scheme) for scheme in schemes]
