@@ -27,7 +27,12 @@ from envwrap.secret import Secret, known_values
 from envwrap.telemetry import audit
 from envwrap.values import Backoff
 
-__all__ = ["arm_redaction", "fetch_all", "render", "select"]
+__all__ = ["ATTEMPT_GRACE", "arm_redaction", "fetch_all", "render", "select"]
+
+#: seconds an attempt under way at the --start-timeout deadline may take to finish:
+#: a slow first read (a cold SDK, a loaded machine) still counts, a store dripping
+#: a byte a second does not hold start-up for ever (docs/reference.md)
+ATTEMPT_GRACE = 5.0
 
 
 def fetch_all(
@@ -43,8 +48,9 @@ def fetch_all(
     Transient failures (:attr:`EnvwrapError.retryable`) are retried with backoff
     until ``timeout`` seconds have passed; the first permanent failure is raised
     at once, named by ``describe(locator) -> (variable, reference)``. The
-    timeout is a deadline: a store that answers slowly or never (a byte a
-    second) is left behind when it passes.
+    timeout is a deadline: no attempt starts after it, and a store still
+    answering :data:`ATTEMPT_GRACE` seconds after it (a byte a second) is left
+    behind.
 
     Every value read is known to the redaction filter before anything is logged
     or audited about it.
@@ -52,7 +58,7 @@ def fetch_all(
     backoff = backoff or Backoff()
     deadline = backoff.clock() + timeout
     # the stores' waits run on the monotonic clock, whatever clock the backoff has
-    store_deadline = time.monotonic() + timeout
+    store_deadline = time.monotonic() + timeout + ATTEMPT_GRACE
     pending = list(dict.fromkeys(locators))
     results: dict[Locator, Fetched] = {}
     #: why each locator failed: a store cut short by the deadline keeps the reason it
