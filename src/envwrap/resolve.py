@@ -17,11 +17,13 @@ from envwrap import log
 from envwrap.backends import BackendRegistry, Fetched
 from envwrap.backends.registry import NoAnswer
 from envwrap.errors import (
+    BackendMissingError,
     EnvwrapError,
     InvalidValueError,
     NotFoundError,
     StoreUnavailableError,
 )
+from envwrap.near_miss import likely_reference
 from envwrap.refs import Locator, Template
 from envwrap.secret import Secret, known_values
 from envwrap.telemetry import audit
@@ -75,7 +77,7 @@ def fetch_all(
         if permanent:
             locator, error = permanent[0]
             variable, reference = describe(locator)
-            raise error.about(variable=variable, reference=reference)
+            raise _with_likely_form(error.about(variable=variable, reference=reference))
         pending = list(failures)
         if not pending:
             break
@@ -96,6 +98,16 @@ def fetch_all(
             error=error.message,
         )
     return results
+
+
+def _with_likely_form(error: EnvwrapError) -> EnvwrapError:
+    """A scheme no backend serves may be a typo (``ref+vualt://``): say which form
+    was probably meant, as the warning about bare near misses does."""
+    if isinstance(error, BackendMissingError) and error.reference:
+        meant = likely_reference(error.reference)
+        if meant is not None:
+            error.hint = f"did you mean {meant}?"
+    return error
 
 
 def _fetch_round(

@@ -64,6 +64,7 @@ def test_a_typo_in_a_ref_scheme_names_the_variable_and_the_likely_form(
     stderr = fail_fast(env, 78)
     assert "DB_PASSWORD: ref+vualt://secret/app#password:" in stderr
     assert "did you mean ref+vault://?" in stderr
+    assert "no backend is installed for the scheme 'vualt'" in stderr
 
 
 def test_a_wrong_key_lists_the_keys_there_are_never_values(

@@ -41,10 +41,8 @@ from envwrap.errors import (
 )
 from envwrap.refs import Locator
 
-__all__ = [
-    "SDK_ERRORS", "AwsBackend", "aws_errors", "error_family", "foreign_reply", "map_error",
-    "map_error_code",
-]
+__all__ = ["SDK_ERRORS", "AwsBackend", "aws_errors", "error_family", "foreign_reply",
+           "map_error", "map_error_code"]
 
 T = TypeVar("T")
 
@@ -99,15 +97,11 @@ _FAMILIES: dict[str, tuple[type[EnvwrapError], str, str | None]] = {
     ),
     "config": (ConfigError, "the AWS configuration is not usable", None),
     "rejected": (ConfigError, "AWS refused the request", None),
-    "foreign": (
-        StoreUnavailableError,
-        "the endpoint's reply is not an AWS reply",
-        "is AWS_ENDPOINT_URL an AWS endpoint, not a proxy or web page?",
-    ),
+    "foreign": (StoreUnavailableError, "the endpoint's reply is not an AWS reply",
+                "is AWS_ENDPOINT_URL an AWS endpoint, not a proxy or web page?"),
 }
 
-#: what botocore raises for a reply it cannot read (not UTF-8, not its protocol):
-#: a store that answers as no AWS service does -- unreachable, in effect (69)
+#: what botocore raises for a reply it cannot read (not UTF-8, not its protocol)
 _UNREADABLE: tuple[type[BaseException], ...] = (UnicodeDecodeError, ResponseParserError)
 #: every exception a call through boto3 raises for the store's sake, not envwrap's
 SDK_ERRORS: tuple[type[BaseException], ...] = (bx.ClientError, bx.BotoCoreError, *_UNREADABLE)

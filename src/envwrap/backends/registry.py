@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from envwrap.backends.fanout import by_scheme, run_all
 from envwrap.errors import BackendMissingError, EnvwrapError, StoreUnavailableError
-from envwrap.near_miss import likely_reference
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
@@ -164,9 +163,6 @@ class BackendRegistry:
             return _import_builtin(scheme, builtin)
         entry_point = self._plugin_entry_points().get(scheme)
         if entry_point is None:
-            meant = likely_reference(f"ref+{scheme}://")
-            if meant is not None:
-                raise BackendMissingError(f"unknown scheme {scheme!r}: did you mean {meant}?")
             raise BackendMissingError(
                 f"no backend is installed for the scheme {scheme!r}",
                 hint=f"install a plug-in that registers {scheme!r} in the "
