@@ -54,6 +54,28 @@ def test_the_token_never_follows_a_redirect_to_another_origin(
             target.close()
 
 
+def test_https_never_falls_to_plain_http(
+    redirect_target: FakeStore, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    from testsupport.webhook import self_signed
+
+    cert, key = self_signed(tmp_path, "vault")
+    secure = FakeStore(tls=(cert, key))
+    try:
+        token = canary("token")
+        secure.answer("GET", "*", redirect(f"{redirect_target.url}/v1/secret/data/app"))
+        env = vault_env(base_env, secure, VAULT_TOKEN=token, VAULT_CACERT=str(cert),
+                        X="vault://secret/app#k")
+        result = run_envwrap([*ARGS, "--", "true"], env=env)
+        assert result.returncode == 69, result.stderr
+        assert secure.seen, "the https store was reached"
+        assert redirect_target.seen == []
+        assert f"{secure.url} redirected to {redirect_target.url}" in result.stderr
+        assert_not_leaked(token, result.stderr, result.stdout)
+    finally:
+        secure.close()
+
+
 def test_an_approle_login_never_follows_a_307_elsewhere(
     fake_store: FakeStore, redirect_target: FakeStore, base_env: dict[str, str]
 ) -> None:
