@@ -17,6 +17,7 @@ pytest.register_assert_rewrite("testsupport.handoff", "testsupport.resolving", "
 pytest_plugins = [
     "testsupport.fixtures_vault",
     "testsupport.fixtures_aws",
+    "testsupport.fake_store",
     "testsupport.rotation",
     "testsupport.pid_namespace",
     "testsupport.bundle",

@@ -64,6 +64,8 @@ OPTIONS: tuple[Option, ...] = (
            "programs load (PATH, LD_PRELOAD, ...)", metavar="NAME"),
     Option("--pass-env", "list", "keep this credential variable (VAULT_TOKEN, ENVWRAP_...) in "
            "the child's environment", metavar="NAME"),
+    Option("--scrub-env", "list", "remove the variables matching this glob from the child's "
+           "environment (repeatable; e.g. 'AWS_*')", metavar="GLOB", commands=_RUN),
     Option("--start-timeout", "value", "how long to retry an unreachable store at start",
            default="30s", metavar="DURATION"),
     Option("--log-level", "value", "how much envwrap says on stderr", default="warning",
@@ -150,6 +152,7 @@ class Settings:
     from_: list[str]
     allow_name: list[str]
     pass_env: list[str]
+    scrub_env: list[str]
     start_timeout: float = 30.0
     log_level: str = "warning"
     log_format: str = "text"
@@ -195,6 +198,7 @@ class Settings:
         self.from_ = []
         self.allow_name = []
         self.pass_env = []
+        self.scrub_env = []
         self.render = []
         self.listen = []
 

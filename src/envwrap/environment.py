@@ -73,19 +73,31 @@ def is_dangerous_name(name: str) -> bool:
     return name in DANGEROUS_NAMES or name.startswith(DANGEROUS_PREFIXES)
 
 
-def child_environment(environment: Mapping[str, str], keep: Iterable[str] = ()) -> dict[str, str]:
-    """The environment without envwrap's store credentials and ``ENVWRAP_*`` settings.
+def child_environment(
+    environment: Mapping[str, str], keep: Iterable[str] = (), scrub: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment without envwrap's store credentials and ``ENVWRAP_*`` settings,
+    nor the names that match a ``scrub`` glob (``--scrub-env 'AWS_*'``).
 
     The credentials are the stores' ``credential_names`` (``VAULT_TOKEN``...),
-    scrubbed whether or not a reference uses the store.
+    scrubbed whether or not a reference uses the store. ``keep`` (``--pass-env``)
+    names what stays all the same: a name given outright wins over a pattern.
     """
     kept = frozenset(keep)
     scrubbed = credential_names()
-    return {
+    child = {
         name: value
         for name, value in environment.items()
         if name in kept or not (name in scrubbed or name.startswith(SCRUBBED_PREFIX))
     }
+    patterns = list(scrub)
+    if patterns:
+        from fnmatch import fnmatchcase  # only then: it imports re
+
+        for name in [n for n in child if n not in kept]:
+            if any(fnmatchcase(name, pattern) for pattern in patterns):
+                del child[name]
+    return child
 
 
 class Composed:

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidValueError",
     "NotFoundError",
     "ReferenceSyntaxError",
+    "ReplyRefusedError",
     "StoreUnavailableError",
     "UsageError",
 ]
@@ -100,6 +101,13 @@ class StoreUnavailableError(EnvwrapError):
 
     exit_code = EX_UNAVAILABLE
     retryable = True
+
+
+class ReplyRefusedError(StoreUnavailableError):
+    """The store answered with what envwrap will not follow or read: a redirect to
+    another address, a reply too large. Not retried: it would answer the same."""
+
+    retryable = False
 
 
 class AuthError(EnvwrapError):

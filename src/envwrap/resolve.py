@@ -7,24 +7,34 @@ stores, :func:`render` is pure.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from envwrap import log
 from envwrap.backends import BackendRegistry, Fetched
+from envwrap.backends.registry import NoAnswer
 from envwrap.errors import (
+    BackendMissingError,
     EnvwrapError,
     InvalidValueError,
     NotFoundError,
     StoreUnavailableError,
 )
+from envwrap.near_miss import likely_reference
 from envwrap.refs import Locator, Template
-from envwrap.secret import Secret
+from envwrap.secret import Secret, known_values
 from envwrap.telemetry import audit
 from envwrap.values import Backoff
 
-__all__ = ["fetch_all", "render", "select"]
+__all__ = ["ATTEMPT_GRACE", "arm_redaction", "fetch_all", "render", "select"]
+
+#: seconds an attempt under way at the --start-timeout deadline may take to finish:
+#: a slow first read (a cold SDK, a loaded machine) still counts, a store dripping
+#: a byte a second does not hold start-up for ever (docs/reference.md)
+ATTEMPT_GRACE = 5.0
 
 
 def fetch_all(
@@ -39,24 +49,40 @@ def fetch_all(
 
     Transient failures (:attr:`EnvwrapError.retryable`) are retried with backoff
     until ``timeout`` seconds have passed; the first permanent failure is raised
-    at once, named by ``describe(locator) -> (variable, reference)``.
+    at once, named by ``describe(locator) -> (variable, reference)``. The
+    timeout is a deadline: no attempt starts after it, and a store still
+    answering :data:`ATTEMPT_GRACE` seconds after it (a byte a second) is left
+    behind.
+
+    Every value read is known to the redaction filter before anything is logged
+    or audited about it.
     """
     backoff = backoff or Backoff()
     deadline = backoff.clock() + timeout
+    # the stores' waits run on the monotonic clock, whatever clock the backoff has
+    store_deadline = time.monotonic() + timeout + ATTEMPT_GRACE
     pending = list(dict.fromkeys(locators))
     results: dict[Locator, Fetched] = {}
+    #: why each locator failed: a store cut short by the deadline keeps the reason it
+    #: gave before (its 503, its foreign reply), which says more than "no answer"
+    reasons: dict[Locator, EnvwrapError] = {}
     while pending:
-        fetched, failures = _fetch_round(pending, registry)
+        fetched, failures = _fetch_round(pending, registry, store_deadline)
+        arm_redaction(fetched.values())
         results.update(fetched)
+        for locator, failure in failures.items():
+            if not (isinstance(failure, NoAnswer) and locator in reasons):
+                reasons[locator] = failure
         permanent = [(loc, err) for loc, err in failures.items() if not err.retryable]
         if permanent:
             locator, error = permanent[0]
             variable, reference = describe(locator)
-            raise error.about(variable=variable, reference=reference)
+            raise _with_likely_form(error.about(variable=variable, reference=reference))
         pending = list(failures)
         if not pending:
             break
-        locator, error = next(iter(failures.items()))
+        locator = pending[0]
+        error = reasons[locator]
         variable, reference = describe(locator)
         if not backoff.wait(deadline):
             raise StoreUnavailableError(
@@ -74,12 +100,22 @@ def fetch_all(
     return results
 
 
+def _with_likely_form(error: EnvwrapError) -> EnvwrapError:
+    """A scheme no backend serves may be a typo (``ref+vualt://``): say which form
+    was probably meant, as the warning about bare near misses does."""
+    if isinstance(error, BackendMissingError) and error.reference:
+        meant = likely_reference(error.reference)
+        if meant is not None:
+            error.hint = f"did you mean {meant}?"
+    return error
+
+
 def _fetch_round(
-    pending: list[Locator], registry: BackendRegistry
+    pending: list[Locator], registry: BackendRegistry, deadline: float
 ) -> tuple[dict[Locator, Fetched], dict[Locator, EnvwrapError]]:
     failures: dict[Locator, EnvwrapError] = {}
     fetched: dict[Locator, Fetched] = {}
-    for locator, outcome in registry.read_many(pending).items():
+    for locator, outcome in registry.read_many(pending, deadline=deadline).items():
         if isinstance(outcome, EnvwrapError):
             failures[locator] = outcome
             # each failed attempt, for the store metrics (a store down at start)
@@ -88,6 +124,29 @@ def _fetch_round(
         else:
             fetched[locator] = outcome
     return fetched, failures
+
+
+def arm_redaction(fetched: Iterable[Fetched]) -> None:
+    """Make every text a secret holds known to the redaction filter: the secret
+    as read, and each string or number inside a key-value or JSON secret."""
+    for item in fetched:
+        _remember(item.data)
+        if isinstance(item.data, str) and item.data[:1] in ("{", "["):
+            with contextlib.suppress(ValueError):
+                _remember(json.loads(item.data))
+
+
+def _remember(document: Any) -> None:
+    if isinstance(document, str):
+        known_values.add(document)
+    elif isinstance(document, Mapping):
+        for value in document.values():
+            _remember(value)
+    elif isinstance(document, list):
+        for value in document:
+            _remember(value)
+    elif isinstance(document, int | float) and not isinstance(document, bool):
+        known_values.add(json.dumps(document))
 
 
 def render(
@@ -156,10 +215,30 @@ def _step(document: Any, token: str, key: str) -> Any:
     if isinstance(document, Mapping):
         if token in document:
             return document[token]
-        raise NotFoundError(f"the secret has no key {key!r}")
+        raise NotFoundError(f"the secret has no key {key!r}{_keys_there(document)}")
     if isinstance(document, list) and token.isdigit() and int(token) < len(document):
         return document[int(token)]
+    if isinstance(document, list):
+        raise NotFoundError(f"the secret has no key {key!r} (there: a list of "
+                            f"{len(document)} items, numbered from 0)")
     raise NotFoundError(f"the secret has no key {key!r}")
+
+
+#: at most this many key names are listed in a "no such key" message
+LISTED_KEYS = 20
+
+
+def _keys_there(document: Mapping[str, Any]) -> str:
+    """The names of the keys there are, for a "no such key" message: names, never values."""
+    if not document:
+        return " (it has no keys)"
+    names = sorted(_printable(str(name)) for name in document)
+    more = f" and {len(names) - LISTED_KEYS} more" if len(names) > LISTED_KEYS else ""
+    return f" (its keys: {', '.join(names[:LISTED_KEYS])}{more})"
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name[:60])
 
 
 def _as_json(document: Any) -> str:

@@ -229,7 +229,8 @@ class RotationPolicy:
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
         """The watcher saw a change: ``composed`` is what the stores hold now."""
-        environment = child_environment(composed.environment, self.settings.pass_env)
+        environment = child_environment(composed.environment, self.settings.pass_env,
+                                        self.settings.scrub_env)
         change = _Change(environment, composed, _names(changed))
         with self._lock:
             self._cancel_retry()

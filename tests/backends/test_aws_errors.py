@@ -33,6 +33,7 @@ EXPECTED = {
     "invalid": (ReferenceSyntaxError, 64),
     "config": (ConfigError, 78),
     "rejected": (ConfigError, 78),
+    "foreign": (StoreUnavailableError, 69),
 }
 
 

@@ -268,9 +268,10 @@ def test_settings_come_from_the_given_environ_not_os_environ(
     openbao.kv2_put(name, {"k": value})
     monkeypatch.setenv("VAULT_TOKEN", openbao.token)
     monkeypatch.setenv("VAULT_ADDR", openbao.addr)
-    # no token in the mapping (and none in its HOME): hvac must not fall back to os.environ
+    # no token in the mapping (and none in its HOME): hvac must not fall back to os.environ;
+    # envwrap says there is no token (78) rather than sending none and reporting a denial
     backend = VaultBackend({"VAULT_ADDR": openbao.addr, "HOME": str(tmp_path)})
-    with pytest.raises(AuthError):
+    with pytest.raises(ConfigError, match="no Vault token"):
         backend.read(loc(f"secret/{name}"))
     backend.close()
     (tmp_path / ".vault-token").write_text(openbao.token + "\n")
@@ -478,6 +479,10 @@ def test_plain_http_to_another_machine_warns(capsys: pytest.CaptureFixture[str])
     ("environ", "match"),
     [
         ({"VAULT_ADDR": "vault.example.com:8200"}, "VAULT_ADDR"),
+        ({"VAULT_ADDR": ""}, "VAULT_ADDR is not set"),
+        ({"VAULT_ADDR": "  "}, "VAULT_ADDR is not set"),
+        ({"VAULT_ADDR": "http://[::1"}, "VAULT_ADDR"),
+        ({"VAULT_ADDR": "http://vault:99999"}, "VAULT_ADDR"),
         ({"VAULT_SKIP_VERIFY": "maybe"}, "VAULT_SKIP_VERIFY"),
         ({"VAULT_CACERT": "/nonexistent/ca.pem"}, "VAULT_CACERT"),
         ({"VAULT_CLIENT_CERT": "/nonexistent/c.pem"}, "set together"),
@@ -487,6 +492,8 @@ def test_plain_http_to_another_machine_warns(capsys: pytest.CaptureFixture[str])
     ],
 )
 def test_bad_settings_are_config_errors(environ: dict[str, str], match: str) -> None:
+    environ = {"VAULT_ADDR": "https://vault.example.com:8200", **environ}
+    environ = {name: value for name, value in environ.items() if value}
     with pytest.raises(ConfigError, match=match) as caught:
         VaultBackend(environ)
     assert caught.value.exit_code == 78
@@ -497,7 +504,7 @@ def test_settings_follow_the_vault_cli(tmp_path: Path) -> None:
     for path in (ca, cert, key):
         path.write_text("x")
     settings = VaultBackend({
-        "VAULT_CACERT": str(ca), "VAULT_CAPATH": str(tmp_path), "VAULT_CLIENT_CERT": str(cert),
+        "VAULT_ADDR": "https://127.0.0.1:8200/", "VAULT_CACERT": str(ca), "VAULT_CAPATH": str(tmp_path), "VAULT_CLIENT_CERT": str(cert),
         "VAULT_CLIENT_KEY": str(key), "VAULT_CLIENT_TIMEOUT": "2m", "VAULT_NAMESPACE": "a/b",
         "VAULT_ROLE_ID": "r", "HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "other.example",
     }).settings
@@ -512,8 +519,9 @@ def test_settings_follow_the_vault_cli(tmp_path: Path) -> None:
     bypass = VaultBackend({"VAULT_ADDR": "https://vault.example.com", "NO_PROXY": ".example.com",
                            "HTTPS_PROXY": "http://proxy:3128"}).settings
     assert bypass.proxies == {}
-    assert VaultBackend({"VAULT_K8S_ROLE": "app"}).settings.auth == "kubernetes"
-    assert VaultBackend({"VAULT_K8S_ROLE": "a", "VAULT_TOKEN": "t"}).settings.auth == "token"
+    here = {"VAULT_ADDR": "https://vault.example.com"}
+    assert VaultBackend({**here, "VAULT_K8S_ROLE": "app"}).settings.auth == "kubernetes"
+    assert VaultBackend({**here, "VAULT_K8S_ROLE": "a", "VAULT_TOKEN": "t"}).settings.auth == "token"
 
 
 def _hvac_classes() -> list[type[hvac.exceptions.VaultError]]:

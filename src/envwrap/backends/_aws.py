@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 import boto3
 import botocore.exceptions as bx
 from botocore.config import Config
+from botocore.parsers import ResponseParserError
 
 from envwrap.backends.contract import Backend
 from envwrap.backends.fanout import run_all
@@ -40,7 +41,8 @@ from envwrap.errors import (
 )
 from envwrap.refs import Locator
 
-__all__ = ["AwsBackend", "aws_errors", "error_family", "map_error", "map_error_code"]
+__all__ = ["SDK_ERRORS", "AwsBackend", "aws_errors", "error_family", "foreign_reply",
+           "map_error", "map_error_code"]
 
 T = TypeVar("T")
 
@@ -95,7 +97,14 @@ _FAMILIES: dict[str, tuple[type[EnvwrapError], str, str | None]] = {
     ),
     "config": (ConfigError, "the AWS configuration is not usable", None),
     "rejected": (ConfigError, "AWS refused the request", None),
+    "foreign": (StoreUnavailableError, "the endpoint's reply is not an AWS reply",
+                "is AWS_ENDPOINT_URL an AWS endpoint, not a proxy or web page?"),
 }
+
+#: what botocore raises for a reply it cannot read (not UTF-8, not its protocol)
+_UNREADABLE: tuple[type[BaseException], ...] = (UnicodeDecodeError, ResponseParserError)
+#: every exception a call through boto3 raises for the store's sake, not envwrap's
+SDK_ERRORS: tuple[type[BaseException], ...] = (bx.ClientError, bx.BotoCoreError, *_UNREADABLE)
 
 #: AWS error codes (the response's ``Error.Code``) -> family
 _CODES: dict[str, str] = {
@@ -193,6 +202,8 @@ _SDK_EXCEPTIONS: tuple[tuple[type[BaseException], str], ...] = (
 
 def error_family(exc: BaseException) -> str:
     """The family of a botocore exception: a key of the family table."""
+    if isinstance(exc, _UNREADABLE):
+        return "foreign"
     if isinstance(exc, bx.ClientError):
         code = _error_code(exc)
         family = _CODES.get(code)
@@ -236,8 +247,15 @@ def aws_errors(service: str) -> Iterator[None]:
     (their text may quote the response)."""
     try:
         yield
-    except (bx.ClientError, bx.BotoCoreError) as exc:
+    except SDK_ERRORS as exc:
         raise map_error(exc, service) from None
+
+
+def foreign_reply(service: str, what: str) -> StoreUnavailableError:
+    """The error for a reply that parses but is not what the AWS service sends
+    (a proxy's JSON, another service): unreachable in effect, and retried."""
+    _, message, hint = _FAMILIES["foreign"]
+    return StoreUnavailableError(f"{service}: {message} ({what})", hint=hint)
 
 
 def _error_code(exc: bx.ClientError) -> str:
@@ -468,7 +486,7 @@ class AwsBackend(Backend):
         ids = list(dict.fromkeys(loc.path for loc in chunk))
         try:
             return batch_call(self._clients.client(region), ids)
-        except (bx.ClientError, bx.BotoCoreError) as exc:
+        except SDK_ERRORS as exc:
             if error_family(exc) == "denied":
                 # a policy may allow the single-value call and not the batch
                 # one: remember, and read one by one in this region from now on

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from envwrap.backends._aws import AwsBackend, aws_errors, map_error_code
-from envwrap.backends.contract import Fetched
+from envwrap.backends._aws import AwsBackend, aws_errors, foreign_reply, map_error_code
+from envwrap.backends.contract import Fetched, checked_version
 from envwrap.backends.fanout import each
 from envwrap.errors import EnvwrapError, InvalidValueError, NotFoundError
 from envwrap.refs import Locator
@@ -59,8 +59,12 @@ class SecretsManagerBackend(AwsBackend):
     def _batch_get(self, client: Any, ids: Sequence[str]) -> dict[str, Fetched | EnvwrapError]:
         sm: SecretsManagerClient = client
         response = sm.batch_get_secret_value(SecretIdList=list(ids))
+        values, errors = response.get("SecretValues", []), response.get("Errors", [])
+        if not (_list_of_mappings(values) and _list_of_mappings(errors)):
+            failure = foreign_reply(self.label, "BatchGetSecretValue")
+            return dict.fromkeys(ids, failure)
         answered: dict[str, Fetched | EnvwrapError] = {}
-        for entry in response.get("SecretValues", []):
+        for entry in values:
             outcome: Fetched | EnvwrapError
             try:
                 outcome = _fetched(entry)
@@ -68,10 +72,10 @@ class SecretsManagerBackend(AwsBackend):
                 outcome = err
             for key in _ids_of(entry):
                 answered[key] = outcome
-        for error in response.get("Errors", []):
+        for error in errors:
             secret_id = error.get("SecretId")
-            if secret_id:
-                answered[secret_id] = map_error_code(error.get("ErrorCode", ""), self.label)
+            if isinstance(secret_id, str) and secret_id:
+                answered[secret_id] = map_error_code(str(error.get("ErrorCode", "")), self.label)
         return answered
 
     def probe(self, locator: Locator) -> str | None:
@@ -86,9 +90,12 @@ class SecretsManagerBackend(AwsBackend):
         client: SecretsManagerClient = self.client(locator)
         with aws_errors(self.label):
             response = client.describe_secret(SecretId=locator.path)
-        for candidate, stages in response.get("VersionIdsToStages", {}).items():
-            if stage in stages:
-                return candidate
+        versions = response.get("VersionIdsToStages", {})
+        if not isinstance(versions, Mapping):
+            raise foreign_reply(self.label, "DescribeSecret")
+        for candidate, stages in versions.items():
+            if isinstance(stages, list) and stage in stages:
+                return checked_version(candidate)
         raise NotFoundError(f"{self.label}: no version of the secret carries the stage {stage}")
 
     def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
@@ -113,18 +120,28 @@ def _ids_of(entry: Mapping[str, Any]) -> list[str]:
     return ids
 
 
+def _list_of_mappings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
+
+
 def _fetched(entry: Mapping[str, Any]) -> Fetched:
+    """The secret of a GetSecretValue reply (or a batch's entry), checked: every
+    such reply names the secret's ARN and version, and holds its value as text or
+    bytes; anything else comes from something that is not Secrets Manager."""
     version = entry.get("VersionId")
     text = entry.get("SecretString")
+    binary = entry.get("SecretBinary")
+    if (not isinstance(entry.get("ARN"), str) or not isinstance(version, str)
+            or not isinstance(text, str | None) or not isinstance(binary, bytes | None)):
+        raise foreign_reply("AWS Secrets Manager", "GetSecretValue")
     if text is None:
-        binary = entry.get("SecretBinary")
         if binary is None:
             raise NotFoundError("AWS Secrets Manager: the secret version has no value")
         try:
-            text = bytes(binary).decode("utf-8")
+            text = binary.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidValueError(
                 "AWS Secrets Manager: the secret is binary data, not UTF-8 text",
                 hint="store text in SecretString (base64-encode binary data)",
             ) from None
-    return Fetched(str(text), version=str(version) if version else None)
+    return Fetched(text, version=version or None)

@@ -18,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from envwrap.backends._aws import AwsBackend, BatchCall, aws_errors, map_error_code
-from envwrap.backends.contract import Fetched
+from envwrap.backends._aws import (
+    AwsBackend,
+    BatchCall,
+    aws_errors,
+    foreign_reply,
+    map_error_code,
+)
+from envwrap.backends.contract import Fetched, checked_version
 from envwrap.errors import EnvwrapError, ReferenceSyntaxError
 from envwrap.refs import Locator
 
@@ -64,7 +70,10 @@ class ParameterStoreBackend(AwsBackend):
         client: SSMClient = self.client(locator)
         with aws_errors(self.label):
             response = client.get_parameter(Name=locator.path, WithDecryption=True)
-        return extract(response["Parameter"])
+        parameter = response.get("Parameter")
+        if not isinstance(parameter, Mapping):
+            raise foreign_reply(self.label, "GetParameter")
+        return extract(parameter)
 
     def _get_parameters(
         self, extract: Callable[[Mapping[str, Any]], T]
@@ -72,13 +81,22 @@ class ParameterStoreBackend(AwsBackend):
         def call(client: Any, names: Sequence[str]) -> dict[str, T | EnvwrapError]:
             ssm: SSMClient = client
             response = ssm.get_parameters(Names=list(names), WithDecryption=True)
+            found, invalid = response.get("Parameters", []), response.get("InvalidParameters", [])
+            if not (isinstance(found, list) and all(isinstance(p, Mapping) for p in found)
+                    and isinstance(invalid, list)):
+                return dict.fromkeys(names, foreign_reply(self.label, "GetParameters"))
             answered: dict[str, T | EnvwrapError] = {}
-            for parameter in response.get("Parameters", []):
-                value = extract(parameter)
+            for parameter in found:
+                value: T | EnvwrapError
+                try:
+                    value = extract(parameter)
+                except EnvwrapError as err:
+                    value = err
                 for key in _ids_of(parameter):
                     answered[key] = value
-            for name in response.get("InvalidParameters", []):
-                answered[name] = map_error_code("ParameterNotFound", self.label)
+            for name in invalid:
+                if isinstance(name, str):
+                    answered[name] = map_error_code("ParameterNotFound", self.label)
             return answered
 
         return call
@@ -97,9 +115,15 @@ def _ids_of(parameter: Mapping[str, Any]) -> list[str]:
 
 
 def _fetched(parameter: Mapping[str, Any]) -> Fetched:
-    return Fetched(str(parameter.get("Value", "")), version=_version(parameter))
+    value = parameter.get("Value", "")
+    if not isinstance(value, str):
+        raise foreign_reply("AWS SSM Parameter Store", "the value is not text")
+    return Fetched(value, version=_version(parameter))
 
 
 def _version(parameter: Mapping[str, Any]) -> str | None:
+    """The parameter's Version, a whole number in every reply SSM sends; checked."""
     version = parameter.get("Version")
-    return None if version is None else str(version)
+    if isinstance(version, str):  # a number is a number; text is not SSM's
+        raise foreign_reply("AWS SSM Parameter Store", "the version is not a number")
+    return checked_version(version)

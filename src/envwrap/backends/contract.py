@@ -42,6 +42,7 @@ Backends are constructed with the merged environment (process environment plus
 from __future__ import annotations
 
 from envwrap.backends.fanout import each
+from envwrap.errors import StoreUnavailableError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
@@ -51,7 +52,40 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.errors import EnvwrapError
     from envwrap.refs import Locator
 
-__all__ = ["Backend", "Fetched", "Lease"]
+__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease", "checked_version"]
+
+#: a secret, or a store's reply carrying one, larger than this is a mistake (a log,
+#: a disk image, a hostile server), not a secret: it is refused, never read whole.
+#: A program's environment holds at most 128 KiB per variable anyway.
+MAX_SECRET_BYTES = 1024 * 1024
+
+
+#: the characters of a version id: KV version numbers, AWS VersionIds (UUIDs)
+_VERSION_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:+"
+)
+_LONGEST_VERSION = 128
+
+
+def checked_version(value: object) -> str | None:
+    """A store's version id as text, checked: a whole number, or an id of letters,
+    digits and ``-_.:+`` (at most 128 characters); ``None`` stays ``None``.
+
+    Anything else -- an object, a list, free text -- is a reply no store sends,
+    and may hold anything (a value): it is never logged or audited, but refused
+    with a :class:`StoreUnavailableError` that does not quote it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if (isinstance(value, str) and 0 < len(value) <= _LONGEST_VERSION
+            and _VERSION_CHARACTERS.issuperset(value)):
+        return value
+    raise StoreUnavailableError(
+        "the store answered with a version that is not a number or an id",
+        hint="is the store's address that of the store, not a proxy or another service?",
+    )
 
 
 class Lease:
@@ -73,7 +107,8 @@ class Fetched:
 
     ``data`` is the secret: text, or a mapping for key-value stores (Vault KV).
     It never appears in ``repr``. ``version`` is the store's version id (shown by
-    ``check`` and the audit log); ``None`` when the store has no versions.
+    ``check`` and the audit log); ``None`` when the store has no versions. It is
+    checked here (:func:`checked_version`), for every store, before anything logs it.
     """
 
     __slots__ = ("data", "lease", "version")
@@ -85,7 +120,7 @@ class Fetched:
         lease: Lease | None = None,
     ) -> None:
         self.data = data
-        self.version = version
+        self.version = checked_version(version)
         self.lease = lease
 
     def __repr__(self) -> str:

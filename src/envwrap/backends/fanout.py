@@ -22,18 +22,70 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
 __all__ = ["by_scheme", "each", "run_all"]
 
 
-def run_all(jobs: Sequence[Callable[[], T]], *, limit: int, name: str) -> list[T]:
+def run_all(
+    jobs: Sequence[Callable[[], T]],
+    *,
+    limit: int,
+    name: str,
+    deadline: float | None = None,
+    overdue: Callable[[int], T] | None = None,
+) -> list[T]:
     """Each job's result, in order; at most ``limit`` run at once, in threads
-    named ``envwrap-NAME``. A single job runs in the calling thread. An
-    exception is raised once every job has finished: a bug is never swallowed."""
-    if len(jobs) <= 1:
-        return [job() for job in jobs]
-    from concurrent.futures import ThreadPoolExecutor
+    named ``envwrap-NAME``. An exception is raised once every job has finished:
+    a bug is never swallowed.
 
-    workers = max(1, min(limit, len(jobs)))
-    with ThreadPoolExecutor(workers, thread_name_prefix=f"envwrap-{name}") as pool:
-        futures = [pool.submit(job) for job in jobs]
-    return [future.result() for future in futures]
+    ``deadline`` (a :func:`time.monotonic` time) bounds the wait: a job still
+    running then is left behind and ``overdue(index)`` is its result. The
+    threads are daemons and nobody joins them, so a read stuck on a store that
+    never answers holds up neither a Ctrl-C nor the exit (docs/SECURITY.md).
+    Without a deadline a single job runs in the calling thread.
+    """
+    if len(jobs) <= 1 and deadline is None:
+        return [job() for job in jobs]
+    import threading
+    import time
+
+    pending = list(enumerate(jobs))
+    pending.reverse()  # popped from the end: the first job starts first
+    results: dict[int, T] = {}
+    failures: dict[int, BaseException] = {}
+    finished = threading.Condition()
+
+    def work() -> None:
+        while True:
+            with finished:
+                if not pending:
+                    return
+                index, job = pending.pop()
+            try:
+                result = job()
+            except BaseException as exc:  # handed to the caller, raised there
+                with finished:
+                    failures[index] = exc
+                    finished.notify_all()
+                continue
+            with finished:
+                results[index] = result
+                finished.notify_all()
+
+    for _ in range(max(1, min(limit, len(jobs)))):
+        threading.Thread(target=work, name=f"envwrap-{name}", daemon=True).start()
+    with finished:
+        try:
+            while len(results) + len(failures) < len(jobs):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                finished.wait(left)
+        finally:
+            pending.clear()  # a Ctrl-C or the deadline: start nothing more
+        done, failed = dict(results), dict(failures)
+    if failed:
+        raise failed[min(failed)]
+    if len(done) < len(jobs) and overdue is None:
+        raise TimeoutError(f"envwrap-{name}: jobs still running at the deadline")
+    return [done[index] if index in done else overdue(index)  # type: ignore[misc]
+            for index in range(len(jobs))]
 
 
 def each(

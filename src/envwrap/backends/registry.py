@@ -10,7 +10,7 @@ store needs (its pip extra, its credential variables) without importing it.
 from __future__ import annotations
 
 from envwrap.backends.fanout import by_scheme, run_all
-from envwrap.errors import BackendMissingError, EnvwrapError
+from envwrap.errors import BackendMissingError, EnvwrapError, StoreUnavailableError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
@@ -22,9 +22,13 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
 
     T = TypeVar("T")
 
-__all__ = ["BUILTIN_BACKENDS", "BackendRegistry", "Builtin", "credential_names"]
+__all__ = ["BUILTIN_BACKENDS", "BackendRegistry", "Builtin", "NoAnswer", "credential_names"]
 
 ENTRY_POINT_GROUP = "envwrap.backends"
+
+
+class NoAnswer(StoreUnavailableError):
+    """A store that had not answered when the deadline passed (it may answer, slowly)."""
 
 
 class Builtin:
@@ -86,13 +90,25 @@ class BackendRegistry:
         """The backends used so far, by scheme."""
         return dict(self._instances)
 
-    def read_many(self, locators: Iterable[Locator]) -> dict[Locator, Fetched | EnvwrapError]:
-        """Read each distinct locator once, every store at the same time."""
-        return self._per_store(locators, lambda backend, group: backend.read_many(group))
+    def read_many(
+        self, locators: Iterable[Locator], *, deadline: float | None = None
+    ) -> dict[Locator, Fetched | EnvwrapError]:
+        """Read each distinct locator once, every store at the same time.
 
-    def probe_many(self, locators: Iterable[Locator]) -> dict[Locator, str | EnvwrapError | None]:
+        A store that has not answered by ``deadline`` (a :func:`time.monotonic`
+        time) is left behind: its locators get a :class:`NoAnswer`.
+        So does every locator of a store whose backend cannot be built (an
+        unknown scheme, a missing ``VAULT_ADDR``), with that error.
+        """
+        return self._per_store(locators, lambda backend, group: backend.read_many(group),
+                               deadline)
+
+    def probe_many(
+        self, locators: Iterable[Locator], *, deadline: float | None = None
+    ) -> dict[Locator, str | EnvwrapError | None]:
         """``Backend.probe_many`` for each distinct locator, every store at the same time."""
-        return self._per_store(locators, lambda backend, group: backend.probe_many(group))
+        return self._per_store(locators, lambda backend, group: backend.probe_many(group),
+                               deadline)
 
     def close(self) -> None:
         for backend in self._instances.values():
@@ -103,9 +119,16 @@ class BackendRegistry:
         self,
         locators: Iterable[Locator],
         call: Callable[[Backend, Sequence[Locator]], Sequence[T | EnvwrapError]],
+        deadline: float | None,
     ) -> dict[Locator, T | EnvwrapError]:
         groups = by_scheme(locators)
-        backends = {scheme: self.get(scheme) for scheme in groups}
+        results: dict[Locator, T | EnvwrapError] = {}
+        backends: dict[str, Backend] = {}
+        for scheme, group in groups.items():
+            try:
+                backends[scheme] = self.get(scheme)
+            except EnvwrapError as err:
+                results.update(dict.fromkeys(group, err))
 
         def one_store(scheme: str) -> dict[Locator, T | EnvwrapError]:
             backend = backends[scheme]
@@ -122,9 +145,15 @@ class BackendRegistry:
                 outcomes.update(zip(valid, call(backend, valid), strict=True))
             return outcomes
 
-        results: dict[Locator, T | EnvwrapError] = {}
-        jobs = [_bound(one_store, scheme) for scheme in groups]
-        for outcomes in run_all(jobs, limit=len(jobs), name="store"):
+        schemes = list(backends)
+
+        def overdue(index: int) -> dict[Locator, T | EnvwrapError]:
+            late = NoAnswer(f"the {schemes[index]}:// store did not answer in time")
+            return dict.fromkeys(groups[schemes[index]], late)
+
+        jobs = [_bound(one_store, scheme) for scheme in schemes]
+        for outcomes in run_all(jobs, limit=len(jobs), name="store", deadline=deadline,
+                                overdue=overdue):
             results.update(outcomes)
         return {locator: results[locator] for group in groups.values() for locator in group}
 

@@ -57,7 +57,8 @@ def run(settings: Settings, environ: dict[str, str]) -> int:
 
         cache.configure(settings, environ)
     resolved = resolve(settings, environ)
-    child_env = child_environment(resolved.composed.environment, settings.pass_env)
+    child_env = child_environment(resolved.composed.environment, settings.pass_env,
+                                  settings.scrub_env)
     launch.check_exec_limits(child_env, settings.argv)
     if settings.render:
         from envwrap.render import render_files

@@ -133,6 +133,12 @@ class Connection:
         """Authenticate ``client``; the new token's TTL in seconds (``None``: no expiry)."""
         settings = self.settings
         if settings.auth == "token":
+            if not settings.token:
+                raise ConfigError(
+                    "no Vault token: set VAULT_TOKEN, or log in with `bao login` / "
+                    "`vault login` (~/.vault-token), or set VAULT_ROLE_ID (AppRole) or "
+                    "VAULT_K8S_ROLE (Kubernetes) for envwrap to log in"
+                )
             client.token = settings.token
             return None
         if settings.auth == "approle":

@@ -25,7 +25,7 @@ import hvac.exceptions
 from envwrap.backends.contract import Backend, Fetched, Lease
 from envwrap.backends.registry import BUILTIN_BACKENDS
 from envwrap.backends.vault.auth import Connection
-from envwrap.backends.vault.errors import mapped
+from envwrap.backends.vault.errors import UnexpectedReply, mapped
 from envwrap.backends.vault.mounts import Mount, Mounts, below
 from envwrap.backends.vault.settings import read_settings, warn_if_plain_http
 from envwrap.backends.vault.transport import body, quoted, section, whole
@@ -190,8 +190,10 @@ def _lease_of(response: Mapping[str, Any]) -> Lease | None:
     lease_id = response.get("lease_id")
     if not lease_id:
         return None
-    return Lease(str(lease_id), whole(response, "lease_duration"),
-                 bool(response.get("renewable")))
+    renewable = response.get("renewable", False)
+    if not isinstance(lease_id, str) or not isinstance(renewable, bool):
+        raise UnexpectedReply("the lease is not a lease id and a renewable flag")
+    return Lease(lease_id, whole(response, "lease_duration"), renewable)
 
 
 def _requested_version(locator: Locator) -> int | None:

@@ -24,14 +24,24 @@ from envwrap.errors import (
     ConfigError,
     EnvwrapError,
     NotFoundError,
+    ReplyRefusedError,
     StoreUnavailableError,
 )
 
-__all__ = ["HVAC_ERRORS", "MAPPED", "UnexpectedReply", "map_error", "mapped"]
+__all__ = ["HVAC_ERRORS", "MAPPED", "ReplyRefused", "UnexpectedReply", "map_error", "mapped"]
 
 
 class UnexpectedReply(Exception):
     """A reply that is not what Vault sends: a proxy's page, another service, a cut body."""
+
+
+class ReplyRefused(Exception):
+    """A reply envwrap will not follow or read: a redirect to another origin, a body
+    too large. Its text names addresses only; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 #: the exceptions :func:`map_error` maps: hvac's, the transport's, and a reply
@@ -41,6 +51,7 @@ MAPPED: tuple[type[BaseException], ...] = (
     requests.RequestException,
     urllib3.exceptions.HTTPError,
     UnexpectedReply,
+    ReplyRefused,
     OSError,
 )
 
@@ -130,6 +141,13 @@ def map_error(exc: BaseException, addr: str, *, action: str = "read the secret")
     where = safe_address(addr)
     if isinstance(exc, hvac.exceptions.VaultError):
         return _vault_error(exc, action)
+    if isinstance(exc, ReplyRefused):
+        return ReplyRefusedError(f"cannot {action}: {exc}", hint=exc.hint)
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return ReplyRefusedError(
+            f"cannot {action}: {where} redirected more than once",
+            hint="envwrap follows one redirect from Vault; point VAULT_ADDR at the server itself",
+        )
     if isinstance(exc, UnexpectedReply):
         return StoreUnavailableError(
             f"cannot {action}: unexpected response from {where}",

@@ -1,6 +1,8 @@
 """Vault's connection and login settings, read once from the merged environment.
 
-The Vault CLI's variables: ``VAULT_ADDR`` (default ``https://127.0.0.1:8200``),
+The Vault CLI's variables: ``VAULT_ADDR`` (required: the CLI's default,
+``https://127.0.0.1:8200``, is a local dev server at best, and 30 s of retries
+against it explain nothing),
 ``VAULT_NAMESPACE``, ``VAULT_CACERT`` / ``VAULT_CAPATH``, ``VAULT_CLIENT_CERT`` +
 ``VAULT_CLIENT_KEY``, ``VAULT_SKIP_VERIFY``, ``VAULT_CLIENT_TIMEOUT`` (seconds
 or ``30s``/``2m``; default 30s), ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``
@@ -28,7 +30,6 @@ from envwrap.errors import ConfigError
 
 __all__ = ["Settings", "is_loopback", "read_settings", "safe_address", "warn_if_plain_http"]
 
-DEFAULT_ADDR = "https://127.0.0.1:8200"  # the Vault CLI's default
 DEFAULT_K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 DEFAULT_READ_TIMEOUT = 30.0
 AUTH_METHODS = ("token", "approle", "kubernetes")
@@ -58,9 +59,20 @@ class Settings(NamedTuple):
 
 def read_settings(environ: Mapping[str, str]) -> Settings:
     """Connection and login settings from ``environ``; :class:`ConfigError` when invalid."""
-    addr = (environ.get("VAULT_ADDR") or DEFAULT_ADDR).rstrip("/")
-    parts = urlsplit(addr)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    addr = (environ.get("VAULT_ADDR") or "").strip().rstrip("/")
+    if not addr:
+        raise ConfigError(
+            "VAULT_ADDR is not set: envwrap does not know where Vault is",
+            hint="set VAULT_ADDR=https://HOST:8200 in the environment or in .env; "
+            "a local dev server is http://127.0.0.1:8200",
+        )
+    try:
+        parts = urlsplit(addr)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        usable = False
+    if not usable:
         raise ConfigError(
             f"VAULT_ADDR {safe_address(addr)!r} is not an http:// or https:// address",
             hint="write VAULT_ADDR=https://HOST:8200",
@@ -71,7 +83,7 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
         verify=_verify(environ),
         cert=_client_cert(environ),
         timeout=_timeout(environ.get("VAULT_CLIENT_TIMEOUT")),
-        proxies=_proxies(environ, parts.scheme, parts.hostname),
+        proxies=_proxies(environ, parts.scheme, parts.hostname or ""),
         auth=_auth_method(environ),
         token=environ.get("VAULT_TOKEN") or _token_file(environ),
         role_id=environ.get("VAULT_ROLE_ID") or None,
@@ -184,13 +196,15 @@ def is_loopback(host: str) -> bool:
 
 def safe_address(addr: str) -> str:
     """The address without any user:password part, for messages."""
-    parts = urlsplit(addr)
     try:
+        parts = urlsplit(addr)
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        port = ""
-    if parts.hostname is None:
-        return addr[:200]
+        parts, port = None, ""
+    if parts is None or parts.hostname is None:
+        scheme, slashes, rest = addr[:200].rpartition("://")
+        text = scheme + slashes + rest.rpartition("@")[2]  # never a user:password
+        return "".join(c if c.isprintable() else "?" for c in text)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}{port}"
 

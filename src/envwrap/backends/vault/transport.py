@@ -11,16 +11,23 @@ that ``requests`` computes for it once (:class:`Reads`). A reply other than 200
 becomes the hvac exception hvac would raise for its status; a redirect, or a
 session that holds cookies or response hooks, is left to hvac and ``requests``.
 
+Whichever way a request goes, the token and the login never leave VAULT_ADDR's
+origin: a redirect is followed once at most, and only to the same scheme, host
+and port (:class:`StoreSession`); a reply is read up to
+:data:`~envwrap.backends.contract.MAX_SECRET_BYTES`, never whole
+(:func:`read_capped`). docs/SECURITY.md says why.
+
 A reply is read through :func:`body`, :func:`section` and :func:`whole`, which
 raise :class:`UnexpectedReply` for a shape Vault never sends.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import hvac
 import hvac.exceptions
@@ -31,10 +38,12 @@ import urllib3
 import urllib3.exceptions
 
 from envwrap import log
-from envwrap.backends.vault.errors import UnexpectedReply
+from envwrap.backends.contract import MAX_SECRET_BYTES
+from envwrap.backends.vault.errors import ReplyRefused, UnexpectedReply
 from envwrap.backends.vault.settings import Settings, safe_address
 
-__all__ = ["Reads", "body", "new_client", "quoted", "section", "whole"]
+__all__ = ["Reads", "StoreSession", "body", "new_client", "quoted", "read_capped", "section",
+           "whole"]
 
 #: connection attempts fail fast: the resolver retries with backoff up to --start-timeout
 CONNECT_TIMEOUT = 2.0
@@ -42,7 +51,7 @@ CONNECT_TIMEOUT = 2.0
 
 def new_client(settings: Settings, pool_size: int) -> hvac.Client:
     """An hvac client on a session of ``pool_size`` connections, set from ``settings`` only."""
-    session = requests.Session()
+    session = StoreSession()
     # settings come from the merged environment, not requests' own reading of
     # os.environ (nor ~/.netrc, whose credentials must not be sent to Vault)
     session.trust_env = False
@@ -57,9 +66,7 @@ def new_client(settings: Settings, pool_size: int) -> hvac.Client:
         log.warning("VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not checked",
                     address=safe_address(settings.addr))
     # one connection per reader thread; requests' default pool keeps only 10
-    pool = requests.adapters.HTTPAdapter(
-        pool_connections=4, pool_maxsize=pool_size, max_retries=0
-    )
+    pool = BoundedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", pool)
     session.mount("http://", pool)
     return hvac.Client(
@@ -71,6 +78,80 @@ def new_client(settings: Settings, pool_size: int) -> hvac.Client:
         session=session,
         namespace=settings.namespace,
     )
+
+
+class StoreSession(requests.Session):
+    """``requests``' session, following at most one redirect, and only within the
+    origin (scheme, host, port) of the request: ``X-Vault-Token`` is not a header
+    ``requests`` knows to strip, and a 307 re-sends an AppRole login's body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_redirects = 1
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            goes_to = urljoin(resp.url, target)
+            if _origin(goes_to) != _origin(resp.url) or _origin(goes_to) is None:
+                resp.close()
+                raise ReplyRefused(
+                    f"{safe_address(resp.url)} redirected to {safe_address(goes_to)}, "
+                    "another address",
+                    hint="envwrap sends its Vault token and login only to VAULT_ADDR's own "
+                    "scheme, host and port; set VAULT_ADDR to the address the redirect names "
+                    "if you trust it",
+                )
+        return target
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    except ValueError:
+        return None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class BoundedAdapter(requests.adapters.HTTPAdapter):
+    """``requests``' adapter, reading a reply's body up to the limit (:func:`read_capped`)."""
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False,  # noqa: PLR0917
+             timeout: Any = None, verify: bool | str = True, cert: Any = None,
+             proxies: dict[str, str] | None = None) -> requests.Response:
+        response = super().send(request, stream=True, timeout=timeout, verify=verify,
+                                cert=cert, proxies=proxies)
+        # what requests would read lazily, read now and bounded; it reads it back from here
+        response.raw = io.BytesIO(read_capped(response.raw, request.url or ""))
+        return response
+
+
+def read_capped(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
+    """The (decoded) body of ``raw``, refused beyond :data:`MAX_SECRET_BYTES`; the
+    connection goes back to the pool, or is closed when the body is refused."""
+    too_large = ReplyRefused(
+        f"the reply from {safe_address(url)} is larger than {MAX_SECRET_BYTES} bytes",
+        hint="a Vault reply holding a secret is far smaller; is VAULT_ADDR a Vault server?",
+    )
+    declared = raw.headers.get("Content-Length") or ""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        if declared.isdigit() and int(declared) > MAX_SECRET_BYTES:
+            raise too_large
+        for chunk in raw.stream(64 * 1024, decode_content=True):
+            size += len(chunk)
+            if size > MAX_SECRET_BYTES:
+                raise too_large
+            chunks.append(chunk)
+    except BaseException:
+        raw.close()
+        raise
+    finally:
+        raw.release_conn()
+    return b"".join(chunks)
 
 
 def timeouts(settings: Settings) -> tuple[float, float]:
@@ -133,27 +214,30 @@ class Reads:
         response = self.pool.urlopen(
             "GET", self.target + path + query, headers=headers, redirect=False,
             assert_same_host=False, retries=self.retries, timeout=self.timeout,
-            preload_content=True, decode_content=True,
+            preload_content=False, decode_content=True,
         )
+        data = read_capped(response, self.base + path)
         if response.headers.get("Set-Cookie"):
             request = requests.Request("GET", self.base + path + query).prepare()
             requests.cookies.extract_cookies_to_jar(self.session.cookies, request, response)
         status = response.status
         if status == 200:
             try:
-                return json.loads(response.data)
+                return json.loads(data)
             except ValueError:
                 return None  # hvac hands back the response object; no mapping either way
         if 300 <= status < 400:  # requests follows redirects; let it
             return client.adapter.get(f"/v1/{path}", params=params)
         if status < 400:
             return None
-        raise _error_for_status(response, self.base + path)
+        raise _error_for_status(response, data, self.base + path)
 
 
-def _error_for_status(response: urllib3.BaseHTTPResponse, url: str) -> hvac.exceptions.VaultError:
+def _error_for_status(
+    response: urllib3.BaseHTTPResponse, data: bytes, url: str
+) -> hvac.exceptions.VaultError:
     """The exception hvac's adapter raises for an error reply (``_raise_for_error``)."""
-    text = response.data.decode("utf-8", "replace")
+    text = data.decode("utf-8", "replace")
     parsed: Any = None
     errors: Any = None
     if response.headers.get("Content-Type") == "application/json":
