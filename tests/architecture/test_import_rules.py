@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("refs", "near_miss"),
     ("process", "backends"),
     ("telemetry",),
-    ("config", "sources", "resolve", "environment", "render", "mask"),
+    ("config", "sources", "resolve", "environment", "render", "mask", "help", "completion"),
     ("watch", "cache", "rotation", "restart_limit", "revoke"),
     ("modes", "testing"),
     ("cli",),

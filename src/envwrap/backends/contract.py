@@ -33,6 +33,12 @@ Leases and login (dynamic secrets, ``--revoke-on-exit``)
     ``credential_names``: the variables that hold envwrap's credentials for
     this store; they are removed from the program's environment.
 
+Writing (``envwrap import``, optional)
+    ``write(locator, data, replace=False) -> str | None``: store ``data`` as one
+    key-value secret; its new version id. Raises :class:`SecretExists` when the
+    secret exists and not ``replace``. The default says that the store cannot
+    be written (exit 64).
+
 ``close()`` releases connections.
 
 Backends are constructed with the merged environment (process environment plus
@@ -42,6 +48,7 @@ Backends are constructed with the merged environment (process environment plus
 from __future__ import annotations
 
 from envwrap.backends.fanout import each
+from envwrap.errors import ConfigError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
@@ -51,7 +58,11 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.errors import EnvwrapError
     from envwrap.refs import Locator
 
-__all__ = ["Backend", "Fetched", "Lease"]
+__all__ = ["Backend", "Fetched", "Lease", "SecretExists"]
+
+
+class SecretExists(ConfigError):
+    """``write`` without ``replace`` found the secret there already (exit 78)."""
 
 
 class Lease:
@@ -155,6 +166,20 @@ class Backend:
     def release(self) -> bool:
         """Revoke the login envwrap made (never a credential it was given); ``True`` if it did."""
         return False
+
+    # -- writing
+
+    def write(
+        self, locator: Locator, data: Mapping[str, str], *, replace: bool = False
+    ) -> str | None:
+        """Store ``data`` as one key-value secret at ``locator``; its new version id.
+
+        Raises :class:`SecretExists` when the secret exists and ``replace`` is
+        false -- checked by the store itself where it can (no race) -- and an
+        :mod:`envwrap.errors` error as ``read`` does.
+        """
+        raise UsageError(f"envwrap cannot write {self.scheme}:// secrets",
+                         hint="envwrap import writes to vault:// and aws-sm:// secrets")
 
     def close(self) -> None:
         """Release connections; called once when envwrap is done with the store."""
