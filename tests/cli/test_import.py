@@ -152,3 +152,40 @@ def test_import_refuses_what_it_cannot_do(workdir: Path, base_env: dict[str, str
         assert result.returncode == code, (args, result.stderr)
         assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert_not_leaked(secret, *outputs(result))
+
+
+def test_dry_run_creates_no_secret_and_no_file(
+    workdir: Path, base_env: dict[str, str], aws: MotoServer
+) -> None:
+    secrets = write_dotenv(workdir)
+    dry = run_envwrap(["import", "--to", "aws-sm://prod/dry", "--write", ".env.new",
+                       "--dry-run"], env={**base_env, **aws.env}, cwd=workdir)
+    assert dry.returncode == 0, dry.stderr
+    assert "would write .env.new with references" in dry.stdout
+    assert not (workdir / ".env.new").exists()
+    assert aws.sm.list_secrets()["SecretList"] == []
+    for value in secrets.values():
+        assert_not_leaked(value, *outputs(dry))
+
+
+def test_several_files_are_joined_in_order_and_expansions_are_warned_about(
+    workdir: Path, base_env: dict[str, str], openbao: OpenBao
+) -> None:
+    first, second = canary("first"), canary("second")
+    (workdir / "a.env").write_text(f"SHARED={first}\nHOST=db\n")
+    (workdir / "b.env").write_text(f"SHARED={second}\nURL=http://${{HOST}}/${{SHARED}}\n")
+    env = {**base_env, **openbao.env()}
+    files = ["--env-file", "a.env", "--env-file", "b.env"]
+    before = program_env(files, env, workdir)
+    result = run_envwrap(["import", *files, "--to", "vault://secret/import/joined", "--exclude",
+                          "URL,HOST", "--write", "joined.env"], env=env, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "URL stays as written but expands ${SHARED}: from now on" in result.stderr
+    written = (workdir / "joined.env").read_text()
+    assert written.startswith(f"# from {workdir}/a.env\nSHARED=vault://secret/import/joined#")
+    assert f"# from {workdir}/b.env\n" in written
+    after = program_env(["--env-file", "joined.env"], env, workdir)
+    assert after["SHARED"] == before["SHARED"] == second and after["HOST"] == "db"
+    assert after["URL"] == "http://db/vault://secret/import/joined#SHARED"  # as warned
+    for value in (first, second):
+        assert_not_leaked(value, *outputs(result), written)

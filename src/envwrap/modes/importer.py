@@ -45,7 +45,8 @@ def import_env(settings: Settings, environ: dict[str, str], write: Callable[[str
     for value in values.values():
         Secret(value)  # redact these from any message from here on
     moved, kept = _choose(values, settings, target)
-    _warn_expansions(lines, set(moved))
+    if settings.write:
+        _warn_expansions(lines, set(moved))
     if not moved:
         write("nothing to move: " + (_describe(kept) or "the files set no variable") + "\n")
         return 0
@@ -55,7 +56,8 @@ def import_env(settings: Settings, environ: dict[str, str], write: Callable[[str
         if kept:
             write(f"would keep as they are: {_describe(kept)}\n")
         if settings.write:
-            write(f"would write {settings.write} with references in place of those values\n")
+            write(f"would write {_shown(settings.write, settings.start_folder)} with references "
+                  "in place of those values\n")
         write("nothing written (--dry-run)\n")
         return 0
     from envwrap.hygiene import make_undumpable
@@ -72,10 +74,19 @@ def import_env(settings: Settings, environ: dict[str, str], write: Callable[[str
         content = _rewritten(lines, set(moved), target.text, multiple=len(paths) > 1)
         write_secret_file(settings.write, content.encode(), option="--write",
                           only_if_changed=False)
-        write(f"wrote {settings.write}: {len(moved)} values replaced by references\n")
+        write(f"wrote {_shown(settings.write, settings.start_folder)}: {len(moved)} values "
+              "replaced by references\n")
     else:
         write("the .env files still hold the values: --write FILE writes one with references\n")
     return 0
+
+
+def _shown(path: str, folder: str) -> str:
+    """``path`` as the user most likely wrote it: relative to the start folder when inside."""
+    import os
+
+    relative = os.path.relpath(path, folder) if folder else path
+    return path if relative.startswith("..") else relative
 
 
 def _target(text: str) -> Reference:
@@ -165,9 +176,10 @@ def _warn_expansions(lines: list[Line], moved: set[str]) -> None:
         uses = sorted(name for name in moved
                       if f"${{{name}}}" in binding.value or f"${{{name}:-" in binding.value)
         if uses:
-            log.warning(f"{binding.key} stays as written but expands ${{{uses[0]}}}, which "
-                        "becomes a reference: it would get the reference's text; move it too "
-                        "or write the value in place")
+            names = ", ".join(f"${{{name}}}" for name in uses)
+            log.warning(f"{binding.key} stays as written but expands {names}: from now on it "
+                        "gets the references' text, not the values; move it too or write the "
+                        "value in place")
 
 
 def _rewritten(lines: list[Line], moved: set[str], ref: str, *, multiple: bool) -> str:
