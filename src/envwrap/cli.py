@@ -13,7 +13,7 @@ import sys
 
 from envwrap import log
 from envwrap.config import COMMANDS, parse_args
-from envwrap.errors import EnvwrapError
+from envwrap.errors import EX_NOT_FOUND, EnvwrapError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"envwrap {__version__}\n")
         return 0
     debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
+    settings: Settings | None = None
     try:
         settings = parse_args(args, os.environ)
         if settings.help:
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             _exit_now(code)
         return code
     except EnvwrapError as err:
+        if settings is not None and err.exit_code == EX_NOT_FOUND and err.hint is None:
+            err.hint = _meant_command(settings.argv[0], args)
         _report(err, debug)
         return err.exit_code
     except KeyboardInterrupt:
@@ -98,6 +101,16 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
     from envwrap.modes.run import run
 
     return run(settings, environ)
+
+
+def _meant_command(program: str, args: list[str]) -> str | None:
+    """``envwrap chek`` runs a program "chek", which is not found: name the command meant."""
+    if "--" in args[: args.index(program) if program in args else 0]:
+        return None  # written after "--": a program, deliberately
+    import difflib
+
+    close = difflib.get_close_matches(program, COMMANDS, n=1, cutoff=0.7)
+    return f"did you mean 'envwrap {close[0]}'? See 'envwrap --help'" if close else None
 
 
 def _help(command: str | None) -> int:

@@ -178,3 +178,10 @@ def test_the_reference_page_documents_every_option() -> None:
     page = (ROOT / "docs" / "reference.md").read_text()
     for option in OPTIONS:
         assert f"| `{option.flag}" in page and f"`{option.env_name}`" in page, option.flag
+
+
+def test_a_mistyped_command_names_the_one_meant(workdir: Path, base_env: dict[str, str]) -> None:
+    typo = run_envwrap(["chek"], env=base_env)
+    assert typo.returncode == 127 and "did you mean 'envwrap check'?" in typo.stderr
+    deliberate = run_envwrap(["--", "chek"], env=base_env)
+    assert deliberate.returncode == 127 and "did you mean" not in deliberate.stderr
