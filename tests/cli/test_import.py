@@ -189,3 +189,31 @@ def test_several_files_are_joined_in_order_and_expansions_are_warned_about(
     assert after["URL"] == "http://db/vault://secret/import/joined#SHARED"  # as warned
     for value in (first, second):
         assert_not_leaked(value, *outputs(result), written)
+
+
+def test_import_into_a_kv1_mount_and_refusals_of_other_engines(
+    workdir: Path, base_env: dict[str, str], openbao: OpenBao
+) -> None:
+    secrets = write_dotenv(workdir)
+    mount = f"kv1-{canary('m')[-6:]}"
+    openbao.enable_kv1(mount)
+    env = {**base_env, **openbao.env()}
+    before = program_env([], env, workdir)
+    to = f"vault://{mount}/app"
+    first = run_envwrap(["import", "--to", to, "--write", ".env.kv1"], env=env, cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    assert f"wrote 6 keys to {to}: " in first.stdout  # KV v1 has no versions
+    again = run_envwrap(["import", "--to", to], env=env, cwd=workdir)
+    assert again.returncode == 78 and "--force" in again.stderr
+    forced = run_envwrap(["import", "--to", to, "--force"], env=env, cwd=workdir)
+    assert forced.returncode == 0, forced.stderr
+    after = program_env(["--env-file", ".env.kv1"], env, workdir)
+    for name in ("PORT", "DB_PASSWORD", "API_KEY", "JWT_SECRET", "DB_URL"):
+        assert after[name] == before[name], name
+    not_kv = run_envwrap(["import", "--to", "vault://sys/envwrap-import"], env=env, cwd=workdir)
+    assert not_kv.returncode == 78 and "KV secrets engine" in not_kv.stderr, not_kv.stderr
+    no_mount = run_envwrap(["import", "--to", "vault://no-such-mount/app"], env=env, cwd=workdir)
+    assert no_mount.returncode == 78 and "cannot be detected" in no_mount.stderr, no_mount.stderr
+    for value in secrets.values():
+        for result in (first, again, forced, not_kv, no_mount):
+            assert_not_leaked(value, *outputs(result))

@@ -28,10 +28,11 @@ def write_kv(
 ) -> str | None:
     """Write ``data`` as the secret at ``path``; the new KV v2 version (``None`` on KV v1)."""
     mount = mounts.of(path)
-    if mount is None:
+    if mount is None or not mount.kv:
+        what = "is not one" if mount is not None else \
+            "cannot be detected (no such mount, or no access to it)"
         raise ConfigError(
-            "envwrap can only write to a KV secrets engine, and the engine at this path "
-            "cannot be detected (no such mount, or no access to it)",
+            f"envwrap can only write to a KV secrets engine, and the engine at this path {what}",
             hint="`bao secrets list` shows the mounts; `bao secrets enable -version=2 kv` adds one",
         )
     adapter = connection.client().adapter
