@@ -8,7 +8,7 @@ choices (``--on-change``), as a file (``PATH``, ``FILE``) or not at all; after
 
 from __future__ import annotations
 
-from envwrap.config import COMMANDS, FORMATS, OPTIONS
+from envwrap.config import COMMANDS, FORMATS, OPTIONS, Option
 from envwrap.errors import UsageError
 
 __all__ = ["SHELLS", "completion_script"]
@@ -28,6 +28,14 @@ def completion_script(shell: str) -> str:
     return script
 
 
+def _words(flag: str) -> str:
+    """The choices of ``flag`` for bash; ``--format``'s depend on the command."""
+    if flag != "--format":
+        return " ".join(_choices(flag))
+    cases = " ".join(f"{command}) echo {' '.join(FORMATS[command])};;" for command in FORMATS)
+    return f"$(case $command in {cases} esac)"
+
+
 def _choices(flag: str) -> tuple[str, ...]:
     if flag == "--format":
         return tuple(dict.fromkeys(c for choices in FORMATS.values() for c in choices))
@@ -36,7 +44,7 @@ def _choices(flag: str) -> tuple[str, ...]:
 
 def _bash() -> str:
     choices = "\n".join(
-        f"        {o.flag}) COMPREPLY=($(compgen -W '{' '.join(_choices(o.flag))}' -- \"$cur\"));"
+        f"        {o.flag}) COMPREPLY=($(compgen -W \"{_words(o.flag)}\" -- \"$cur\"));"
         " return;;"
         for o in OPTIONS if o.choices
     )
@@ -99,23 +107,27 @@ def _fish() -> str:
         "complete -c envwrap -n '__fish_seen_subcommand_from install' -F",
     ]
     for option in OPTIONS:
-        commands = [c for c in COMMANDS if c in option.commands]
-        runs = "run" in commands
-        others = " ".join(c for c in commands if c != "run")
-        condition = f"__fish_seen_subcommand_from {others}" if others else "false"
-        if runs:  # a run needs no command word: every option of run is offered at once
-            not_run = " ".join(c for c in COMMANDS if c != "run")
-            condition = f"not __fish_seen_subcommand_from {not_run}; or {condition}"
-        value = ""
-        if option.choices:
-            value = f" -x -a '{' '.join(_choices(option.flag))}'"
-        elif option.metavar in _FILE_METAVARS:
-            value = " -r -F"
-        elif option.kind != "flag":
-            value = " -x"
-        text = option.help.replace("'", "\\'")
-        lines.append(
-            f"complete -c envwrap -n '{condition}' -l {option.flag[2:]}{value} -d '{text}'"
-        )
+        if option.flag == "--format":  # its choices depend on the command
+            lines += [_fish_line(option, [command], FORMATS[command]) for command in FORMATS]
+        else:
+            commands = [c for c in COMMANDS if c in option.commands]
+            lines.append(_fish_line(option, commands, option.choices))
     return "\n".join(lines) + "\n"
 
+
+
+def _fish_line(option: Option, commands: list[str], choices: tuple[str, ...]) -> str:
+    others = " ".join(c for c in commands if c != "run")
+    condition = f"__fish_seen_subcommand_from {others}" if others else "false"
+    if "run" in commands:  # a run needs no command word: its options are offered at once
+        not_run = " ".join(c for c in COMMANDS if c != "run")
+        condition = f"not __fish_seen_subcommand_from {not_run}; or {condition}"
+    value = ""
+    if choices:
+        value = f" -x -a '{' '.join(choices)}'"
+    elif option.metavar in _FILE_METAVARS:
+        value = " -r -F"
+    elif option.kind != "flag":
+        value = " -x"
+    text = option.help.replace("'", "\\'")
+    return f"complete -c envwrap -n '{condition}' -l {option.flag[2:]}{value} -d '{text}'"

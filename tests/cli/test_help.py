@@ -139,6 +139,8 @@ def test_fish_completion_offers_each_commands_own_options(
     assert complete("envwrap --wat") == ["--watch"]
     assert complete("envwrap check --wat") == []
     assert complete("envwrap check --form") == ["--format"]
+    assert sorted(complete("envwrap check --format ")) == ["json", "table"]
+    assert sorted(complete("envwrap export --format ")) == ["dotenv", "json", "shell"]
     assert complete("envwrap --on-change h") == ["handoff"]
 
 
@@ -165,6 +167,8 @@ def test_bash_completion_offers_each_commands_own_options(
     assert complete_in_bash(script, ["envwrap", "--on-change", "h"]) == ["handoff"]
     assert complete_in_bash(script, ["envwrap", "completion", "z"]) == ["zsh"]
     assert "--from" in complete_in_bash(script, ["envwrap", "check", "--"])
+    assert complete_in_bash(script, ["envwrap", "check", "--format", ""]) == ["table", "json"]
+    assert complete_in_bash(script, ["envwrap", "export", "--format", "s"]) == ["shell"]
 
 
 def test_completion_needs_a_known_shell(workdir: Path, base_env: dict[str, str]) -> None:
