@@ -83,7 +83,7 @@ OPTIONS: tuple[Option, ...] = (
            choices=("text", "json"), metavar="FORMAT", commands=_LOGGING),
     Option("--debug", "flag", "add tracebacks to errors (never values)", commands=_LOGGING),
     Option("--audit-log", "value", "one JSON line per access, rotation, restart, signal "
-           "('-': stderr)", metavar="PATH", commands=_RESOLVING | _WEBHOOK),
+           "('-': stderr)", metavar="PATH", commands=_RESOLVING | _WEBHOOK | _IMPORT),
     Option("--require-example", "value", "fail unless every key of this example file is set",
            metavar="PATH", commands=_RUN),
     Option("--example", "value", "fail unless every key of this example file is set",

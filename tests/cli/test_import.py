@@ -130,8 +130,16 @@ def test_import_into_aws_secrets_manager(
     for name in ("PORT", "NODE_ENV", "DB_PASSWORD", "API_KEY", "JWT_SECRET", "DB_URL"):
         assert after[name] == before[name], name
     forced = run_envwrap(["import", "--to", "aws-sm://prod/app", "--force", "--only",
-                          "API_KEY"], env=env, cwd=workdir)
+                          "API_KEY", "--audit-log", "audit.jsonl"], env=env, cwd=workdir)
     assert forced.returncode == 0, forced.stderr
+    audit_text = (workdir / "audit.jsonl").read_text()
+    (record,) = [json.loads(line) for line in audit_text.splitlines()]
+    assert {k: record[k] for k in ("event", "store", "path", "detail", "outcome")} == {
+        "event": "write", "store": "aws-sm", "path": "prod/app", "detail": "keys: API_KEY",
+        "outcome": "ok"}
+    assert record["version"] in forced.stdout
+    for value in secrets.values():
+        assert_not_leaked(value, audit_text)
     versions = aws.sm.list_secret_version_ids(SecretId="prod/app")["Versions"]
     assert len(versions) == 2
 

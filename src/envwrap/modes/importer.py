@@ -13,6 +13,7 @@ from __future__ import annotations
 from envwrap import log, sources
 from envwrap.errors import ConfigError, EnvwrapError, UsageError
 from envwrap.secret import Secret
+from envwrap.telemetry import audit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -157,14 +158,19 @@ def _store(
     # the store's settings may live in .env (VAULT_ADDR), as for a run
     registry = BackendRegistry(sources.merge(environ, dotenv, override=False))
     log.capture_library_logs()
+    where = {"store": target.locator.scheme, "path": target.locator.path_with_query,
+             "detail": "keys: " + ", ".join(data)}
     try:
         backend = registry.get(target.locator.scheme)
         backend.validate(target.locator)
-        return backend.write(target.locator, data, replace=settings.force)
+        version = backend.write(target.locator, data, replace=settings.force)
     except EnvwrapError as err:
+        audit.record("write", **where, outcome=audit.outcome_of(err.exit_code))
         raise err.about(reference=target.text) from None
     finally:
         registry.close()
+    audit.record("write", **where, version=version, outcome="ok")
+    return version
 
 
 def _warn_expansions(lines: list[Line], moved: set[str]) -> None:
