@@ -72,7 +72,7 @@ WRITE_ONCE = """
 import sys, time
 import hvac  # what a start with Vault references has loaded by then
 from envwrap.backends import Fetched
-from envwrap.cache import FallbackCache
+from envwrap.cache.fallback import FallbackCache
 from envwrap.refs import Locator
 cache = FallbackCache(sys.argv[1], b"k" * 44, 86400)
 fetched = {Locator("vault", f"secret/bench/s{i}"): Fetched({"value": "x" * 32}, "1")
@@ -110,6 +110,7 @@ def main() -> None:
         try:
             key = work / "key"
             key.write_text(secrets.token_urlsafe(32))
+            key.chmod(0o600)  # a key file others may read is refused
             env = {"PATH": os.environ["PATH"], **server.env(VAULT_ADDR=proxy.url)}
             for i in range(REFS):
                 server.kv2_put(f"bench/s{i}", {"value": secrets.token_hex(16)})

@@ -60,6 +60,9 @@ class LeaseRevoker:
                    live: Mapping[Locator, Fetched]) -> None:
         """Nothing to do: leases follow generations, not polls."""
 
+    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
+        """Nothing to do: the leases stay with the generation that uses them."""
+
     def close(self, also: Mapping[Locator, Fetched] | None = None) -> None:
         """envwrap exits: revoke every lease obtained (and ``also``'s), then the token."""
         with self._lock:

@@ -86,6 +86,9 @@ class Observer(Protocol):
                    live: Mapping[Locator, Fetched]) -> None:
         """A watcher round where every store answered: ``live`` is what they hold."""
 
+    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
+        """A store answered that ``locator`` cannot be read (denied, not found)."""
+
 
 class RunningReport:
     """The observer that publishes what runs (``/metrics``' ``envwrap_secret_info``)."""
@@ -96,6 +99,9 @@ class RunningReport:
     def round_done(self, running: Composed, secrets: SecretEnvironment,
                    live: Mapping[Locator, Fetched]) -> None:
         """Nothing: what runs changes with generations, not with polls."""
+
+    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
+        """Nothing: what runs is unchanged."""
 
 
 class _Observers:
@@ -386,6 +392,11 @@ class RotationPolicy:
         with self._lock:
             running = self._running.composed
         self._observers.tell(lambda observer: observer.round_done(running, secrets, live))
+
+    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
+        """The watcher's report that a store refused a secret (its thread): observers
+        hear it on their thread, after everything they were told before."""
+        self._observers.tell(lambda observer: observer.access_refused(locator, error))
 
     def _settled(self, attempt: int, change: _Change, outcome: object) -> None:
         """The supervisor's verdict on change number ``attempt`` (main thread)."""

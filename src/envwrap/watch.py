@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 OnChange = Callable[[Composed, set[Locator]], None]
 #: after each poll round: whether a store failed, the secrets, what the stores hold
 OnRound = Callable[[bool, SecretEnvironment, dict[Locator, Fetched]], None]
+#: a store answered that a secret cannot be read (not retryable: denied, not found)
+OnRefused = Callable[[Locator, EnvwrapError], None]
 
 
 class Quiescence:
@@ -118,6 +120,7 @@ class Watcher:
         clock: Callable[[], float] = time.monotonic,
         on_round: OnRound | None = None,
         first_poll: float | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self.secrets = secrets
         self.registry = registry
@@ -145,7 +148,8 @@ class Watcher:
         #: the folders the observer watches (see _watch_targets)
         self._armed: frozenset[str] = frozenset()
         self._backoff: Backoff | None = None
-        self._failing: set[Locator] = set()
+        #: the secrets whose last look failed, with the exit code of that failure
+        self._failing: dict[Locator, int] = {}
         self._lease_due: dict[Locator, float] = {}
         #: scheme -> when its backend's upkeep (token renewal, re-login) is due;
         #: None: never again
@@ -155,6 +159,8 @@ class Watcher:
         self.first_poll = first_poll
         #: told after each poll round whether a store failed, and what they hold
         self.on_round = on_round
+        #: told when a store refuses a secret (each time the answer changes to that)
+        self.on_refused = on_refused
 
     # -- life cycle -------------------------------------------------------
 
@@ -321,7 +327,7 @@ class Watcher:
                         self._recovered(locator)
             if to_read:
                 changed |= self._read(backend, to_read)
-                failed |= bool(self._failing & set(to_read))
+                failed |= bool(self._failing.keys() & set(to_read))
         return changed, failed
 
     def _leased(self, locator: Locator) -> bool:
@@ -373,8 +379,10 @@ class Watcher:
         audit.record("check", store=locator.scheme, path=locator.path_with_query,
                      outcome=audit.outcome_of(error.exit_code))
         variable, reference = self.secrets.describe(locator)
-        if locator not in self._failing:
-            self._failing.add(locator)
+        # once per outage, and again when the answer changes: a denial after a run of
+        # 5xx is news (the store is back, and says no)
+        if self._failing.get(locator) != error.exit_code:
+            self._failing[locator] = error.exit_code
             what = "unreachable" if error.retryable else "cannot be read"
             audit.record(
                 "access",
@@ -389,12 +397,13 @@ class Watcher:
                 reference=reference,
                 error=error.message,
             )
+            if not error.retryable and self.on_refused is not None:
+                self.on_refused(locator, error)
         return True
 
     def _recovered(self, locator: Locator) -> None:
         audit.record("check", store=locator.scheme, path=locator.path_with_query, outcome="ok")
-        if locator in self._failing:
-            self._failing.discard(locator)
+        if self._failing.pop(locator, None) is not None:
             variable, reference = self.secrets.describe(locator)
             log.info("store reachable again", variable=variable, reference=reference)
 
@@ -621,6 +630,7 @@ def build_watcher(
     *,
     on_round: OnRound | None = None,
     first_poll: float | None = None,
+    on_refused: OnRefused | None = None,
 ) -> Watcher:
     """A watcher of every secret and ``.env`` file of ``resolved`` (not started)."""
     from envwrap import sources
@@ -641,4 +651,5 @@ def build_watcher(
         wait=settings.wait,
         on_round=on_round,
         first_poll=first_poll,
+        on_refused=on_refused,
     )

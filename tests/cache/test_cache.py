@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envwrap.backends import Fetched
-from envwrap.cache import FallbackCache, Unusable, read_key, reference_digest, seal, unseal
+from envwrap.cache.fallback import FallbackCache
+from envwrap.cache.key import read_key
+from envwrap.cache.sealed import Unusable, reference_digest, seal, unseal
 from envwrap.config import parse_args
 from envwrap.errors import ConfigError
 from envwrap.refs import Locator
@@ -144,6 +146,7 @@ def settings_for(tmp_path: Path, *args: str, env: dict[str, str] | None = None) 
 
 def test_key_from_file_drops_the_trailing_newline(tmp_path: Path) -> None:
     (tmp_path / "key").write_bytes(KEY + b"\n")
+    (tmp_path / "key").chmod(0o600)
     chosen = settings_for(tmp_path, "--cache-key-file", str(tmp_path / "key"))
     assert read_key(chosen, {}) == KEY  # type: ignore[arg-type]
     assert read_key(settings_for(tmp_path), {"ENVWRAP_CACHE_KEY": KEY.decode()}) == KEY  # type: ignore[arg-type]
@@ -165,6 +168,7 @@ def test_key_errors_name_the_option_never_the_key(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     (tmp_path / "short").write_text("secret-ish\n")
+    (tmp_path / "short").chmod(0o600)
     chosen = settings_for(tmp_path, *(a.format(tmp=tmp_path) for a in args))
     with pytest.raises(ConfigError) as caught:
         read_key(chosen, env)  # type: ignore[arg-type]
@@ -178,7 +182,7 @@ def test_key_errors_name_the_option_never_the_key(
 WRITER = textwrap.dedent("""
     import sys
     from envwrap.backends import Fetched
-    from envwrap.cache import FallbackCache
+    from envwrap.cache.fallback import FallbackCache
     from envwrap.refs import Locator
     path, key, label, rounds = sys.argv[1], sys.argv[2].encode(), sys.argv[3], int(sys.argv[4])
     cache = FallbackCache(path, key, 3600)
@@ -189,7 +193,7 @@ WRITER = textwrap.dedent("""
 
 READER = textwrap.dedent("""
     import os, sys
-    from envwrap.cache import FallbackCache, Unusable
+    from envwrap.cache.fallback import FallbackCache, Unusable
     from envwrap.refs import Locator
     path, key, stop = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
     cache = FallbackCache(path, key, 3600)
@@ -240,7 +244,7 @@ def test_hkdf_matches_cryptography(length: int) -> None:
     from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from envwrap.cache import hkdf_sha256
+    from envwrap.cache.sealed import hkdf_sha256
 
     salt, material = os.urandom(16), os.urandom(40)
     expected = HKDF(algorithm=SHA256(), length=length, salt=salt, info=b"envwrap cache v1")
@@ -248,7 +252,7 @@ def test_hkdf_matches_cryptography(length: int) -> None:
 
 
 def test_rfc5869_test_case_1() -> None:
-    from envwrap.cache import hkdf_sha256
+    from envwrap.cache.sealed import hkdf_sha256
 
     okm = hkdf_sha256(bytes.fromhex("0b" * 22), bytes.fromhex("000102030405060708090a0b0c"),
                       bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"), 42)
@@ -257,7 +261,7 @@ def test_rfc5869_test_case_1() -> None:
 
 
 def test_check_recognises_the_same_secrets_only() -> None:
-    from envwrap.cache import holds
+    from envwrap.cache.sealed import holds
 
     value = canary()
     blob = seal(KEY, secrets_for(value), written=NOW)
@@ -274,7 +278,7 @@ def test_check_recognises_the_same_secrets_only() -> None:
 @settings(max_examples=200, deadline=None)
 @given(index=st.integers(0, len(BLOB) - 1), mask=st.integers(1, 255))
 def test_flipping_any_byte_defeats_the_check(index: int, mask: int) -> None:
-    from envwrap.cache import holds
+    from envwrap.cache.sealed import holds
 
     tampered = bytearray(BLOB)
     tampered[index] ^= mask
@@ -287,7 +291,7 @@ def test_kept_cache_does_not_load_cryptography(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys
         from envwrap.backends import Fetched
-        from envwrap.cache import FallbackCache
+        from envwrap.cache.fallback import FallbackCache
         from envwrap.refs import Locator
         cache = FallbackCache({str(tmp_path / "c.bin")!r}, b"k" * 32, 3600)
         fetched = {{Locator("vault", "secret/a"): Fetched({{"v": "x" * 20}}, "1")}}
@@ -303,3 +307,96 @@ def test_kept_cache_does_not_load_cryptography(tmp_path: Path) -> None:
     wrote = subprocess.run([*run, "write"], env=env, capture_output=True, text=True, check=True)
     kept = subprocess.run([*run, "check"], env=env, capture_output=True, text=True, check=True)
     assert (wrote.stdout, kept.stdout) == ("True\n", "False\n")
+
+
+# -- a file put back, a key file others may read (docs/SECURITY.md, "Cache") -----------------
+
+
+def test_file_put_in_place_after_its_write_time_is_refused_and_deleted(tmp_path: Path) -> None:
+    """An authentic file sealed 10 s before it reached its place: copied back, restored."""
+    import time
+
+    path = tmp_path / "cache.bin"
+    fetched = secrets_for(canary())
+    path.write_bytes(seal(KEY, fetched, written=time.time() - 10))
+    path.chmod(0o600)
+    cache = FallbackCache(str(path), KEY, 3600)
+    assert not cache.holds_recent(fetched), "a put-back file is rewritten, never kept"
+    with pytest.raises(Unusable) as caught:
+        cache.load([DB, API])
+    assert "put in place 10s after envwrap wrote it" in caught.value.reason
+    assert caught.value.delete and not path.exists()
+
+
+def test_file_envwrap_wrote_is_used(tmp_path: Path) -> None:
+    cache = FallbackCache(str(tmp_path / "cache.bin"), KEY, 3600)
+    fetched = secrets_for(canary())
+    cache.save(fetched)
+    loaded, _ = cache.load([DB, API])
+    assert set(loaded) == set(fetched)
+    assert all(loaded[loc].same_content(fetched[loc]) for loc in fetched)
+    assert cache.holds_recent(fetched)
+
+
+def test_hard_link_kept_and_renamed_back_later_is_refused(tmp_path: Path) -> None:
+    """The attacker keeps a link to the old inode and renames it back after a rotation:
+    the rename moves the inode's change time (which nobody but root can set back)."""
+    import time
+
+    from envwrap.cache.fallback import PUT_BACK_SLACK
+
+    path, kept = tmp_path / "cache.bin", tmp_path / "kept"
+    cache = FallbackCache(str(path), KEY, 3600)
+    cache.save(secrets_for("old-" + canary()))
+    os.link(path, kept)  # at once: within the slack of the old file's write time
+    time.sleep(PUT_BACK_SLACK + 0.3)
+    cache.save(secrets_for("new-" + canary()))
+    os.replace(kept, path)
+    with pytest.raises(Unusable, match="put in place"):
+        cache.load([DB, API])
+
+
+@pytest.mark.parametrize(
+    ("mode", "mine", "refused"),
+    [
+        (0o600, True, None), (0o400, True, None),
+        (0o644, True, "open to other users"), (0o604, True, "open to other users"),
+        (0o666, False, "open to other users"), (0o620, False, "writable by its group"),
+        (0o640, True, "readable by its group"), (0o440, True, "readable by its group"),
+        # root shares the key with the program's group (a Kubernetes Secret with fsGroup)
+        (0o440, False, None), (0o640, False, None),
+    ],
+)
+def test_key_file_permissions(mode: int, mine: bool, refused: str | None) -> None:
+    from envwrap.cache.key import too_open
+
+    owner = os.geteuid() if mine else os.geteuid() + 1
+    assert too_open(0o100000 | mode, owner) == refused
+
+
+def test_keeper_writes_nothing_after_a_refusal_until_every_store_answers(tmp_path: Path) -> None:
+    """The order the rotation policy's observer thread keeps: a generation that starts
+    after a denial (on values read before it) does not bring the file back; a round in
+    which every store answered does."""
+    from envwrap.cache.keeper import CacheKeeper
+    from envwrap.environment import SecretEnvironment
+    from envwrap.errors import AuthError, StoreUnavailableError
+
+    path = tmp_path / "cache.bin"
+    settings = parse_args(["--no-env-file", "--", "true"], {})
+    secrets = SecretEnvironment.load(settings, {"DB": "vault://secret/db#password"})  # type: ignore[arg-type]
+    before = secrets.compose({DB: Fetched({"password": canary()}, version="1")})
+    after = secrets.compose({DB: Fetched({"password": canary()}, version="2")})
+    keeper = CacheKeeper(FallbackCache(str(path), KEY, 3600))
+    keeper.generation_changed(before, before)
+    assert path.exists()
+
+    keeper.access_refused(DB, StoreUnavailableError("unreachable"))
+    assert path.exists(), "an outage is not an answer"
+    keeper.access_refused(DB, AuthError("permission denied (HTTP 403)"))
+    assert not path.exists()
+    keeper.generation_changed(after, before)
+    assert not path.exists(), "values read before the denial are not written back"
+
+    keeper.round_done(after, secrets, after.fetched)
+    assert path.exists()

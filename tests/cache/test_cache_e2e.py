@@ -15,163 +15,92 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from testsupport import envwrap_command
+from testsupport.cache import CHILD, CacheSetup
 from testsupport.fixtures_aws import AwsProxy, MotoServer, aws_env
-from testsupport.fixtures_vault import OpenBao
-from testsupport.helpers import assert_not_leaked, canary, forms, fp, run_envwrap, wait_until
-from testsupport.proxy import TcpProxy
+from testsupport.helpers import assert_not_leaked, canary, fp, run_envwrap, wait_until
 
 pytestmark = pytest.mark.slow
 
-#: the child proves which value it got without printing it
-CHILD = ["/bin/sh", "-c",
-         'printf "fp %s\\n" "$(printf %s "$DB" | sha256sum | cut -c1-12)"; '
-         'test -z "$ENVWRAP_CACHE_KEY" && echo scrubbed']
+def test_unreachable_store_starts_from_the_cache(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    cache_setup.proxy.cut()
 
-
-class Setup:
-    """One cache file, its key, an audit log and a Vault secret behind a proxy."""
-
-    def __init__(self, tmp_path: Path, openbao: OpenBao, base_env: dict[str, str]) -> None:
-        self.dir = tmp_path
-        self.cache = tmp_path / "cache" / "secrets.bin"
-        self.cache.parent.mkdir()
-        self.key = tmp_path / "key"
-        self.key.write_text(secrets.token_urlsafe(32) + "\n")
-        self.audit = tmp_path / "audit.log"
-        self.openbao = openbao
-        self.path = f"cache/{secrets.token_hex(5)}"
-        self.value = canary("db")
-        openbao.kv2_put(self.path, {"value": self.value, "user": "app"})
-        self.proxy = TcpProxy(int(openbao.addr.rsplit(":", 1)[1]))
-        self.env = {**base_env, **openbao.env(VAULT_ADDR=self.proxy.url),
-                    "DB": f"vault://secret/{self.path}#value"}
-
-    def args(self, *extra: str) -> list[str]:
-        return ["--no-env-file", "--log-level", "debug", "--start-timeout", "1s",
-                "--cache", str(self.cache), "--cache-key-file", str(self.key),
-                "--audit-log", str(self.audit), *extra]
-
-    def run(self, *extra: str, env: dict[str, str] | None = None,
-            child: list[str] = CHILD) -> subprocess.CompletedProcess[str]:
-        result = run_envwrap([*self.args(*extra), "--", *child], env=env or self.env,
-                             cwd=self.dir)
-        assert "Traceback" not in result.stderr
-        self.assert_clean(result.stderr, result.stdout)
-        return result
-
-    def audit_records(self) -> list[dict[str, object]]:
-        if not self.audit.exists():
-            return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines()]
-
-    def assert_clean(self, *texts: str, values: tuple[str, ...] = ()) -> None:
-        audit = self.audit.read_text() if self.audit.exists() else ""
-        content = self.cache.read_bytes() if self.cache.exists() else b""
-        for value in (self.value, *values):
-            assert_not_leaked(value, *texts, audit)
-            for form in forms(value):
-                assert form not in content
-        key = self.key.read_text().strip()
-        assert_not_leaked(key, *texts, audit)
-        assert key.encode() not in content
-
-    def warm(self) -> None:
-        """A live start, which writes the cache."""
-        result = self.run()
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines() == [f"fp {fp(self.value)}", "scrubbed"]
-        assert self.cache.exists()
-        assert self.cache.stat().st_mode & 0o777 == 0o600
-
-
-@pytest.fixture
-def setup(tmp_path: Path, openbao: OpenBao, base_env: dict[str, str]) -> Iterator[Setup]:
-    made = Setup(tmp_path, openbao, base_env)
-    yield made
-    made.proxy.close()
-
-
-def test_unreachable_store_starts_from_the_cache(setup: Setup) -> None:
-    setup.warm()
-    setup.proxy.cut()
-
-    result = setup.run()
+    result = cache_setup.run()
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"fp {fp(setup.value)}", "scrubbed"]
+    assert result.stdout.splitlines() == [f"fp {fp(cache_setup.value)}", "scrubbed"]
     warning = [line for line in result.stderr.splitlines() if "fallback cache" in line]
-    assert len(warning) == 1 and "warning" in warning[0] and str(setup.cache) in warning[0]
-    records = setup.audit_records()
+    assert len(warning) == 1 and "warning" in warning[0] and str(cache_setup.cache) in warning[0]
+    records = cache_setup.audit_records()
     cached = [r for r in records if r["event"] == "access" and r["outcome"] == "cached"]
     assert [(r["variable"], r["store"], r["key"], r["version"]) for r in cached] == [
         ("DB", "vault", "value", "1")]
     assert [r["outcome"] for r in records if r["event"] == "cache"] == ["served"]
-    assert setup.cache.exists()
+    assert cache_setup.cache.exists()
 
 
-def test_env_variable_key_works_and_is_scrubbed(setup: Setup) -> None:
-    key = setup.key.read_text().strip()
-    env = {**setup.env, "ENVWRAP_CACHE_KEY": key}
-    args = [a for a in setup.args() if a not in ("--cache-key-file", str(setup.key))]
+def test_env_variable_key_works_and_is_scrubbed(cache_setup: CacheSetup) -> None:
+    key = cache_setup.key.read_text().strip()
+    env = {**cache_setup.env, "ENVWRAP_CACHE_KEY": key}
+    args = [a for a in cache_setup.args() if a not in ("--cache-key-file", str(cache_setup.key))]
     live = run_envwrap([*args, "--", *CHILD], env=env)
     assert live.returncode == 0 and live.stdout.endswith("scrubbed\n"), live.stderr
-    setup.proxy.cut()
+    cache_setup.proxy.cut()
     cached = run_envwrap([*args, "--", *CHILD], env=env)
     assert cached.returncode == 0, cached.stderr
-    assert cached.stdout.splitlines() == [f"fp {fp(setup.value)}", "scrubbed"]
-    setup.assert_clean(live.stderr, cached.stderr)
+    assert cached.stdout.splitlines() == [f"fp {fp(cache_setup.value)}", "scrubbed"]
+    cache_setup.assert_clean(live.stderr, cached.stderr)
 
 
-def test_without_a_cache_file_exit_69_as_before(setup: Setup) -> None:
-    setup.proxy.cut()
-    result = setup.run()
+def test_without_a_cache_file_exit_69_as_before(cache_setup: CacheSetup) -> None:
+    cache_setup.proxy.cut()
+    result = cache_setup.run()
     assert result.returncode == 69, result.stderr
     assert result.stdout == "", "the child must not start"
-    assert f"fallback cache not used: there is none yet file={setup.cache}" in result.stderr
+    assert f"fallback cache not used: there is none yet file={cache_setup.cache}" in result.stderr
 
 
-def test_denied_deletes_the_cache(setup: Setup) -> None:
-    setup.warm()
-    weak = setup.openbao.child_token(["default"])
-    result = setup.run(env={**setup.env, "VAULT_TOKEN": weak})
+def test_denied_deletes_the_cache(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    weak = cache_setup.openbao.child_token(["default"])
+    result = cache_setup.run(env={**cache_setup.env, "VAULT_TOKEN": weak})
     assert result.returncode == 77, result.stderr
-    assert not setup.cache.exists()
+    assert not cache_setup.cache.exists()
     assert "fallback cache deleted: a store answered denied" in result.stderr
     # and with the store down afterwards, nothing is served any more
-    setup.proxy.cut()
-    assert setup.run().returncode == 69
+    cache_setup.proxy.cut()
+    assert cache_setup.run().returncode == 69
 
 
-def test_not_found_deletes_the_cache(setup: Setup) -> None:
-    setup.warm()
-    setup.openbao.client.secrets.kv.v2.delete_metadata_and_all_versions(setup.path)
-    result = setup.run()
+def test_not_found_deletes_the_cache(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    cache_setup.openbao.client.secrets.kv.v2.delete_metadata_and_all_versions(cache_setup.path)
+    result = cache_setup.run()
     assert result.returncode == 65, result.stderr
-    assert not setup.cache.exists()
+    assert not cache_setup.cache.exists()
     assert "a store answered not_found" in result.stderr
 
 
-def test_missing_key_in_live_secret_deletes_the_cache(setup: Setup) -> None:
-    setup.warm()
-    setup.openbao.kv2_put(setup.path, {"user": "app"})  # "value" is gone
-    result = setup.run()
+def test_missing_key_in_live_secret_deletes_the_cache(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    cache_setup.openbao.kv2_put(cache_setup.path, {"user": "app"})  # "value" is gone
+    result = cache_setup.run()
     assert result.returncode == 65, result.stderr
-    assert not setup.cache.exists()
+    assert not cache_setup.cache.exists()
 
 
-def test_expired_cache_is_not_used_and_deleted(setup: Setup) -> None:
-    setup.warm()
-    setup.proxy.cut()
-    result = setup.run("--cache-max-age", "0s")  # any age is over zero
+def test_expired_cache_is_not_used_and_deleted(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    cache_setup.proxy.cut()
+    result = cache_setup.run("--cache-max-age", "0s")  # any age is over zero
     assert result.returncode == 69, result.stderr
     assert "fallback cache not used: expired" in result.stderr and "(deleted)" in result.stderr
-    assert not setup.cache.exists()
+    assert not cache_setup.cache.exists()
 
 
 def _flip(path: Path) -> None:
@@ -184,8 +113,8 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:50])
 
 
-def _wrong_key(setup: Setup) -> None:
-    setup.key.write_text(secrets.token_urlsafe(32))
+def _wrong_key(cache_setup: CacheSetup) -> None:
+    cache_setup.key.write_text(secrets.token_urlsafe(32))
 
 
 @pytest.mark.parametrize(
@@ -197,120 +126,120 @@ def _wrong_key(setup: Setup) -> None:
     ],
     ids=["wrong key", "tampered", "truncated"],
 )
-def test_unusable_cache_exits_69_with_one_warning(setup: Setup, spoil: object, reason: str) -> None:
-    setup.warm()
-    setup.proxy.cut()
-    spoil(setup)  # type: ignore[operator]
-    before = setup.cache.read_bytes()
-    result = setup.run()
+def test_unusable_cache_exits_69_with_one_warning(cache_setup: CacheSetup, spoil: object, reason: str) -> None:
+    cache_setup.warm()
+    cache_setup.proxy.cut()
+    spoil(cache_setup)  # type: ignore[operator]
+    before = cache_setup.cache.read_bytes()
+    result = cache_setup.run()
     assert result.returncode == 69, result.stderr
     assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if "fallback cache" in line]
-    assert len(lines) == 1 and reason in lines[0] and str(setup.cache) in lines[0], lines
-    assert setup.cache.read_bytes() == before, "only expired files are deleted"
+    assert len(lines) == 1 and reason in lines[0] and str(cache_setup.cache) in lines[0], lines
+    assert cache_setup.cache.read_bytes() == before, "only expired files are deleted"
 
 
-def test_cache_of_other_references_is_never_served(setup: Setup) -> None:
-    setup.warm()
+def test_cache_of_other_references_is_never_served(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
     other = f"cache/{secrets.token_hex(5)}"
-    setup.openbao.kv2_put(other, {"value": setup.value})
-    setup.proxy.cut()
-    env = {**setup.env, "DB": f"vault://secret/{other}#value"}
-    result = setup.run(env=env)
+    cache_setup.openbao.kv2_put(other, {"value": cache_setup.value})
+    cache_setup.proxy.cut()
+    env = {**cache_setup.env, "DB": f"vault://secret/{other}#value"}
+    result = cache_setup.run(env=env)
     assert result.returncode == 69, result.stderr
     assert "fallback cache not used: written for other references" in result.stderr
     # a reference added to the same set changes the set too
-    env = {**setup.env, "EXTRA": f"vault://secret/{other}#value"}
-    assert setup.run(env=env).returncode == 69
+    env = {**cache_setup.env, "EXTRA": f"vault://secret/{other}#value"}
+    assert cache_setup.run(env=env).returncode == 69
 
 
-def test_restart_with_the_same_secrets_keeps_the_file(setup: Setup) -> None:
-    setup.warm()
-    before = setup.cache.stat()
-    assert setup.run().returncode == 0
-    after = setup.cache.stat()
+def test_restart_with_the_same_secrets_keeps_the_file(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
+    before = cache_setup.cache.stat()
+    assert cache_setup.run().returncode == 0
+    after = cache_setup.cache.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
     new = canary("new")
-    setup.openbao.kv2_put(setup.path, {"value": new, "user": "app"})
-    assert setup.run().returncode == 0
-    assert setup.cache.stat().st_ino != before.st_ino
-    setup.proxy.cut()
-    served = setup.run()
+    cache_setup.openbao.kv2_put(cache_setup.path, {"value": new, "user": "app"})
+    assert cache_setup.run().returncode == 0
+    assert cache_setup.cache.stat().st_ino != before.st_ino
+    cache_setup.proxy.cut()
+    served = cache_setup.run()
     assert served.returncode == 0 and f"fp {fp(new)}" in served.stdout, served.stderr
-    setup.assert_clean(served.stderr, values=(new,))
+    cache_setup.assert_clean(served.stderr, values=(new,))
 
 
-def test_concurrent_envwrap_starts_share_one_cache(setup: Setup) -> None:
-    setup.warm()
+def test_concurrent_envwrap_starts_share_one_cache(cache_setup: CacheSetup) -> None:
+    cache_setup.warm()
     # a tiny max age makes every start rewrite the file (and find it expired)
     processes = [
         subprocess.Popen(
-            [*envwrap_command(), *setup.args("--cache-max-age", "80ms"), "--", *CHILD],
-            env=setup.env, cwd=setup.dir,
+            [*envwrap_command(), *cache_setup.args("--cache-max-age", "80ms"), "--", *CHILD],
+            env=cache_setup.env, cwd=cache_setup.dir,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(6)
     ]
     for process in processes:
         _, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
-    setup.proxy.cut()
-    result = setup.run()
-    assert result.returncode == 0 and f"fp {fp(setup.value)}" in result.stdout, result.stderr
-    assert sorted(p.name for p in setup.cache.parent.iterdir()) == ["secrets.bin"]
+    cache_setup.proxy.cut()
+    result = cache_setup.run()
+    assert result.returncode == 0 and f"fp {fp(cache_setup.value)}" in result.stdout, result.stderr
+    assert sorted(p.name for p in cache_setup.cache.parent.iterdir()) == ["secrets.bin"]
 
 
 def test_watch_applies_live_values_once_the_store_answers(
-    setup: Setup, envwrap_watch: object
+    cache_setup: CacheSetup, envwrap_watch: object
 ) -> None:
-    setup.warm()
-    setup.proxy.cut()
+    cache_setup.warm()
+    cache_setup.proxy.cut()
     new = canary("new")
     child = ["/bin/sh", "-c", 'printf "started %s %s\\n" "$$" '
              '"$(printf %s "$DB" | sha256sum | cut -c1-12)"; exec sleep 3600']
-    run = envwrap_watch(setup.env, child, *setup.args()[3:])  # type: ignore[operator]
-    first = run.wait_start(fp(setup.value))
-    records = setup.audit_records()
+    run = envwrap_watch(cache_setup.env, child, *cache_setup.args()[3:])  # type: ignore[operator]
+    first = run.wait_start(fp(cache_setup.value))
+    records = cache_setup.audit_records()
     assert [r["outcome"] for r in records if r["event"] == "cache"] == ["served"]
-    written = setup.cache.read_bytes()
+    written = cache_setup.cache.read_bytes()
 
-    setup.openbao.kv2_put(setup.path, {"value": new, "user": "app"})
-    setup.proxy.restore()
+    cache_setup.openbao.kv2_put(cache_setup.path, {"value": new, "user": "app"})
+    cache_setup.proxy.restore()
     second = run.wait_start(fp(new), timeout=20)
     assert second != first
     wait_until(lambda: any(r["event"] == "cache" and r["outcome"] == "live"
-                           for r in setup.audit_records()), timeout=10)
-    events = [(r["event"], r["outcome"]) for r in setup.audit_records()
+                           for r in cache_setup.audit_records()), timeout=10)
+    events = [(r["event"], r["outcome"]) for r in cache_setup.audit_records()
               if r["event"] in ("cache", "rotation")]
     # (issue 12 renames the rotation outcome "ok" to "applied")
     assert events in ([("cache", "served"), ("rotation", outcome), ("cache", "live")]
                       for outcome in ("ok", "applied")), events
     # the cache now holds the live values: served again after another outage
-    assert setup.cache.read_bytes() != written
+    assert cache_setup.cache.read_bytes() != written
     run.stop()
-    setup.proxy.cut()
-    result = setup.run()
+    cache_setup.proxy.cut()
+    result = cache_setup.run()
     assert result.returncode == 0 and f"fp {fp(new)}" in result.stdout, result.stderr
-    run.assert_clean(setup.value, new)
-    setup.assert_clean(result.stderr, values=(new,))
+    run.assert_clean(cache_setup.value, new)
+    cache_setup.assert_clean(result.stderr, values=(new,))
 
 
 def test_watch_goes_live_without_restart_when_nothing_changed(
-    setup: Setup, envwrap_watch: object
+    cache_setup: CacheSetup, envwrap_watch: object
 ) -> None:
-    setup.warm()
-    setup.proxy.cut()
+    cache_setup.warm()
+    cache_setup.proxy.cut()
     child = ["/bin/sh", "-c", 'printf "started %s %s\\n" "$$" '
              '"$(printf %s "$DB" | sha256sum | cut -c1-12)"; exec sleep 3600']
-    run = envwrap_watch(setup.env, child, *setup.args()[3:])  # type: ignore[operator]
-    first = run.wait_start(fp(setup.value))
-    setup.proxy.restore()
+    run = envwrap_watch(cache_setup.env, child, *cache_setup.args()[3:])  # type: ignore[operator]
+    first = run.wait_start(fp(cache_setup.value))
+    cache_setup.proxy.restore()
     wait_until(lambda: any(r["event"] == "cache" and r["outcome"] == "live"
-                           for r in setup.audit_records()), timeout=15)
-    assert run.starts() == [(first, fp(setup.value))], "same values: no restart"
+                           for r in cache_setup.audit_records()), timeout=15)
+    assert run.starts() == [(first, fp(cache_setup.value))], "same values: no restart"
     # logged just before the record; the test's reader thread may lag behind it
     wait_until(lambda: "the program runs on live values" in run.stderr(), timeout=5)
-    run.assert_clean(setup.value)
+    run.assert_clean(cache_setup.value)
 
 
 # -- AWS Secrets Manager through a proxy that answers errors -------------------------------
@@ -354,39 +283,39 @@ def test_aws_throttling_serves_and_access_denied_deletes(
 
 
 def test_partial_outage_serves_the_whole_set_from_the_cache(
-    setup: Setup, aws: MotoServer, aws_proxy: AwsProxy
+    cache_setup: CacheSetup, aws: MotoServer, aws_proxy: AwsProxy
 ) -> None:
     """Vault down, AWS up: every value comes from the cache, the live AWS one too, so
     that the program gets a set it already ran on, never a mix that never existed."""
     old_token, new_token = canary("old-token"), canary("new-token")
     aws.sm.create_secret(Name="cache/partial", SecretString=old_token)
-    env = aws_env(setup.env, aws, AWS_ENDPOINT_URL=aws_proxy.endpoint,
+    env = aws_env(cache_setup.env, aws, AWS_ENDPOINT_URL=aws_proxy.endpoint,
                   TOKEN="aws-sm://cache/partial")
     child = ["/bin/sh", "-c", 'printf "%s %s\\n" "$(printf %s "$DB" | sha256sum | cut -c1-12)" '
              '"$(printf %s "$TOKEN" | sha256sum | cut -c1-12)"']
-    live = setup.run(env=env, child=child)
-    assert live.stdout == f"{fp(setup.value)} {fp(old_token)}\n", live.stderr
+    live = cache_setup.run(env=env, child=child)
+    assert live.stdout == f"{fp(cache_setup.value)} {fp(old_token)}\n", live.stderr
 
     aws.sm.put_secret_value(SecretId="cache/partial", SecretString=new_token)
-    setup.proxy.cut()
-    served = setup.run(env=env, child=child)
+    cache_setup.proxy.cut()
+    served = cache_setup.run(env=env, child=child)
     assert served.returncode == 0, served.stderr
-    assert served.stdout == f"{fp(setup.value)} {fp(old_token)}\n"
-    setup.assert_clean(live.stderr, served.stderr, values=(old_token, new_token))
+    assert served.stdout == f"{fp(cache_setup.value)} {fp(old_token)}\n"
+    cache_setup.assert_clean(live.stderr, served.stderr, values=(old_token, new_token))
 
 
 def test_watch_rewrites_a_confirmed_cache_before_it_expires(
-    setup: Setup, envwrap_watch: object
+    cache_setup: CacheSetup, envwrap_watch: object
 ) -> None:
     """A long-running program keeps a fresh cache: every round that confirms the values
     rewrites the file once an eighth of --cache-max-age has passed (here 0.5s)."""
-    run = envwrap_watch(setup.env, sh_child_db(), *setup.args("--cache-max-age", "4s")[3:])  # type: ignore[operator]
-    first = run.wait_start(fp(setup.value))
-    written = wait_until(lambda: setup.cache.exists() and setup.cache.read_bytes())
-    wait_until(lambda: setup.cache.read_bytes() != written, timeout=15)
-    assert run.starts() == [(first, fp(setup.value))]
-    assert not [r for r in setup.audit_records() if r["event"] in ("cache", "rotation")]
-    run.assert_clean(setup.value)
+    run = envwrap_watch(cache_setup.env, sh_child_db(), *cache_setup.args("--cache-max-age", "4s")[3:])  # type: ignore[operator]
+    first = run.wait_start(fp(cache_setup.value))
+    written = wait_until(lambda: cache_setup.cache.exists() and cache_setup.cache.read_bytes())
+    wait_until(lambda: cache_setup.cache.read_bytes() != written, timeout=15)
+    assert run.starts() == [(first, fp(cache_setup.value))]
+    assert not [r for r in cache_setup.audit_records() if r["event"] in ("cache", "rotation")]
+    run.assert_clean(cache_setup.value)
 
 
 def sh_child_db() -> list[str]:
@@ -395,19 +324,19 @@ def sh_child_db() -> list[str]:
 
 
 def test_applied_rotation_rewrites_the_cache(
-    setup: Setup, envwrap_watch: object
+    cache_setup: CacheSetup, envwrap_watch: object
 ) -> None:
-    run = envwrap_watch(setup.env, sh_child_db(), *setup.args()[3:])  # type: ignore[operator]
-    run.wait_start(fp(setup.value))
+    run = envwrap_watch(cache_setup.env, sh_child_db(), *cache_setup.args()[3:])  # type: ignore[operator]
+    run.wait_start(fp(cache_setup.value))
     new = canary("rotated")
-    setup.openbao.kv2_put(setup.path, {"value": new, "user": "app"})
+    cache_setup.openbao.kv2_put(cache_setup.path, {"value": new, "user": "app"})
     run.wait_start(fp(new), timeout=20)
     run.stop()
-    setup.proxy.cut()
-    result = setup.run()
+    cache_setup.proxy.cut()
+    result = cache_setup.run()
     assert result.returncode == 0 and f"fp {fp(new)}" in result.stdout, result.stderr
-    run.assert_clean(setup.value, new)
-    setup.assert_clean(result.stderr, values=(new,))
+    run.assert_clean(cache_setup.value, new)
+    cache_setup.assert_clean(result.stderr, values=(new,))
 
 
 @pytest.mark.parametrize(
@@ -428,6 +357,7 @@ def test_configuration_errors_exit_78_before_the_program_starts(
     value = canary()
     (tmp_path / "secret").write_text(value)
     (tmp_path / "key").write_text(secrets.token_urlsafe(32))
+    (tmp_path / "key").chmod(0o600)
     marker = tmp_path / "started"
     env = {**base_env, "DB": f"ref+file://{tmp_path}/secret"}
     result = run_envwrap(["--no-env-file", *(a.format(tmp=tmp_path) for a in args),

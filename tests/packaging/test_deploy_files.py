@@ -132,11 +132,11 @@ def test_example_env_files_parse(name: str) -> None:
         parse_value(value)
 
 
-def test_readme_documents_every_option_and_its_variable() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_reference_documents_every_option_and_its_variable() -> None:
+    reference = (ROOT / "docs" / "reference.md").read_text()
     for option in OPTIONS:
-        assert f"`{option.flag}" in readme, option.flag
-        assert option.env_name in readme, option.env_name
+        assert f"`{option.flag}" in reference, option.flag
+        assert option.env_name in reference, option.env_name
 
 
 def _envwrap_containers(doc: dict[str, object]) -> list[dict[str, object]]:
@@ -226,6 +226,10 @@ def test_cache_example_keeps_the_key_apart_from_the_cache() -> None:
     (key_volume,) = spec["template"]["spec"]["volumes"]
     assert key_volume["name"] == "cache-key" and "secret" in key_volume
     assert spec["volumeClaimTemplates"][0]["metadata"]["name"] == "cache"
+    # with fsGroup, the kubelet would re-own the cache file at every mount, and a file
+    # changed after envwrap wrote it is refused (docs/SECURITY.md, "Cache")
+    security = spec["template"]["spec"]["securityContext"]
+    assert "fsGroup" not in security or security["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
 # --- the bundle (docs/containers.md): built in Dockerfile.sidecar, copied, injected ---------

@@ -194,6 +194,7 @@ def start_watching(
                             composed=resolved.composed, gate=gate, observers=observers)
     watcher = build_watcher(
         settings, resolved, policy, on_round=policy.round_done,
+        on_refused=policy.access_refused,
         # the stores were down a moment ago: ask again soon, not after a whole --interval
         first_poll=min(1.0, settings.interval) if cache.serving_cached() else None,
     )

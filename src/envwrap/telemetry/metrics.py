@@ -21,7 +21,7 @@ Events and what they feed:
 - ``rotation``: ``envwrap_rotations_total``; ``failed`` makes ``/readyz`` 503
   until a later rotation succeeds.
 - ``hold`` (held / released by ``--restart-limit``): ``/readyz``'s reason.
-- ``cache`` (served / live): ``envwrap_serving_cached``.
+- ``cache`` (served / live; deleted and refused change nothing): ``envwrap_serving_cached``.
 
 Labels hold names, paths and version ids only; never a value.
 """
@@ -157,7 +157,9 @@ class Metrics:
         self.held = _text(fields.get("detail")) if fields.get("outcome") == "held" else None
 
     def _on_cache(self, fields: Mapping[str, object]) -> None:
-        self.serving_cached = fields.get("outcome") == "served"
+        outcome = fields.get("outcome")
+        if outcome in ("served", "live"):  # not "deleted", "refused": what runs is unchanged
+            self.serving_cached = outcome == "served"
 
     _HANDLERS: dict[str, Callable[[Metrics, Mapping[str, object]], None]] = {
         "resolved": _on_resolved,
