@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from testsupport import ROOT
 from testsupport.helpers import run_envwrap
 
 COMMANDS = ["run", "check", "export", "sidecar", "webhook", "install", "import", "completion"]
@@ -174,14 +173,6 @@ def test_bash_completion_offers_each_commands_own_options(
 def test_completion_needs_a_known_shell(workdir: Path, base_env: dict[str, str]) -> None:
     assert run_envwrap(["completion", "tcsh"], env=base_env).returncode == 64
     assert run_envwrap(["completion"], env=base_env).returncode == 64
-
-
-def test_the_reference_page_documents_every_option() -> None:
-    from envwrap.config import OPTIONS
-
-    page = (ROOT / "docs" / "reference.md").read_text()
-    for option in OPTIONS:
-        assert f"| `{option.flag}" in page and f"`{option.env_name}`" in page, option.flag
 
 
 def test_a_mistyped_command_names_the_one_meant(workdir: Path, base_env: dict[str, str]) -> None:
