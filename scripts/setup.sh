@@ -31,4 +31,11 @@ if [ ! -x /bin/busybox ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null;
     { apt-get install -y -qq busybox-static \
         || { apt-get update -qq && apt-get install -y -qq busybox-static; }; } >/dev/null 2>&1
 fi
+# tests/cli checks the zsh and fish completion scripts with those shells' own parsers
+if { ! command -v zsh || ! command -v fish; } >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's zsh and fish (for the completion script tests)"
+    { apt-get install -y -qq zsh fish \
+        || { apt-get update -qq && apt-get install -y -qq zsh fish; }; } >/dev/null 2>&1
+fi
 say "done in $((SECONDS - started)) s"

@@ -12,8 +12,8 @@ import os
 import sys
 
 from envwrap import log
-from envwrap.config import help_text, parse_args
-from envwrap.errors import EnvwrapError
+from envwrap.config import COMMANDS, parse_args
+from envwrap.errors import EX_NOT_FOUND, EnvwrapError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,16 +29,18 @@ EX_SOFTWARE = 70
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] in (["-h"], ["--help"], ["help"]):
-        sys.stdout.write(help_text())
-        return 0
+        return _help(args[1] if args[:1] == ["help"] and len(args) > 1 else None)
     if args[:1] == ["--version"]:
         from envwrap import __version__
 
         sys.stdout.write(f"envwrap {__version__}\n")
         return 0
     debug = "--debug" in args[: args.index("--") if "--" in args else len(args)]
+    settings: Settings | None = None
     try:
         settings = parse_args(args, os.environ)
+        if settings.help:
+            return _help(settings.command)
         debug = settings.debug
         log.configure(settings.log_level, settings.log_format)
         code = dispatch(settings, dict(os.environ), sys.stdout.write)
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             _exit_now(code)
         return code
     except EnvwrapError as err:
+        if settings is not None and err.exit_code == EX_NOT_FOUND and err.hint is None:
+            err.hint = _meant_command(settings.argv[0], args)
         _report(err, debug)
         return err.exit_code
     except KeyboardInterrupt:
@@ -67,6 +71,15 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
         from envwrap.telemetry.server import start_metrics
 
         start_metrics(settings.metrics, needs_child=settings.command != "sidecar")
+    if settings.command == "completion":
+        from envwrap.completion import completion_script
+
+        write(completion_script(settings.argv[0]))
+        return 0
+    if settings.command == "import":
+        from envwrap.modes.importer import import_env
+
+        return import_env(settings, environ, write)
     if settings.command in ("check", "export"):
         from envwrap.modes import inspect
 
@@ -88,6 +101,26 @@ def dispatch(settings: Settings, environ: dict[str, str], write: Callable[[str],
     from envwrap.modes.run import run
 
     return run(settings, environ)
+
+
+def _meant_command(program: str, args: list[str]) -> str | None:
+    """``envwrap chek`` runs a program "chek", which is not found: name the command meant."""
+    if "--" in args[: args.index(program) if program in args else 0]:
+        return None  # written after "--": a program, deliberately
+    import difflib
+
+    close = difflib.get_close_matches(program, COMMANDS, n=1, cutoff=0.7)
+    return f"did you mean 'envwrap {close[0]}'? See 'envwrap --help'" if close else None
+
+
+def _help(command: str | None) -> int:
+    from envwrap.help import help_page
+
+    if command is not None and command not in COMMANDS:
+        log.error(f"no such command {command!r}; the commands are {', '.join(COMMANDS)}")
+        return 64
+    sys.stdout.write(help_page(command))
+    return 0
 
 
 def _exit_now(code: int) -> None:

@@ -14,15 +14,25 @@ from envwrap.errors import ConfigError, UsageError
 from envwrap.values import parse_duration, parse_rate, parse_signal, parse_wait
 
 __all__ = [
-    "COMMANDS", "OPTIONS", "Settings", "help_text", "make_paths_absolute", "parse_args",
+    "COMMANDS", "FORMATS", "OPTIONS", "Option", "Settings", "make_paths_absolute", "parse_args",
 ]
 
-COMMANDS = ("run", "check", "export", "sidecar", "webhook", "install")
+COMMANDS = ("run", "check", "export", "sidecar", "webhook", "install", "import", "completion")
+#: the commands that take words of their own (a folder, a shell) rather than a program
+_POSITIONAL = {"install": "DIR", "completion": "SHELL"}
+#: --format, per command: its choices, the first being the default
+FORMATS = {"check": ("table", "json"), "export": ("dotenv", "json", "shell")}
+HELP_FLAGS = ("-h", "--help")
 ENV_PREFIX = "ENVWRAP_"
 _ALL = frozenset(COMMANDS)
 _RUN = frozenset({"run"})
 _WATCHING = frozenset({"run", "sidecar"})
 _WEBHOOK = frozenset({"webhook"})
+_IMPORT = frozenset({"import"})
+#: the commands that resolve references, and those that read .env files
+_RESOLVING = frozenset({"run", "check", "export", "sidecar"})
+_READING = _RESOLVING | _IMPORT
+_LOGGING = _ALL - {"completion"}
 
 
 class Option:
@@ -55,33 +65,34 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--env-file", "list", "read this .env file (repeatable; later files win)",
-           metavar="PATH"),
-    Option("--no-env-file", "flag", "read no .env file, not even ./.env"),
-    Option("--override", "flag", ".env files and --from win over the process environment"),
+           metavar="PATH", commands=_READING),
+    Option("--no-env-file", "flag", "read no .env file, not even ./.env", commands=_READING),
+    Option("--override", "flag", ".env files and --from win over the process environment",
+           commands=_RESOLVING),
     Option("--from", "list", "import every top-level key of one secret as a variable "
-           "(repeatable)", metavar="REF"),
-    Option("--allow-name", "list", "let --from set this variable even though it changes how "
-           "programs load (PATH, LD_PRELOAD, ...)", metavar="NAME"),
-    Option("--pass-env", "list", "keep this credential variable (VAULT_TOKEN, ENVWRAP_...) in "
-           "the child's environment", metavar="NAME"),
-    Option("--scrub-env", "list", "remove the variables matching this glob from the child's "
-           "environment (repeatable; e.g. 'AWS_*')", metavar="GLOB", commands=_RUN),
+           "(repeatable)", metavar="REF", commands=_RESOLVING),
+    Option("--allow-name", "list", "let --from set a name that changes how programs load "
+           "(PATH, LD_*...)", metavar="NAME", commands=_RESOLVING),
+    Option("--pass-env", "list", "keep this credential (VAULT_TOKEN, ENVWRAP_...) for the "
+           "program", metavar="NAME", commands=_RESOLVING),
+    Option("--scrub-env", "list", "remove the variables matching this glob from the "
+           "program's environment (e.g. 'AWS_*')", metavar="GLOB", commands=_RUN),
     Option("--start-timeout", "value", "how long to retry an unreachable store at start",
-           default="30s", metavar="DURATION"),
-    Option("--log-level", "value", "how much envwrap says on stderr", default="warning",
-           choices=("debug", "info", "warning", "error"), metavar="LEVEL"),
+           default="30s", metavar="DURATION", commands=_RESOLVING),
+    Option("--log-level", "value", "how much to say on stderr", default="warning",
+           choices=("debug", "info", "warning", "error"), metavar="LEVEL", commands=_LOGGING),
     Option("--log-format", "value", "text or JSON lines", default="text",
-           choices=("text", "json"), metavar="FORMAT"),
-    Option("--debug", "flag", "add tracebacks to errors (never values)"),
-    Option("--audit-log", "value", "append one JSON line per secret access, rotation, restart "
-           "and signal ('-' for stderr)", metavar="PATH"),
+           choices=("text", "json"), metavar="FORMAT", commands=_LOGGING),
+    Option("--debug", "flag", "add tracebacks to errors (never values)", commands=_LOGGING),
+    Option("--audit-log", "value", "one JSON line per access, rotation, restart, signal "
+           "('-': stderr)", metavar="PATH", commands=_RESOLVING | _WEBHOOK | _IMPORT),
     Option("--require-example", "value", "fail unless every key of this example file is set",
            metavar="PATH", commands=_RUN),
     Option("--example", "value", "fail unless every key of this example file is set",
            metavar="PATH", commands=frozenset({"check"})),
-    Option("--format", "value", "output format", default="dotenv",
-           choices=("dotenv", "json", "shell"), metavar="FORMAT",
-           commands=frozenset({"export"})),
+    Option("--format", "value", "output format (check: table, json; export: dotenv, json, "
+           "shell)", choices=tuple(dict.fromkeys(c for f in FORMATS.values() for c in f)),
+           metavar="FORMAT", commands=frozenset(FORMATS)),
     Option("--init", "flag", "stay the parent: forward signals, reap zombies (as tini does)",
            commands=_RUN),
     Option("--watch", "flag", "stay the parent and apply secret rotations", commands=_RUN),
@@ -89,7 +100,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DURATION", commands=_WATCHING),
     Option("--splay", "value", "wait a random time up to this before applying a change",
            default="0s", metavar="DURATION", commands=_WATCHING),
-    Option("--on-change", "value", "what a rotation does to the child", default="restart",
+    Option("--on-change", "value", "what a change does", default="restart",
            choices=("restart", "signal", "exit", "handoff"), metavar="ACTION", commands=_RUN),
     Option("--reload-signal", "value", "the signal for --on-change signal and the sidecar",
            default="SIGHUP", metavar="SIGNAL", commands=_WATCHING),
@@ -99,7 +110,7 @@ OPTIONS: tuple[Option, ...] = (
            default="10s", metavar="DURATION", commands=_RUN),
     Option("--render", "list", "write the resolved secrets to this file, mode 0600 "
            "(repeatable)", metavar="PATH", commands=_WATCHING),
-    Option("--render-format", "value", "format of --render files (auto: by extension)",
+    Option("--render-format", "value", "--render format (auto: by extension)",
            default="auto", choices=("auto", "dotenv", "json"), metavar="FORMAT",
            commands=_WATCHING),
     Option("--mask", "flag", "replace secret values in the child's stdout and stderr",
@@ -108,25 +119,23 @@ OPTIONS: tuple[Option, ...] = (
            metavar="FILE", commands=frozenset({"sidecar"})),
     Option("--target-name", "value", "the process to signal: its name", metavar="NAME",
            commands=frozenset({"sidecar"})),
-    Option("--listen", "list", "bind this address (HOST:PORT, :PORT, [::1]:PORT, unix:PATH) and "
-           "pass it to every generation as fd 3, 4, ... (repeatable); webhook: serve HTTPS "
-           "there", metavar="ADDR", commands=_RUN | _WEBHOOK),
-    Option("--ready", "value", "when a generation is ready: notify, http(s)://..., "
-           "tcp://HOST:PORT, log:REGEX or a duration", metavar="CHECK", commands=_RUN),
+    Option("--listen", "list", "bind HOST:PORT, :PORT or unix:PATH (run: fd 3, 4...; webhook: "
+           "HTTPS)", metavar="ADDR", commands=_RUN | _WEBHOOK),
+    Option("--ready", "value", "ready check: notify, http(s)://URL, tcp://HOST:PORT, log:REGEX "
+           "or a duration", metavar="CHECK", commands=_RUN),
     Option("--ready-timeout", "value", "how long a generation may take to become ready",
            default="60s", metavar="DURATION", commands=_RUN),
-    Option("--wait", "value", "apply a change once nothing changed for MIN, at the latest "
-           "MAX after the first change (quiescence)", default="250ms:2s", metavar="MIN[:MAX]",
+    Option("--wait", "value", "wait MIN of quiet (at most MAX) before applying",
+           default="250ms:2s", metavar="MIN[:MAX]",
            commands=_WATCHING),
-    Option("--metrics", "value", "serve /metrics, /healthz and /readyz on this address "
-           "(127.0.0.1:9102, :9102); implies --init", metavar="HOST:PORT", commands=_WATCHING),
+    Option("--metrics", "value", "serve /metrics, /healthz, /readyz here (:9102); implies "
+           "--init", metavar="HOST:PORT", commands=_WATCHING),
     Option("--restart-limit", "value", "at most N rotation restarts per DURATION (3/10m); "
-           "later changes wait, coalesced", metavar="N/DURATION", commands=_RUN),
-    Option("--revoke-on-exit", "flag", "revoke the Vault leases and login token envwrap "
-           "obtained when it exits (and leases a stopped generation alone used); implies --init",
-           commands=_RUN),
-    Option("--cache", "value", "keep the last resolved secrets in this file, encrypted, and "
-           "start from it when a store is unreachable", metavar="PATH", commands=_RUN),
+           "later ones wait", metavar="N/DURATION", commands=_RUN),
+    Option("--revoke-on-exit", "flag", "at exit, revoke the Vault leases and token envwrap "
+           "got; implies --init", commands=_RUN),
+    Option("--cache", "value", "keep the last secrets here, encrypted, for when a store is "
+           "down", metavar="PATH", commands=_RUN),
     Option("--cache-key-file", "value", "the key material of --cache (or the variable "
            "ENVWRAP_CACHE_KEY)", metavar="FILE", commands=_RUN),
     Option("--cache-max-age", "value", "never start from a --cache file older than this",
@@ -137,6 +146,17 @@ OPTIONS: tuple[Option, ...] = (
            commands=_WEBHOOK),
     Option("--image", "value", "the envwrap bundle image the injected init container runs",
            metavar="IMAGE", commands=_WEBHOOK),
+    Option("--to", "value", "the secret to write the values to (vault://MOUNT/PATH, "
+           "aws-sm://NAME)", metavar="REF", commands=_IMPORT),
+    Option("--only", "list", "move only these variables (comma-separated)", metavar="NAMES",
+           commands=_IMPORT),
+    Option("--exclude", "list", "keep these variables as they are (comma-separated)",
+           metavar="NAMES", commands=_IMPORT),
+    Option("--write", "value", "write the .env to use from now on, values replaced by "
+           "references", metavar="FILE", commands=_IMPORT),
+    Option("--force", "flag", "write a new version of a secret that exists", commands=_IMPORT),
+    Option("--dry-run", "flag", "say what would be stored where (names only); write nothing",
+           commands=_IMPORT),
 )
 _BY_FLAG = {option.flag: option for option in OPTIONS}
 
@@ -160,7 +180,8 @@ class Settings:
     audit_log: str | None = None
     require_example: str | None = None
     example: str | None = None
-    format: str = "dotenv"
+    #: ``--format``; "" until parsed, then the command's default (:data:`FORMATS`)
+    format: str = ""
     init: bool = False
     watch: bool = False
     interval: float = 60.0
@@ -191,6 +212,14 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     image: str | None = None
+    to: str | None = None
+    only: list[str]
+    exclude: list[str]
+    write: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    #: ``-h`` / ``--help`` was given: print the command's help, nothing else
+    help: bool = False
 
     def __init__(self) -> None:
         self.argv = []
@@ -201,6 +230,8 @@ class Settings:
         self.scrub_env = []
         self.render = []
         self.listen = []
+        self.only = []
+        self.exclude = []
 
     @property
     def supervise(self) -> bool:
@@ -210,8 +241,10 @@ class Settings:
 def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> Settings:
     """Build settings from ``ENVWRAP_*`` variables, then the command line, which wins.
 
-    Raises :class:`UsageError` (64) for an unknown option or a missing command,
-    :class:`ConfigError` (78) for a bad option value, naming its source.
+    ``-h`` / ``--help`` among the options gives settings with ``help`` set and
+    nothing else checked. Raises :class:`UsageError` (64) for an unknown option
+    (with the nearest known one) or a missing command, :class:`ConfigError`
+    (78) for a bad option value, naming its source.
     """
     settings = Settings()
     command = "run"
@@ -220,36 +253,36 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
         command = argv[0]
         index = 1
     settings.command = command
-    raw: dict[str, tuple[object, str]] = {}
-    for candidate in OPTIONS:
-        if command in candidate.commands and candidate.env_name in environ:
-            text = environ[candidate.env_name]
-            raw[candidate.dest] = (_from_env(candidate, text), candidate.env_name)
-    from_cli: set[str] = set()
+    from_cli: dict[str, tuple[object, str]] = {}
     while index < len(argv):
         token = argv[index]
         index += 1
         if token == "--":
             settings.argv = argv[index:]
             break
+        if token in HELP_FLAGS:
+            settings.help = True
+            return settings
         if not token.startswith("-") or token == "-":
-            if command == "install":  # its folder
+            if command in _POSITIONAL:
                 settings.argv.append(token)
                 continue
             if command != "run":
-                raise UsageError(f"'envwrap {command}' takes no command; got {token!r}")
+                raise UsageError(f"'envwrap {command}' takes no command; got {token!r}",
+                                 hint=f"see 'envwrap {command} --help'")
             settings.argv = argv[index - 1 :]
             break
         name, has_value, value = token.partition("=")
         option = _BY_FLAG.get(name)
         if option is None:
-            raise UsageError(f"unknown option {name!r}", hint="see 'envwrap --help'")
+            raise UsageError(f"unknown option {name!r}", hint=_nearest(name, command))
         if command not in option.commands:
-            raise UsageError(f"{name} does not apply to 'envwrap {command}'")
+            raise UsageError(f"{name} does not apply to 'envwrap {command}'",
+                             hint=f"see 'envwrap {command} --help'")
         if option.kind == "flag":
             if has_value:
                 raise UsageError(f"{name} takes no value")
-            raw[option.dest] = (True, name)
+            from_cli[option.dest] = (True, name)
             continue
         if not has_value:
             if index >= len(argv):
@@ -257,23 +290,59 @@ def parse_args(argv: list[str], environ: dict[str, str] | os._Environ[str]) -> S
             value = argv[index]
             index += 1
         if option.kind == "list":
-            previous = raw[option.dest][0] if option.dest in from_cli else []
+            previous = from_cli[option.dest][0] if option.dest in from_cli else []
             assert isinstance(previous, list)
-            raw[option.dest] = ([*previous, value], name)
-            from_cli.add(option.dest)
+            from_cli[option.dest] = ([*previous, value], name)
         else:
-            raw[option.dest] = (value, name)
+            from_cli[option.dest] = (value, name)
+    raw: dict[str, tuple[object, str]] = {}
+    for candidate in OPTIONS:
+        if command in candidate.commands and candidate.env_name in environ:
+            text = environ[candidate.env_name]
+            raw[candidate.dest] = (_from_env(candidate, text), candidate.env_name)
+    raw.update(from_cli)
     for dest, (setting, source) in raw.items():
         _apply(settings, _BY_FLAG["--" + dest.replace("_", "-")], setting, source)
+    _check_command(settings)
+    _check_generations(settings)
+    return settings
+
+
+def _nearest(name: str, command: str) -> str:
+    """"did you mean ...?" for a mistyped option: the nearest one ``command`` takes."""
+    import difflib
+
+    flags = [option.flag for option in OPTIONS if command in option.commands]
+    close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+    where = "'envwrap --help'" if command == "run" else f"'envwrap {command} --help'"
+    if close:
+        return f"did you mean {close[0]}? See {where}"
+    return f"see {where}"
+
+
+def _check_command(settings: Settings) -> None:
+    """What each command needs beyond its options' own values."""
+    command = settings.command
+    if command in FORMATS:
+        settings.format = settings.format or FORMATS[command][0]
+        if settings.format not in FORMATS[command]:
+            raise ConfigError(f"--format {settings.format!r} does not apply to 'envwrap "
+                              f"{command}': use one of {', '.join(FORMATS[command])}")
     if command == "run" and not settings.argv:
-        raise UsageError("no command given", hint="usage: envwrap [OPTIONS] -- COMMAND [ARG...]")
+        raise UsageError("no command given", hint="usage: envwrap [OPTIONS] -- COMMAND [ARG...]"
+                         "; see 'envwrap --help'")
+    if command in _POSITIONAL and len(settings.argv) != 1:
+        word = _POSITIONAL[command]
+        raise UsageError(f"'envwrap {command}' takes one {word}",
+                         hint=f"see 'envwrap {command} --help'")
     if command == "sidecar":
         if not settings.render:
             raise UsageError("'envwrap sidecar' needs at least one --render PATH")
         if settings.target_pid_file and settings.target_name:
             raise UsageError("give --target-pid-file or --target-name, not both")
-    _check_generations(settings)
-    return settings
+    if command == "import" and not settings.to:
+        raise UsageError("'envwrap import' needs --to REF, the secret to write to",
+                         hint="for example --to vault://secret/app or --to aws-sm://prod/app")
 
 
 def _check_generations(settings: Settings) -> None:
@@ -357,36 +426,3 @@ def make_paths_absolute(settings: Settings) -> None:
 
 def _absolute(path: str) -> str:
     return path if path == "-" else os.path.abspath(path)
-
-
-def help_text() -> str:
-    lines = [
-        "usage: envwrap [OPTIONS] -- COMMAND [ARG...]   run COMMAND with its secrets",
-        "       envwrap check [OPTIONS]                 resolve everything, print a table",
-        "       envwrap export [--format F] [OPTIONS]   print the resolved environment",
-        "       envwrap sidecar --render PATH [OPTIONS] keep files fresh, signal a process",
-        "       envwrap webhook --listen ADDR --tls-cert FILE --tls-key FILE --image IMAGE",
-        "                                               Kubernetes webhook injecting envwrap",
-        "       envwrap install DIR                     copy this envwrap (the bundle) into DIR",
-        "",
-        "References (whole value, or inline as ${REF}; #KEY or #/json/pointer picks a field):",
-        "  vault://MOUNT/PATH[?version=N]                 Vault / OpenBao, KV v1 or v2",
-        "  aws-sm://NAME-OR-ARN[?version-stage=S|version-id=V][&region=R]",
-        "  arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME",
-        "  aws-ssm://NAME[?region=R], arn:aws:ssm:REGION:ACCOUNT:parameter/NAME",
-        "  ref+file:///ABSOLUTE/PATH                     a file (Kubernetes secret volume)",
-        "  ref+SCHEME://...                               any form, or a plug-in backend",
-        "Exit codes: the program's (128+N for signal N); 64 usage, 65 not found,",
-        "  69 store unreachable, 75 --on-change exit, 77 denied, 78 configuration,",
-        "  126/127 command cannot run / not found.",
-        "",
-        "Options (each also settable as ENVWRAP_<NAME>, lists comma-separated):",
-    ]
-    for option in OPTIONS:
-        flag = f"{option.flag} {option.metavar}".rstrip()
-        where = "" if option.commands == _ALL else f" [{'/'.join(sorted(option.commands))}]"
-        default = f" (default {option.default})" if option.default is not None else ""
-        choices = f" {{{'|'.join(option.choices)}}}" if option.choices else ""
-        lines.append(f"  {flag:<28} {option.help}{choices}{default}{where}")
-        lines.append(f"  {'':<28} env: {option.env_name}")
-    return "\n".join(lines) + "\n"

@@ -15,9 +15,14 @@ from envwrap.errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["DEFAULT_ENV_FILE", "dotenv_files", "load_dotenv_files", "merge", "missing_example_keys"]
+    from dotenv.parser import Binding
+
+__all__ = [
+    "DEFAULT_ENV_FILE", "dotenv_files", "dotenv_lines", "load_dotenv_files", "merge",
+    "missing_example_keys",
+]
 
 DEFAULT_ENV_FILE = ".env"
 
@@ -54,9 +59,25 @@ def load_dotenv_files(paths: Iterable[str], environ: Mapping[str, str]) -> dict[
     Raises :class:`ConfigError` (78) for a missing or unreadable file, or for a
     line that does not parse (naming the line, not its content).
     """
+    values: dict[str, str] = {}
+    for _path, binding, value in dotenv_lines(paths, environ):
+        if binding.key is not None and value is not None:
+            values[binding.key] = value
+    return values
+
+
+def dotenv_lines(
+    paths: Iterable[str], environ: Mapping[str, str]
+) -> Iterator[tuple[str, Binding, str | None]]:
+    """Every line of the files, in order: (file, python-dotenv's binding, expanded value).
+
+    The value is ``None`` for a comment, a blank line or a bare ``KEY``; the
+    binding's ``original.string`` is the line as written (``envwrap import``
+    rewrites files from it). Expansion as :func:`load_dotenv_files` describes.
+    """
     paths = list(paths)
     if not paths:
-        return {}  # python-dotenv imports logging: not worth it for nothing to read
+        return  # python-dotenv imports logging: not worth it for nothing to read
     import io
     from collections import ChainMap
 
@@ -70,11 +91,11 @@ def load_dotenv_files(paths: Iterable[str], environ: Mapping[str, str]) -> dict[
             if binding.error:
                 raise _unparsable(path, binding.original.line)
             if binding.key is None or binding.value is None:
-                continue  # a comment, a blank line, or a bare KEY without "="
-            values[binding.key] = "".join(
-                atom.resolve(scope) for atom in parse_variables(binding.value)
-            )
-    return values
+                yield path, binding, None  # a comment, a blank line, or a bare KEY
+                continue
+            value = "".join(atom.resolve(scope) for atom in parse_variables(binding.value))
+            values[binding.key] = value
+            yield path, binding, value
 
 
 def _unparsable(path: str, line: int) -> ConfigError:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from envwrap.backends._aws import AwsBackend, aws_errors, foreign_reply, map_error_code
-from envwrap.backends.contract import Fetched, checked_version
+from envwrap.backends.contract import Fetched, SecretExists, checked_version
 from envwrap.backends.fanout import each
 from envwrap.errors import EnvwrapError, InvalidValueError, NotFoundError
 from envwrap.refs import Locator
@@ -101,6 +101,30 @@ class SecretsManagerBackend(AwsBackend):
     def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
         # DescribeSecret has no batch form: one call per secret, concurrently
         return each(self.probe, locators, limit=self.max_concurrency, name="aws")
+
+    def write(
+        self, locator: Locator, data: Mapping[str, str], *, replace: bool = False
+    ) -> str | None:
+        """One JSON secret (``envwrap import``): CreateSecret, or with ``replace`` a new
+        AWSCURRENT version (PutSecretValue) of a secret that exists; the VersionId."""
+        import json
+
+        client: SecretsManagerClient = self.client(locator)
+        text = json.dumps(dict(data))
+        with aws_errors(self.label):
+            try:
+                response: Mapping[str, Any] = client.create_secret(
+                    Name=locator.path, SecretString=text
+                )
+            except client.exceptions.ResourceExistsException:
+                if not replace:
+                    raise SecretExists(
+                        f"{self.label}: the secret exists already",
+                        hint="pass --force to write a new version of it",
+                    ) from None
+                response = client.put_secret_value(SecretId=locator.path, SecretString=text)
+        version = response.get("VersionId")
+        return str(version) if version else None
 
 
 def _is_current(locator: Locator) -> bool:

@@ -33,6 +33,12 @@ Leases and login (dynamic secrets, ``--revoke-on-exit``)
     ``credential_names``: the variables that hold envwrap's credentials for
     this store; they are removed from the program's environment.
 
+Writing (``envwrap import``, optional)
+    ``write(locator, data, replace=False) -> str | None``: store ``data`` as one
+    key-value secret; its new version id. Raises :class:`SecretExists` when the
+    secret exists and not ``replace``. The default says that the store cannot
+    be written (exit 64).
+
 ``close()`` releases connections.
 
 Backends are constructed with the merged environment (process environment plus
@@ -42,7 +48,7 @@ Backends are constructed with the merged environment (process environment plus
 from __future__ import annotations
 
 from envwrap.backends.fanout import each
-from envwrap.errors import StoreUnavailableError
+from envwrap.errors import ConfigError, StoreUnavailableError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
@@ -52,7 +58,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.errors import EnvwrapError
     from envwrap.refs import Locator
 
-__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease", "checked_version"]
+__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease", "SecretExists", "checked_version"]
 
 #: a secret, or a store's reply carrying one, larger than this is a mistake (a log,
 #: a disk image, a hostile server), not a secret: it is refused, never read whole.
@@ -86,6 +92,10 @@ def checked_version(value: object) -> str | None:
         "the store answered with a version that is not a number or an id",
         hint="is the store's address that of the store, not a proxy or another service?",
     )
+
+
+class SecretExists(ConfigError):
+    """``write`` without ``replace`` found the secret there already (exit 78)."""
 
 
 class Lease:
@@ -190,6 +200,20 @@ class Backend:
     def release(self) -> bool:
         """Revoke the login envwrap made (never a credential it was given); ``True`` if it did."""
         return False
+
+    # -- writing
+
+    def write(
+        self, locator: Locator, data: Mapping[str, str], *, replace: bool = False
+    ) -> str | None:
+        """Store ``data`` as one key-value secret at ``locator``; its new version id.
+
+        Raises :class:`SecretExists` when the secret exists and ``replace`` is
+        false -- checked by the store itself where it can (no race) -- and an
+        :mod:`envwrap.errors` error as ``read`` does.
+        """
+        raise UsageError(f"envwrap cannot write {self.scheme}:// secrets",
+                         hint="envwrap import writes to vault:// and aws-sm:// secrets")
 
     def close(self) -> None:
         """Release connections; called once when envwrap is done with the store."""

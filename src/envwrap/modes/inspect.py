@@ -14,14 +14,25 @@ __all__ = ["check", "export"]
 
 
 def check(settings: Settings, environ: dict[str, str], write: Callable[[str], object]) -> int:
+    """Where each reference resolves from, as a table or (``--format json``) a JSON list.
+
+    Resolution fails closed before anything is written, so the exit code is a
+    run's and a CI gate needs only the exit code and, if it likes, the list.
+    """
     resolved = resolve(settings, environ)
+    uses = [
+        (variable, ref.locator.scheme, ref.locator.path_with_query, ref.key,
+         resolved.fetched[ref.locator].version)
+        for variable, ref in resolved.secrets.uses()
+    ]
+    if settings.format == "json":
+        import json
+
+        fields = ("variable", "store", "path", "key", "version")
+        write(json.dumps([dict(zip(fields, use, strict=True)) for use in uses], indent=2) + "\n")
+        return 0
     rows = [("VARIABLE", "STORE", "PATH", "KEY", "VERSION")]
-    for variable, ref in resolved.secrets.uses():
-        version = resolved.fetched[ref.locator].version
-        rows.append(
-            (variable, ref.locator.scheme, ref.locator.path_with_query, ref.key or "-",
-             version or "-")
-        )
+    rows += [(v, store, path, key or "-", version or "-") for v, store, path, key, version in uses]
     if len(rows) == 1:
         write("no references\n")
         return 0

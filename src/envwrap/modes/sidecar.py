@@ -222,11 +222,10 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
         from envwrap.telemetry.metrics import watch_health
 
         watch_health("watcher", lambda: watcher.alive)
-    log.info(
-        "sidecar running",
-        files=", ".join(settings.render),
-        target=target.describe() if target.configured else None,
-    )
+    from envwrap.startup import sidecar_line
+
+    log.notice(sidecar_line(settings, resolved.composed,
+                            target.describe() if target.configured else None))
     stopping.wait()
     watcher.stop()
     return 0

@@ -150,6 +150,10 @@ def run_supervised(
             watch_health("supervisor", threading.main_thread().is_alive)
             if watcher is not None:
                 watch_health("watcher", lambda: watcher is not None and watcher.alive)
+        if settings.supervise:  # --mask alone stays as silent as exec mode
+            from envwrap.startup import supervise_line
+
+            log.notice(supervise_line(settings, resolved.composed, watching=watcher is not None))
         return supervisor.run()
     finally:
         if keeper is not None:

@@ -6,7 +6,7 @@ every sink (the metrics too). It leaves out ``check`` events (see ``SKIPPED``).
 Fields (absent when not applicable): ``time`` (UTC, ISO 8601), ``event``
 (``access``, ``resolved``, ``reload``, ``rotation``, ``start``, ``ready``,
 ``child_exit``, ``restart``, ``hold``, ``lease``, ``revoke``, ``signal``, ``exit``,
-``render``),
+``render``, ``write`` -- ``envwrap import``, its ``detail`` the keys written),
 ``variable``, ``store``, ``path``, ``key``, ``version``, ``outcome`` (``ok`` or
 the error class: ``not_found``, ``denied``, ``unavailable``, ``invalid``,
 ``config``, ``usage``), ``duration_ms``, ``pid``, ``signal``, ``file``,

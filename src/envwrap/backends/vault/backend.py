@@ -119,6 +119,17 @@ class VaultBackend(Backend):
     def close(self) -> None:
         self.connection.close()
 
+    # -- writing (envwrap import) -----------------------------------------------------
+
+    def write(
+        self, locator: Locator, data: Mapping[str, str], *, replace: bool = False
+    ) -> str | None:
+        """One KV secret, a new version (:mod:`.writer`); KV v2 refuses an existing one."""
+        from envwrap.backends.vault.writer import write_kv
+
+        with mapped(self.settings.addr, action="write the secret"):
+            return write_kv(self.connection, self.mounts, locator.path, data, replace=replace)
+
     # -- KV v2 and plain paths --------------------------------------------------------
 
     def _read_kv2(self, mount: Mount, name: str, locator: Locator) -> Fetched:

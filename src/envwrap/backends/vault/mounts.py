@@ -19,10 +19,12 @@ __all__ = ["Mount", "Mounts", "below"]
 
 
 class Mount(NamedTuple):
-    """A mount as detected: its path (``secret/``) and whether it is KV version 2."""
+    """A mount as detected: its path (``secret/``), whether it is KV version 2, and
+    whether it is a KV engine at all (``envwrap import`` writes only to one)."""
 
     path: str
     kv2: bool
+    kv: bool = True
 
 
 class Mounts:
@@ -89,8 +91,8 @@ class Mounts:
             return None
         options = data.get("options")
         version = options.get("version") if isinstance(options, dict) else None
-        kv2 = data.get("type") in ("kv", "generic") and str(version) == "2"
-        return Mount(relative, kv2)
+        kv = data.get("type") in ("kv", "generic")
+        return Mount(relative, kv and str(version) == "2", kv)
 
 
 def below(path: str, mount: Mount) -> str:
