@@ -23,6 +23,7 @@ __all__ = [
     "enabled",
     "error",
     "info",
+    "notice",
     "warning",
 ]
 
@@ -48,6 +49,12 @@ def info(message: str, **fields: object) -> None:
     _emit(20, message, fields)
 
 
+def notice(message: str, **fields: object) -> None:
+    """What a person wants to read at the default level though nothing is wrong (a
+    rotation applied): shown with warnings, labelled ``notice``."""
+    _emit(30, message, fields, label="notice")
+
+
 def warning(message: str, **fields: object) -> None:
     _emit(30, message, fields)
 
@@ -56,7 +63,8 @@ def error(message: str, **fields: object) -> None:
     _emit(40, message, fields)
 
 
-def _emit(level: int, message: str, fields: dict[str, object], source: str = "envwrap") -> None:
+def _emit(level: int, message: str, fields: dict[str, object], source: str = "envwrap",
+          label: str | None = None) -> None:
     if level < int(_state["level"]):
         return
     clean = {k: redact(str(v)) for k, v in fields.items() if v is not None}
@@ -66,7 +74,7 @@ def _emit(level: int, message: str, fields: dict[str, object], source: str = "en
 
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "level": _NAMES.get(level, str(level)),
+            "level": label or _NAMES.get(level, str(level)),
             "logger": source,
             "message": message,
             **clean,
@@ -75,7 +83,7 @@ def _emit(level: int, message: str, fields: dict[str, object], source: str = "en
     else:
         extra = "".join(f" {k}={_quote(v)}" for k, v in clean.items())
         prefix = "envwrap" if source == "envwrap" else f"envwrap [{source}]"
-        line = f"{prefix}: {_NAMES.get(level, '')}: {message}{extra}"
+        line = f"{prefix}: {label or _NAMES.get(level, '')}: {message}{extra}"
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("process", "backends"),
     ("telemetry",),
     ("config", "sources", "resolve", "environment", "render", "mask"),
+    ("quiet", "watch_files", "watch_leases", "rotation_observers"),
     ("watch", "cache", "rotation", "restart_limit", "revoke"),
     ("modes", "testing"),
     ("cli",),

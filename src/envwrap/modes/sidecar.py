@@ -15,6 +15,7 @@ import threading
 import time
 
 from envwrap import log
+from envwrap.quiet import QuietTimer
 from envwrap.render import render_files
 from envwrap.telemetry import audit
 from envwrap.watch import build_watcher
@@ -152,7 +153,9 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     target = TargetFinder(settings.target_pid_file, settings.target_name)
-    watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
+    # --wait: a burst of changes is rendered once, with its last state
+    quiet = QuietTimer(settings.wait, SidecarHandler(settings, target, stopping))
+    watcher = build_watcher(settings, resolved, quiet.offer)
     watcher.start()
     if settings.metrics:
         from envwrap.telemetry.metrics import watch_health
@@ -165,4 +168,5 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
     )
     stopping.wait()
     watcher.stop()
+    quiet.cancel()
     return 0
