@@ -186,7 +186,7 @@ class Watcher:
             # makes new credentials; its lease schedule renews it, or re-reads it
             self._recovered(locator)
             current = self.fetched.get(locator)
-            if outcome is not None and (current is None or outcome != current.version):
+            if outcome is not None and (current is None or outcome != current.revision):
                 self._read_later(locator)  # read once, after --splay
         if to_read:
             self._report_later(self._read(to_read))
