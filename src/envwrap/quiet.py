@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 import time
 
+from envwrap import log
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -128,7 +130,10 @@ class QuietTimer:
             composed, changed = self._latest, self._changed
             self._latest, self._changed = None, set()
             self.quiet.reset()
-        self.act(composed, changed)
+        try:
+            self.act(composed, changed)
+        except Exception as exc:  # a bug in one change must not end the timer thread loudly
+            log.error(f"applying a change failed ({type(exc).__name__}); keeping current values")
 
     def cancel(self) -> None:
         """Drop what waits (envwrap is stopping)."""

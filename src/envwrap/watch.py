@@ -115,7 +115,7 @@ class Watcher:
     def start(self) -> None:
         if self._events.start(self._watch_paths()):
             # a file may have changed between the first read and the watch set-up
-            self.check_files(files=True)
+            self._events.changed(files=True)
         self._thread = threading.Thread(target=self._run, name="envwrap-watch", daemon=True)
         self._thread.start()
 

@@ -96,6 +96,14 @@ class FileEvents:
         self._files.clear()
         return files, dotenv
 
+    def changed(self, *, files: bool = False, dotenv: bool = False) -> None:
+        """Say that files changed, as an event would, and wake the watcher."""
+        if dotenv:
+            self._dotenv.set()
+        if files or dotenv:
+            self._files.set()
+            self._wake()
+
     def start(self, secret_paths: Iterable[str]) -> bool:
         """Watch the folders of ``secret_paths`` and the ``.env`` files; ``True`` if any is.
 
@@ -131,10 +139,8 @@ class FileEvents:
                     # another file in the same folder -- an --audit-log written
                     # there would otherwise wake the watcher at every record
                     return
-                if any(os.path.abspath(p) in events.dotenv_paths for p in paths if p):
-                    events._dotenv.set()
-                events._files.set()
-                events._wake()
+                dotenv = any(os.path.abspath(p) in events.dotenv_paths for p in paths if p)
+                events.changed(files=True, dotenv=dotenv)
 
         self.stop()
         observer = Observer()

@@ -16,9 +16,9 @@ import pytest
 from envwrap.backends import BackendRegistry
 from envwrap.environment import SecretEnvironment, parse_templates
 from envwrap.errors import ConfigError
+from envwrap.quiet import Quiescence, QuietTimer
 from envwrap.resolve import fetch_all
 from envwrap.telemetry import audit
-from envwrap.quiet import QuietTimer, Quiescence
 from envwrap.values import parse_wait
 from envwrap.watch import AUDIT_HEARTBEAT, Watcher
 from testsupport.helpers import assert_not_leaked, canary

@@ -41,8 +41,9 @@ class VaultBackend(Backend):
     * ``probe(locator)``: KV v2 -- the current version from the secret's
       metadata (no value is read), with its creation time, so that a secret
       deleted and written again (versions start over at 1) is a change; a fixed
-      ``?version=N`` gives N, a negative one is counted from the current version. ``None`` (re-read to compare)
-      for KV v1, other paths, and when reading the metadata is denied.
+      ``?version=N`` gives N, a negative one is counted from the current
+      version. ``None`` (re-read to compare) for KV v1, other paths, and when
+      reading the metadata is denied.
     * ``renew(lease)``: ``sys/leases/renew``; ``revoke(lease)``: ``sys/leases/revoke``.
     * ``upkeep()`` and ``release()``: envwrap's own token (:mod:`.auth`).
 
