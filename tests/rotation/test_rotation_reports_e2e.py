@@ -166,3 +166,22 @@ def test_at_the_default_level_a_signal_and_a_held_change_are_one_line_each(
     assert len(held_lines) == 1 and f"changed variables: {VAR}" in held_lines[0]
     run.assert_clean(*values)
     held.assert_clean(*values)
+
+
+def test_at_the_default_level_a_handoff_is_one_line_naming_both_pids(
+    openbao: OpenBao, base_env: dict[str, str], envwrap_watch: Start
+) -> None:
+    path = unique_path()
+    old, new = canary("old"), canary("new")
+    openbao.kv2_put(path, {"value": old})
+    run = envwrap_watch(vault_env(base_env, openbao, path), sh_child(), *DEFAULT_LEVEL,
+                        "--on-change", "handoff", "--ready", "300ms")
+    first = run.wait_start(fp(old))
+    openbao.kv2_put(path, {"value": new})
+    second = run.wait_start(fp(new))
+    wait_until(lambda: "rotation applied" in run.stderr(), timeout=15)
+    run.settle()
+    assert run.stderr().splitlines() == [
+        f"envwrap: notice: rotation applied: {VAR} changed; handed off to a new generation,"
+        f" pid {first} -> {second}"]
+    run.assert_clean(old, new)
