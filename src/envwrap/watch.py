@@ -154,7 +154,11 @@ class Watcher:
                         self.on_round(failed, self.secrets, self.fetched)
                     next_poll = max(self.clock(), round_start + self._next_interval(failed))
                 self._renew_due()
-                self._report_due()
+                read = self._report_due()
+                if read and read >= set(self.secrets.locators()) and not self._failing & read:
+                    # a read of every secret after --splay is a poll: what it read is
+                    # the latest, so the next probe waits a whole interval from it
+                    next_poll = max(next_poll, self.clock() + self._jittered(self.interval))
             except Exception as exc:  # the watcher must outlive any bug in one round
                 log.error(f"watch round failed ({type(exc).__name__}); keeping current values")
 
@@ -231,10 +235,10 @@ class Watcher:
                 log.info(f"secret changed; reading it in {delay:.1f}s (--splay)")
             self._splay_until = self.clock() + delay
 
-    def _report_due(self) -> None:
-        """Read and report the changes whose --splay wait has ended."""
+    def _report_due(self) -> set[Locator]:
+        """Read and report the changes whose --splay wait has ended; what was read."""
         if self._splay_until is None or self.clock() < self._splay_until:
-            return
+            return set()
         self._splay_until = None
         to_read, self._to_read = list(self._to_read), set()
         changed, self._to_report = self._to_report, set()
@@ -242,6 +246,7 @@ class Watcher:
             changed |= self._read(to_read)
         if changed:
             self._compose_and_notify(changed)
+        return set(to_read)
 
     def _dotenv_snapshot(self) -> tuple[bytes | None, ...]:
         contents: list[bytes | None] = []
