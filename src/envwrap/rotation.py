@@ -22,9 +22,11 @@ from envwrap import log
 from envwrap.environment import child_environment
 from envwrap.errors import EnvwrapError
 from envwrap.process import launch
+from envwrap.quiet import QuietTimer
 from envwrap.render import render_files
+from envwrap.rotation_observers import Observers
 from envwrap.telemetry import audit
-from envwrap.values import Backoff
+from envwrap.values import Backoff, signal_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,13 +37,13 @@ if TYPE_CHECKING:
     from envwrap.environment import Composed, SecretEnvironment
     from envwrap.refs import Locator
     from envwrap.restart_limit import RestartWindow
+    from envwrap.rotation_observers import Observer
 
 __all__ = [
     "EXIT_ON_CHANGE",
     "ChildControl",
-    "Observer",
+    "ProgramPid",
     "RotationPolicy",
-    "RunningReport",
     "changed_variables",
 ]
 
@@ -75,67 +77,31 @@ class ChildControl(Protocol):
 RETRY_FIRST = 30.0
 
 
-class Observer(Protocol):
-    """Told, on the policy's observer thread, what runs: the fallback cache, the
-    lease revoker. Never inside the supervisor's loop, which must stay quick."""
+class ProgramPid:
+    """The PID of the generation that runs, for messages: an events sink
+    (:func:`envwrap.telemetry.events.add_sink`) of the supervisor's ``start``
+    events, told the rest by the policy. ``announce`` is said, with the old and
+    the new PID, when the next generation of a rotation starts."""
 
-    def generation_changed(self, running: Composed, stopped: Composed) -> None:
-        """A new generation runs on ``running``; the one that ran on ``stopped`` stopped."""
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self._announce: str | None = None
 
-    def round_done(self, running: Composed, secrets: SecretEnvironment,
-                   live: Mapping[Locator, Fetched]) -> None:
-        """A watcher round where every store answered: ``live`` is what they hold."""
-
-    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
-        """A store answered that ``locator`` cannot be read (denied, not found)."""
-
-
-class RunningReport:
-    """The observer that publishes what runs (``/metrics``' ``envwrap_secret_info``)."""
-
-    def generation_changed(self, running: Composed, stopped: Composed) -> None:
-        audit.record_running(running.uses, running.fetched)
-
-    def round_done(self, running: Composed, secrets: SecretEnvironment,
-                   live: Mapping[Locator, Fetched]) -> None:
-        """Nothing: what runs changes with generations, not with polls."""
-
-    def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
-        """Nothing: what runs is unchanged."""
-
-
-class _Observers:
-    """One worker thread and its queue: observers run in order, off every other loop."""
-
-    def __init__(self, observers: Sequence[Observer]) -> None:
-        import queue
-
-        self.observers = tuple(observers)
-        self._queue: queue.SimpleQueue[Callable[[Observer], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def tell(self, call: Callable[[Observer], None]) -> None:
-        if not self.observers:
+    def handle(self, event: str, fields: Mapping[str, object]) -> None:
+        pid = fields.get("pid")
+        if event != "start" or not isinstance(pid, int):
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="envwrap-observers",
-                                            daemon=True)
-            self._thread.start()
-        self._queue.put(call)
+        reason = fields.get("reason")
+        if reason == "rotation" and self._announce is not None:
+            log.notice(f"{self._announce}, pid {self.pid} -> {pid}")
+            self._announce = None
+            self.pid = pid
+        elif reason in ("initial", "rollback"):
+            self.pid = pid
 
-    def _run(self) -> None:
-        while (call := self._queue.get()) is not None:
-            for observer in self.observers:
-                try:
-                    call(observer)
-                except Exception as exc:  # one observer's bug must not stop the others
-                    log.error(f"{type(observer).__name__} failed ({type(exc).__name__})")
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Let what is queued finish (envwrap is stopping)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
+    def announce(self, text: str) -> None:
+        """Say ``text`` once the next rotation's generation starts (``restart``)."""
+        self._announce = text
 
 
 class _Change:
@@ -204,7 +170,11 @@ class RotationPolicy:
         self._backoff = Backoff(first=retry_first, cap=settings.interval, jitter=False)
         self._timer: threading.Timer | None = None
         self._gate_timer: threading.Timer | None = None
-        self._observers = _Observers(observers)
+        self._observers = Observers(observers)
+        #: --wait: a burst of changes is considered once, with its last state
+        self._quiet = QuietTimer(settings.wait, self._consider)
+        #: the running generation's PID, for messages (fed by the supervisor's events)
+        self.program = ProgramPid()
 
     @property
     def current(self) -> dict[str, str]:
@@ -228,7 +198,12 @@ class RotationPolicy:
         return action == "handoff" or (action == "restart" and bool(self.settings.ready))
 
     def __call__(self, composed: Composed, changed: set[Locator]) -> None:
-        """The watcher saw a change: ``composed`` is what the stores hold now."""
+        """The watcher saw a change: ``composed`` is what the stores hold now. It is
+        considered once things are quiet (``--wait``)."""
+        self._quiet.offer(composed, changed)
+
+    def _consider(self, composed: Composed, changed: set[Locator]) -> None:
+        """The last change of a quiet burst: apply it, hold it, or drop it."""
         environment = child_environment(composed.environment, self.settings.pass_env,
                                         self.settings.scrub_env)
         change = _Change(environment, composed, _names(changed))
@@ -294,7 +269,9 @@ class RotationPolicy:
         timer.start()
         until = time.strftime("%H:%M:%SZ", time.gmtime(time.time() + delay))
         detail = hold_detail(self.gate, until)
-        log.warning(f"restart held by --restart-limit: {detail}")
+        held = self._desired.environment if self._desired is not None else {}
+        names = ", ".join(changed_variables(self._running.environment, held)) or "none"
+        log.warning(f"restart held by --restart-limit: {detail}; changed variables: {names}")
         audit.record("hold", outcome="held", detail=detail)
 
     def _gate_opens(self) -> None:
@@ -333,13 +310,16 @@ class RotationPolicy:
         if self.on_values is not None:
             self.on_values(change.composed.secret_values)
         action = self.settings.on_change
+        applied = _applied(self._running.environment, change.environment)
         if self.verified:
             self._attempt += 1
             attempt = self._attempt
             self._trying = change
+            before = self.program.pid
 
             def settled(outcome: object) -> None:
-                self._settled(attempt, change, outcome)
+                self._settled(attempt, change, outcome, f"{applied}; {_DONE[action]}, "
+                              f"pid {before} -> {outcome}")
 
             if action == "handoff":
                 log.info("secrets changed; starting a new generation next to the current one")
@@ -353,11 +333,14 @@ class RotationPolicy:
         self._running = change
         audit.record("rotation", outcome="applied", detail=change.detail)
         if action == "signal":
+            log.notice(f"{applied}; signalled the program "
+                       f"({signal_name(self.settings.reload_signal)}), pid {self.program.pid}")
             log.info("secrets changed; signalling the program", signal=self.settings.reload_signal)
             self.child.send(self.settings.reload_signal)
             audit.record("signal", signal=self.settings.reload_signal, outcome="ok")
             self._tell()
         elif action == "exit":
+            log.notice(f"{applied}; exiting with {EXIT_ON_CHANGE} to be started again")
             log.info(f"secrets changed; exiting with {EXIT_ON_CHANGE} (--on-change exit)")
             audit.record("exit", outcome="ok", detail=f"exit code {EXIT_ON_CHANGE}")
             self.child.request_exit(EXIT_ON_CHANGE)
@@ -365,6 +348,7 @@ class RotationPolicy:
         else:
             log.info("secrets changed; restarting the program")
             audit.record("restart", outcome="ok")
+            self.program.announce(f"{applied}; {_DONE[action]}")
             # observers hear of it once the new generation runs (the old one stopped)
             self.child.replace(change.environment,
                                self._restarted if self._observers.observers else None)
@@ -399,7 +383,7 @@ class RotationPolicy:
         hear it on their thread, after everything they were told before."""
         self._observers.tell(lambda observer: observer.access_refused(locator, error))
 
-    def _settled(self, attempt: int, change: _Change, outcome: object) -> None:
+    def _settled(self, attempt: int, change: _Change, outcome: object, applied: str) -> None:
         """The supervisor's verdict on change number ``attempt`` (main thread)."""
         from envwrap.process.supervisor import Rejected
 
@@ -411,6 +395,9 @@ class RotationPolicy:
             self._trying = None
             if not isinstance(outcome, Rejected):
                 same = change.environment == self._running.environment
+                if not same and isinstance(outcome, int):
+                    self.program.pid = outcome
+                    log.notice(applied)
                 self._running = change
                 self._backoff.reset()
                 audit.record("rotation", outcome="unchanged" if same else "applied",
@@ -476,6 +463,7 @@ class RotationPolicy:
 
     def close(self) -> None:
         """Cancel a pending retry and a held change; let the observers finish (stopping)."""
+        self._quiet.cancel()
         with self._lock:
             self._attempt += 1
             self._cancel_retry()
@@ -495,6 +483,16 @@ def changed_variables(before: dict[str, str], after: dict[str, str]) -> list[str
     """The names whose values differ (added and removed ones included); never values."""
     return sorted(name for name in before.keys() | after.keys()
                   if before.get(name) != after.get(name))
+
+
+#: what a rotation did, by --on-change, for the line that says so
+_DONE = {"restart": "restarted the program", "handoff": "handed off to a new generation"}
+
+
+def _applied(before: dict[str, str], after: dict[str, str]) -> str:
+    """The start of the line that says a rotation was applied: names, never values."""
+    names = ", ".join(changed_variables(before, after)) or "no variable"
+    return f"rotation applied: {names} changed"
 
 
 def _names(changed: set[Locator]) -> str:

@@ -1,26 +1,27 @@
 """Change detection for ``--watch`` and the sidecar (docs/rotation.md).
 
 A :class:`Watcher` owns one thread. Each round it asks every store, as cheaply
-as the store allows, whether a secret changed (``Backend.probe_many``: a version
-id without the value), reads only what changed (or what has no version id, to
-compare content), and hands the newly composed environment to its
-``on_change`` callback. Files and ``.env`` files are also watched through
-file-system events (watchdog) on their folders -- which is what catches the
-Kubernetes ``..data`` symlink swap -- with the poll as a safety net.
+as the store allows, whether a secret changed (``probe_many``: a version id
+without the value), reads only what changed (or what has no version id, to
+compare content) -- one read per changed secret, whose version becomes the one
+watched -- and reports the newly composed environment to its ``on_change``
+callback. Files whose change may change a secret (``Backend.watch_paths``) and
+``.env`` files are also followed through file-system events
+(:mod:`envwrap.watch_files`), with the poll as a safety net; leases and store
+logins are kept alive by :mod:`envwrap.watch_leases`.
 
-Nothing is applied at once: a change waits for quiet (``--wait MIN[:MAX]``,
-consul-template's quiescence, :class:`Quiescence`). Every look that finds
-new content -- a poll, a file re-read after an event -- restarts the MIN timer;
-when it runs out, what changed is read once more and applied only if it is
-still the same, so a burst of writes, or a slow writer caught between its
-truncate and its last write, is one change with the final content. MAX bounds
-the wait after the first change, so a store that changes all the time is still
-followed.
+The watcher only detects and reports. When a change is applied -- ``--wait``,
+``--restart-limit``, whether it differs from what runs -- is the callback's
+decision (:class:`envwrap.rotation.RotationPolicy`). ``--splay D`` is the
+watcher's, because it spreads the store's load: a version change is read after
+a random wait up to D, polling goes on meanwhile, and what changes during the
+wait is read by the same, single, read.
 
 A store that fails never yields an empty or partial environment: the watcher
 keeps the last good values, retries with backoff and jitter, logs names (never
-values), and applies the change once the store is back. The watcher knows
-nothing about processes; the callback does.
+values), and reports the change once the store is back. A change that cannot be
+composed (a key gone from the new version) is logged and audited as a failed
+rotation, and the program keeps its values until a good version arrives.
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ import time
 from collections.abc import Callable
 
 from envwrap import log
-from envwrap.backends import Backend, BackendRegistry, Fetched
+from envwrap.backends import BackendRegistry, Fetched
 from envwrap.environment import Composed, SecretEnvironment
 from envwrap.errors import EnvwrapError
 from envwrap.refs import Locator
 from envwrap.telemetry import audit
 from envwrap.values import Backoff
+from envwrap.watch_files import FileEvents
+from envwrap.watch_leases import Upkeep
 
-__all__ = ["Quiescence", "Watcher", "build_watcher"]
+__all__ = ["AUDIT_HEARTBEAT", "Watcher", "build_watcher"]
 
-#: a lease is renewed (or its secret re-read) when this share of it has passed
-LEASE_RENEW_AT = 2 / 3
 JITTER = 0.1
 #: a secret without a version id (a file, KV v1) is re-read at every poll; its
 #: ``access`` audit record is written when the content changed, and at most this
@@ -61,47 +62,6 @@ OnRound = Callable[[bool, SecretEnvironment, dict[Locator, Fetched]], None]
 OnRefused = Callable[[Locator, EnvwrapError], None]
 
 
-class Quiescence:
-    """When to act on changes: ``minimum`` after the last one, ``maximum`` after the first.
-
-    Pure bookkeeping on the times it is given, so that it is tested with a
-    made-up clock. ``(0, 0)`` acts at once.
-    """
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self.minimum = minimum
-        self.maximum = max(minimum, maximum)
-        self.first: float | None = None
-        self.last: float | None = None
-
-    @property
-    def pending(self) -> bool:
-        return self.first is not None
-
-    def observe(self, now: float) -> None:
-        """A change was seen at ``now``."""
-        if self.first is None:
-            self.first = now
-        self.last = now
-
-    def deadline(self) -> float | None:
-        """When the pending changes are due; None when there are none."""
-        if self.first is None or self.last is None:
-            return None
-        return min(self.last + self.minimum, self.first + self.maximum)
-
-    def due(self, now: float) -> bool:
-        deadline = self.deadline()
-        return deadline is not None and now >= deadline
-
-    def overdue(self, now: float) -> bool:
-        """MAX has passed since the first change: act on what there is."""
-        return self.first is not None and now >= self.first + self.maximum
-
-    def reset(self) -> None:
-        self.first = self.last = None
-
-
 class Watcher:
     """Watch every secret of one environment; see the module docstring."""
 
@@ -116,7 +76,6 @@ class Watcher:
         splay: float = 0.0,
         reload: Callable[[], SecretEnvironment] | None = None,
         dotenv_paths: tuple[str, ...] = (),
-        wait: tuple[float, float] = (0.0, 0.0),
         clock: Callable[[], float] = time.monotonic,
         on_round: OnRound | None = None,
         first_poll: float | None = None,
@@ -124,6 +83,7 @@ class Watcher:
     ) -> None:
         self.secrets = secrets
         self.registry = registry
+        #: what the stores held at the last look: the version watched is its version
         self.fetched = dict(fetched)
         self.on_change = on_change
         self.interval = interval
@@ -131,53 +91,44 @@ class Watcher:
         self.reload = reload
         self.dotenv_paths = tuple(os.path.abspath(p) for p in dotenv_paths)
         self.clock = clock
-        self.versions: dict[Locator, str | None] = {loc: f.version for loc, f in fetched.items()}
-        self.quiet = Quiescence(*wait)
-        #: changed since the last apply, waiting for quiet
-        self._pending: set[Locator] = set()
-        self._dotenv_pending = False
-        self._dotenv_seen: tuple[bytes | None, ...] = ()
-        #: when an ``access`` record was last written for a version-less secret
-        self._audited: dict[Locator, float] = dict.fromkeys(fetched, clock())
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._files_changed = threading.Event()
-        self._dotenv_changed = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._observer: object | None = None
-        #: the folders the observer watches (see _watch_targets)
-        self._armed: frozenset[str] = frozenset()
-        self._backoff: Backoff | None = None
-        #: the secrets whose last look failed, with the exit code of that failure
-        self._failing: dict[Locator, int] = {}
-        self._lease_due: dict[Locator, float] = {}
-        #: scheme -> when its backend's upkeep (token renewal, re-login) is due;
-        #: None: never again
-        self._upkeep_due: dict[str, float | None] = {}
-        self._schedule_leases(self.fetched)
         #: seconds before the first poll (None: one jittered --interval)
         self.first_poll = first_poll
         #: told after each poll round whether a store failed, and what they hold
         self.on_round = on_round
         #: told when a store refuses a secret (each time the answer changes to that)
         self.on_refused = on_refused
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._events = FileEvents(self._wake.set, self.dotenv_paths)
+        self._upkeep = Upkeep(registry, clock, interval)
+        self._upkeep.schedule(self.fetched)
+        #: a new version was seen: read when the --splay wait ends
+        self._to_read: set[Locator] = set()
+        #: read, and its content changed: report when the --splay wait ends
+        self._to_report: set[Locator] = set()
+        #: when the --splay wait of the changes above ends (None: nothing waits)
+        self._splay_until: float | None = None
+        self._dotenv_seen = self._dotenv_snapshot()
+        #: when an ``access`` record was last written for a version-less secret
+        self._audited: dict[Locator, float] = dict.fromkeys(fetched, clock())
+        self._thread: threading.Thread | None = None
+        self._backoff: Backoff | None = None
+        #: the secrets whose last look failed, with the exit code of that failure
+        self._failing: dict[Locator, int] = {}
 
     # -- life cycle -------------------------------------------------------
 
     def start(self) -> None:
-        if self._start_file_events():
+        if self._events.start(self._watch_paths()):
             # a file may have changed between the first read and the watch set-up
-            self._files_changed.set()
-            self._wake.set()
+            self._events.changed(files=True)
         self._thread = threading.Thread(target=self._run, name="envwrap-watch", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        observer = self._observer
-        if observer is not None:
-            observer.stop()  # type: ignore[attr-defined]
+        self._events.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
@@ -190,16 +141,16 @@ class Watcher:
         first = self._jittered(self.interval) if self.first_poll is None else self.first_poll
         next_poll = self.clock() + first
         while not self._stopping.is_set():
-            quiet = self.quiet.deadline()
-            wake_at = min(next_poll, self._next_deadline(), next_poll if quiet is None else quiet)
-            timeout = max(0.0, wake_at - self.clock())
-            self._wake.wait(timeout)
+            splay = self._splay_until if self._splay_until is not None else next_poll
+            wake_at = min(next_poll, self._upkeep.next_deadline(), splay)
+            self._wake.wait(max(0.0, wake_at - self.clock()))
             self._wake.clear()
             if self._stopping.is_set():
                 return
             try:
-                if self._files_changed.is_set() or self._dotenv_changed.is_set():
-                    self.check_files()
+                if self._events.pending:
+                    files, dotenv = self._events.take()
+                    self.check_files(files=files, dotenv=dotenv)
                 if self.clock() >= next_poll:
                     # the interval runs from the start of a round, so that a slow
                     # round (many secrets, a slow link) does not stretch it
@@ -208,8 +159,13 @@ class Watcher:
                     if self.on_round is not None:
                         self.on_round(failed, self.secrets, self.fetched)
                     next_poll = max(self.clock(), round_start + self._next_interval(failed))
-                self.settle()
                 self._renew_due()
+                read = self._report_due()
+                every = set(self.secrets.locators())
+                if read and read >= every and not self._failing.keys() & read:
+                    # a read of every secret after --splay is a poll: what it read is
+                    # the latest, so the next probe waits a whole interval from it
+                    next_poll = max(next_poll, self.clock() + self._jittered(self.interval))
             except Exception as exc:  # the watcher must outlive any bug in one round
                 log.error(f"watch round failed ({type(exc).__name__}); keeping current values")
 
@@ -227,70 +183,77 @@ class Watcher:
     # -- one round ----------------------------------------------------------
 
     def check_once(self) -> bool:
-        """Probe every secret, read what changed, apply once quiet; ``True`` if a store failed."""
-        changed, failed = self._detect(self.secrets.locators())
-        self._hold(changed)
-        self.settle()
+        """Probe every secret, read what changed, report it; ``True`` if a store failed."""
+        to_read: list[Locator] = []
+        failed = False
+        for locator, outcome in self.registry.probe_many(self.secrets.locators()).items():
+            if isinstance(outcome, EnvwrapError):
+                failed |= self._failed(locator, outcome)
+                continue
+            if outcome is None and not self._leased(locator):
+                to_read.append(locator)  # no version id: read and compare
+                continue
+            # a dynamic secret (no version) is not re-read to compare: every read
+            # makes new credentials; its lease schedule renews it, or re-reads it
+            self._recovered(locator)
+            current = self.fetched.get(locator)
+            if outcome is not None and (current is None or outcome != current.revision):
+                self._read_later(locator)  # read once, after --splay
+        if to_read:
+            self._report_later(self._read(to_read))
+            failed |= bool(self._failing.keys() & set(to_read))
+        self._report_due()
         return failed
 
-    def check_files(self) -> None:
-        """Re-read file secrets (after a file-system event), and see if ``.env`` changed."""
-        if self._dotenv_changed.is_set():
-            self._dotenv_changed.clear()
-            seen = self._dotenv_snapshot()
-            if seen != self._dotenv_seen or not self._dotenv_pending:
-                self._dotenv_seen = seen
-                self._dotenv_pending = True
-                self.quiet.observe(self.clock())
-        self._files_changed.clear()
-        if self._observer is not None and self._watch_targets() != self._armed:
-            self._start_file_events()  # a folder appeared or went away: watch anew
-        files = [loc for loc in self.secrets.locators() if loc.scheme == "file"]
-        changed, _ = self._detect(files, probe=False)
-        self._hold(changed)
-        self.settle()
-
-    def _hold(self, changed: set[Locator]) -> None:
-        """New content seen: wait for quiet before applying it."""
-        if changed:
-            self._pending |= changed
-            self.quiet.observe(self.clock())
-
-    def settle(self) -> None:
-        """Apply what is pending once the quiet period is over and a last look agrees."""
-        if not (self._pending or self._dotenv_pending):
-            self.quiet.reset()
-            return
-        now = self.clock()
-        if not self.quiet.due(now):
-            return
-        if self.quiet.minimum > 0 and not self.quiet.overdue(now) and self._changed_again():
-            self.quiet.observe(self.clock())
-            return
-        changed, self._pending = self._pending, set()
-        reload, self._dotenv_pending = self._dotenv_pending, False
-        self.quiet.reset()
-        if reload:
-            self._reload_sources(changed)
-        else:
-            self._apply(changed)
-
-    def _changed_again(self) -> bool:
-        """Read what is pending once more: did it change since the last look?"""
-        files = [loc for loc in self._pending if loc.scheme == "file"]
-        others = [loc for loc in self._pending if loc.scheme != "file"]
-        again: set[Locator] = set()
-        if files:
-            again |= self._detect(files, probe=False)[0]
-        if others:
-            again |= self._detect(others)[0]
-        self._pending |= again
-        if self._dotenv_pending:
+    def check_files(self, *, files: bool = True, dotenv: bool = False) -> None:
+        """After a file-system event: re-read the secrets backed by files (no store
+        request), and reload the sources if a ``.env`` file changed."""
+        self._events.rearm()
+        if dotenv:
             seen = self._dotenv_snapshot()
             if seen != self._dotenv_seen:
                 self._dotenv_seen = seen
-                return True
-        return bool(again)
+                self._reload_sources()
+        if files:
+            backed = [loc for loc in self.secrets.locators()
+                      if self.registry.get(loc.scheme).watch_paths(loc)]
+            if backed:
+                self._report_later(self._read(backed))
+        self._report_due()
+
+    def _watch_paths(self) -> list[str]:
+        return [path for loc in self.secrets.locators()
+                for path in self.registry.get(loc.scheme).watch_paths(loc)]
+
+    def _read_later(self, locator: Locator) -> None:
+        """A new version: read it when --splay's wait ends (joining a wait that runs)."""
+        self._to_read.add(locator)
+        self._splay()
+
+    def _report_later(self, changed: set[Locator]) -> None:
+        """Read, and changed: report it when --splay's wait ends (joining a wait that runs)."""
+        self._to_report |= changed
+        self._splay()
+
+    def _splay(self) -> None:
+        if self._splay_until is None and (self._to_read or self._to_report):
+            delay = random.uniform(0, self.splay) if self.splay > 0 else 0.0
+            if delay > 0:
+                log.info(f"secret changed; reading it in {delay:.1f}s (--splay)")
+            self._splay_until = self.clock() + delay
+
+    def _report_due(self) -> set[Locator]:
+        """Read and report the changes whose --splay wait has ended; what was read."""
+        if self._splay_until is None or self.clock() < self._splay_until:
+            return set()
+        self._splay_until = None
+        to_read, self._to_read = list(self._to_read), set()
+        changed, self._to_report = self._to_report, set()
+        if to_read:
+            changed |= self._read(to_read)
+        if changed:
+            self._compose_and_notify(changed)
+        return set(to_read)
 
     def _dotenv_snapshot(self) -> tuple[bytes | None, ...]:
         contents: list[bytes | None] = []
@@ -302,57 +265,29 @@ class Watcher:
                 contents.append(None)
         return tuple(contents)
 
-    def _detect(self, locators: list[Locator], probe: bool = True) -> tuple[set[Locator], bool]:
-        by_scheme: dict[str, list[Locator]] = {}
-        for locator in locators:
-            by_scheme.setdefault(locator.scheme, []).append(locator)
-        changed: set[Locator] = set()
-        failed = False
-        for scheme, group in by_scheme.items():
-            backend = self.registry.get(scheme)
-            to_read = group
-            if probe:
-                to_read = []
-                for locator, outcome in zip(group, backend.probe_many(group), strict=True):
-                    if isinstance(outcome, EnvwrapError):
-                        failed |= self._failed(locator, outcome)
-                    elif outcome is None and self._leased(locator):
-                        # a dynamic secret: every read makes new credentials, so
-                        # it is not re-read to compare; its lease schedule
-                        # renews it, and re-reads it when renewal cannot
-                        self._recovered(locator)
-                    elif outcome is None or outcome != self.versions.get(locator):
-                        to_read.append(locator)
-                    else:
-                        self._recovered(locator)
-            if to_read:
-                changed |= self._read(backend, to_read)
-                failed |= bool(self._failing.keys() & set(to_read))
-        return changed, failed
-
     def _leased(self, locator: Locator) -> bool:
         current = self.fetched.get(locator)
         return current is not None and current.lease is not None and current.lease.duration > 0
 
-    def _read(self, backend: Backend, locators: list[Locator]) -> set[Locator]:
+    def _read(self, locators: list[Locator]) -> set[Locator]:
+        """Read ``locators``; those whose content changed. What is read is watched."""
         changed: set[Locator] = set()
         started = time.monotonic()
-        outcomes = backend.read_many(locators)
-        read = {loc: o for loc, o in zip(locators, outcomes, strict=True) if isinstance(o, Fetched)}
+        outcomes = self.registry.read_many(locators)
+        read = {loc: o for loc, o in outcomes.items() if isinstance(o, Fetched)}
         audit.record_reads(
             self.secrets.uses(), self._worth_auditing(read), time.monotonic() - started
         )
-        for locator, outcome in zip(locators, outcomes, strict=True):
+        for locator, outcome in outcomes.items():
             if isinstance(outcome, EnvwrapError):
                 self._failed(locator, outcome)
                 continue
             self._recovered(locator)
             previous = self.fetched.get(locator)
-            self.versions[locator] = outcome.version
             if previous is None or not previous.same_content(outcome):
                 changed.add(locator)
             self.fetched[locator] = outcome
-            self._schedule_leases({locator: outcome})
+            self._upkeep.schedule({locator: outcome})
         return changed
 
     def _worth_auditing(self, read: dict[Locator, Fetched]) -> dict[Locator, Fetched]:
@@ -407,21 +342,14 @@ class Watcher:
             variable, reference = self.secrets.describe(locator)
             log.info("store reachable again", variable=variable, reference=reference)
 
-    def _apply(self, changed: set[Locator]) -> None:
-        if not changed:
-            return
-        if self.splay > 0:
-            delay = random.uniform(0, self.splay)
-            log.info(f"secret changed; applying in {delay:.1f}s (--splay)")
-            if self._stopping.wait(delay):
-                return
-        self._compose_and_notify(changed)
-
     def _compose_and_notify(self, changed: set[Locator]) -> None:
         try:
             composed = self.secrets.compose(self.fetched)
         except EnvwrapError as err:
+            # the program keeps running on its values; /readyz says so until a
+            # version that can be used arrives (the failed record)
             log.warning(f"the new secret values cannot be used; keeping the current ones: {err}")
+            audit.record("rotation", outcome="failed", detail=str(err))
             return
         for locator in changed:
             variable, reference = self.secrets.describe(locator)
@@ -433,7 +361,8 @@ class Watcher:
             )
         self.on_change(composed, changed)
 
-    def _reload_sources(self, changed: set[Locator]) -> None:
+    def _reload_sources(self) -> None:
+        """A ``.env`` file changed: load the sources again, read new references, report."""
         if self.reload is None:
             return
         try:
@@ -448,179 +377,27 @@ class Watcher:
                 )
                 audit.record_reads(secrets.uses(), fetched, time.monotonic() - started)
                 self.fetched.update(fetched)
-                self.versions.update({loc: f.version for loc, f in fetched.items()})
-                self._schedule_leases(fetched)
+                self._upkeep.schedule(fetched)
         except EnvwrapError as err:
             log.warning(f"the changed .env cannot be used; keeping the current values: {err}")
-            self._apply(changed)  # secrets that changed meanwhile still count
             return
         self.secrets = secrets
-        self._start_file_events()
+        self._events.start(self._watch_paths())
         log.info(".env changed")
         audit.record_sources(secrets.uses(), self.fetched, self.dotenv_paths)
         still_used = set(secrets.locators())
-        self._compose_and_notify({loc for loc in changed if loc in still_used})
+        self._to_read &= still_used
+        self._to_report &= still_used
+        self._compose_and_notify(set())
 
     # -- leases and the store token ------------------------------------------
 
-    def _schedule_leases(self, fetched: dict[Locator, Fetched]) -> None:
-        now = self.clock()
-        for locator, item in fetched.items():
-            lease = item.lease
-            if lease is not None and lease.duration > 0:
-                self._lease_due[locator] = now + lease.duration * LEASE_RENEW_AT
-            else:
-                self._lease_due.pop(locator, None)
-        for locator in fetched:
-            # a store's login is kept alive once a secret was read from it
-            self._upkeep_due.setdefault(locator.scheme, now)
-
-    def _next_deadline(self) -> float:
-        deadlines = list(self._lease_due.values())
-        deadlines += [due for due in self._upkeep_due.values() if due is not None]
-        return min(deadlines, default=float("inf"))
-
     def _renew_due(self) -> None:
-        now = self.clock()
-        for locator, due in list(self._lease_due.items()):
-            if due <= now:
-                self._renew_lease(locator)
-        for scheme, upkeep_due in list(self._upkeep_due.items()):
-            if upkeep_due is not None and upkeep_due <= now:
-                self._upkeep(scheme)
-
-    def _renew_lease(self, locator: Locator) -> None:
-        backend = self.registry.get(locator.scheme)
-        lease = self.fetched[locator].lease
-        if lease is not None:
-            try:
-                renewed = backend.renew(lease)
-            except EnvwrapError as err:
-                log.info(f"lease renewal failed ({err.message}); reading the secret again")
-                renewed = None
-            if renewed is not None:
-                self.fetched[locator].lease = renewed
-                audit.record_lease(locator, renewed.duration, "renewed")
-                if renewed.duration >= lease.duration * LEASE_RENEW_AT:
-                    self._schedule_leases({locator: self.fetched[locator]})
-                    return
-        # not renewable, or near its maximum TTL: read again (new credentials)
-        self._lease_due.pop(locator, None)
-        self._apply(self._read(backend, [locator]))
-        if locator not in self._lease_due and locator in self._failing:
-            self._lease_due[locator] = self.clock() + min(self.interval, 5.0)
-
-    def _upkeep(self, scheme: str) -> None:
-        """Keep the store's login alive (renew its token, or log in again)."""
-        self._upkeep_due[scheme] = None
-        try:
-            delay = self.registry.get(scheme).upkeep()
-        except EnvwrapError as err:
-            log.warning(f"cannot keep envwrap's login to the store: {err.message}", store=scheme)
-            self._upkeep_due[scheme] = self.clock() + min(self.interval, 30.0)
-            return
-        if delay is not None:
-            self._upkeep_due[scheme] = self.clock() + delay
-
-    # -- file-system events ------------------------------------------------
-
-    def _watched_folders(self) -> dict[str, set[str]]:
-        folders: dict[str, set[str]] = {}
-        for locator in self.secrets.locators():
-            for path in self.registry.get(locator.scheme).watch_paths(locator):
-                folder, name = os.path.split(path)
-                folders.setdefault(folder, set()).add(name)
-        for path in self.dotenv_paths:
-            folder, name = os.path.split(path)
-            folders.setdefault(folder, set()).add(name)
-        return folders
-
-    def _watch_targets(self) -> frozenset[str]:
-        """The folders to watch: each wanted folder, or its nearest existing parent.
-
-        A ``.env`` file or a secret's folder that does not exist yet (or was
-        removed) is noticed when it appears in the parent; the events there make
-        :meth:`check_files` arm the watch again, on the folder itself.
-        """
-        targets = set()
-        for folder in self._watched_folders():
-            target = folder
-            while not os.path.isdir(target) and os.path.dirname(target) != target:
-                target = os.path.dirname(target)
-            targets.add(target)
-        return frozenset(targets)
-
-    def _start_file_events(self) -> bool:
-        """Watch the folders of file secrets and .env files; ``True`` if any is watched."""
-        folders = self._watch_targets()
-        if not folders:
-            return False
-        try:
-            from watchdog.events import FileSystemEvent, FileSystemEventHandler
-            from watchdog.observers import Observer
-        except ImportError:
-            log.warning(
-                "watchdog is not installed; files are polled only"
-                " (pip install 'envwrap-secrets[watch]')"
-            )
-            return False
-        watcher = self
-        relevant = _RelevantPaths(self._watched_folders())
-
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
-                    return
-                paths = {
-                    os.fsdecode(event.src_path),
-                    os.fsdecode(getattr(event, "dest_path", b"") or ""),
-                }
-                if not any(relevant(p) for p in paths if p):
-                    # another file in the same folder -- an --audit-log written
-                    # there would otherwise wake the watcher at every record
-                    return
-                if any(os.path.abspath(p) in watcher.dotenv_paths for p in paths if p):
-                    watcher._dotenv_changed.set()
-                watcher._files_changed.set()
-                watcher._wake.set()
-
-        if self._observer is not None:
-            self._observer.stop()  # type: ignore[attr-defined]
-        observer = Observer()
-        for folder in folders:
-            try:
-                observer.schedule(Handler(), folder, recursive=False)
-            except OSError:  # gone again, or not readable: the poll still covers it
-                log.warning("cannot watch a folder; polling it", folder=folder)
-        self._armed = folders
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-        return True
-
-
-class _RelevantPaths:
-    """Whether a file-system event's path can change a watched file.
-
-    Relevant: a watched file itself; a ``..``-prefixed entry beside it (the
-    kubelet's ``..data`` swap renames those); and any folder on the way to a
-    watched folder that does not exist yet (its creation arms the watch).
-    """
-
-    def __init__(self, folders: dict[str, set[str]]) -> None:
-        self.files = frozenset(
-            os.path.join(folder, name) for folder, names in folders.items() for name in names
-        )
-        self.folders = frozenset(folders)
-
-    def __call__(self, path: str) -> bool:
-        path = os.path.abspath(path)
-        if path in self.files:
-            return True
-        folder, name = os.path.split(path)
-        if folder in self.folders and name.startswith(".."):
-            return True
-        return any(wanted == path or wanted.startswith(path + os.sep) for wanted in self.folders)
+        for locator in self._upkeep.run_due(self.fetched):
+            # not renewable, or near its maximum TTL: read again (new credentials)
+            self._report_later(self._read([locator]))
+            if locator in self._failing:
+                self._upkeep.retry_read(locator)
 
 
 def build_watcher(
@@ -648,7 +425,6 @@ def build_watcher(
             settings.env_file, disabled=settings.no_env_file, folder=settings.start_folder,
             missing=True,
         )),
-        wait=settings.wait,
         on_round=on_round,
         first_poll=first_poll,
         on_refused=on_refused,

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("telemetry",),
     ("config", "sources", "resolve", "environment", "render", "mask", "help", "completion",
      "startup"),
+    ("quiet", "watch_files", "watch_leases", "rotation_observers"),
     ("watch", "cache", "rotation", "restart_limit", "revoke"),
     ("modes", "testing"),
     ("cli",),

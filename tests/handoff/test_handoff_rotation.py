@@ -75,6 +75,7 @@ def settings(on_change: str, ready: str | None, interval: float = 300.0) -> Sett
     result.on_change = on_change
     result.ready = ready
     result.interval = interval
+    result.wait = (0.0, 0.0)  # --wait is the quiet timer's, tested on its own
     return result
 
 

@@ -104,3 +104,50 @@ def test_pinned_version_never_changes() -> None:
     environment, changed = recorder.calls[0]
     assert environment["OLD"] == "two-value" and environment["PINNED"] == "one-value"
     assert changed == {Locator("memory", "a", (("version", "-1"),))}
+
+
+# -- --splay: the wait comes before the read ----------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_with_splay_the_read_waits_polls_go_on_and_a_second_change_is_folded_in() -> None:
+    first, second, third = canary("v1"), canary("v2"), canary("v3")
+    MemoryBackend.put("a", first)
+    env = {"A": "ref+memory://a"}
+    secrets = SecretEnvironment(env, [], parse_templates(env), [])
+    registry = BackendRegistry({})
+    fetched = fetch_all(secrets.locators(), registry, timeout=1)
+    recorder, clock = Recorder(), Clock()
+    watcher = Watcher(secrets, registry, fetched, recorder, interval=1, splay=30, clock=clock)
+    MemoryBackend.reads.clear()
+    MemoryBackend.put("a", second)
+    watcher.check_once()
+    assert MemoryBackend.reads == [] and recorder.calls == []  # the wait comes first
+    MemoryBackend.put("a", third)
+    for _ in range(29):  # polls go on during the wait, and read nothing
+        clock.now += 1
+        watcher.check_once()
+        if recorder.calls:
+            break
+    clock.now += 2  # past the longest wait
+    watcher.check_once()
+    assert MemoryBackend.reads == ["a"]  # one read, of the latest version
+    assert [env["A"] for env, _ in recorder.calls] == [third]
+    watcher.check_once()
+    assert MemoryBackend.reads == ["a"] and len(recorder.calls) == 1
+
+
+def test_without_splay_a_change_is_read_and_reported_in_the_round_that_sees_it() -> None:
+    MemoryBackend.put("a", canary("v1"))
+    watcher, recorder, _ = make_watcher({"A": "ref+memory://a"})
+    MemoryBackend.reads.clear()
+    MemoryBackend.put("a", canary("v2"))
+    watcher.check_once()
+    assert MemoryBackend.reads == ["a"] and len(recorder.calls) == 1

@@ -1,4 +1,9 @@
-"""``--wait MIN[:MAX]`` (quiescence) and the audit of version-less secrets, on a made-up clock."""
+"""``--wait MIN[:MAX]`` (quiescence) and the audit of version-less secrets, on a made-up clock.
+
+The watcher reports every change it sees; the quiet timer (owned by the rotation
+policy and the sidecar) hands on the last one once things are quiet. Here the
+watcher's reports go to a :class:`QuietTimer` whose timer is fired by hand.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import pytest
 from envwrap.backends import BackendRegistry
 from envwrap.environment import SecretEnvironment, parse_templates
 from envwrap.errors import ConfigError
+from envwrap.quiet import Quiescence, QuietTimer
 from envwrap.resolve import fetch_all
 from envwrap.telemetry import audit
 from envwrap.values import parse_wait
-from envwrap.watch import AUDIT_HEARTBEAT, Quiescence, Watcher
+from envwrap.watch import AUDIT_HEARTBEAT, Watcher
 from testsupport.helpers import assert_not_leaked, canary
 from testsupport.recorder import Recorder
 
@@ -80,14 +86,41 @@ def secret_file(tmp_path: Path) -> Path:
     return path
 
 
-def file_watcher(path: Path, clock: Clock, wait: tuple[float, float]) -> tuple[Watcher, Recorder]:
-    env = {"DB_PASSWORD": f"ref+file://{path}"}
-    secrets = SecretEnvironment(env, [], parse_templates(env), [])
-    registry = BackendRegistry({})
-    fetched = fetch_all(secrets.locators(), registry, timeout=1)
-    recorder = Recorder()
-    watcher = Watcher(secrets, registry, fetched, recorder, interval=60, wait=wait, clock=clock)
-    return watcher, recorder
+def no_timer(delay: float, call: object) -> object:
+    """The tests fire the quiet timer by hand (``Watched.settle``)."""
+    return lambda: None
+
+
+class Watched:
+    """A watcher of one file secret reporting to a quiet timer, and what reached the end."""
+
+    def __init__(self, path: Path, clock: Clock, wait: tuple[float, float]) -> None:
+        env = {"DB_PASSWORD": f"ref+file://{path}"}
+        secrets = SecretEnvironment(env, [], parse_templates(env), [])
+        registry = BackendRegistry({})
+        fetched = fetch_all(secrets.locators(), registry, timeout=1)
+        self.recorder = Recorder()
+        self.quiet = QuietTimer(wait, self.recorder, clock=clock,
+                                start_timer=no_timer)  # type: ignore[arg-type]
+        self.watcher = Watcher(secrets, registry, fetched, self.quiet.offer, interval=60,
+                               clock=clock)
+
+    def check_files(self) -> None:
+        """What a file-system event does."""
+        self.watcher.check_files()
+
+    def check_once(self) -> None:
+        """A poll round."""
+        self.watcher.check_once()
+
+    def settle(self) -> None:
+        """The quiet timer goes off (it acts only if the wait is over)."""
+        self.quiet.fire()
+
+
+def file_watcher(path: Path, clock: Clock, wait: tuple[float, float]) -> tuple[Watched, Recorder]:
+    watched = Watched(path, clock, wait)
+    return watched, watched.recorder
 
 
 def test_a_burst_is_applied_once_with_the_final_content(secret_file: Path) -> None:
@@ -125,19 +158,21 @@ def test_an_empty_read_during_a_slow_write_is_never_applied(secret_file: Path) -
     assert [env["DB_PASSWORD"] for env, _ in recorder.calls] == [final]
 
 
-def test_a_change_seen_only_by_the_last_look_waits_again(secret_file: Path) -> None:
-    # no event for the last write (say, events are lost): the look at the
-    # deadline sees new content, and waits MIN once more instead of applying
+def test_a_change_found_by_the_poll_during_the_wait_starts_it_again(secret_file: Path) -> None:
+    # no event for the last write (say, events are lost): the poll that finds it
+    # before the wait is over starts MIN again, and the final content is applied
     clock = Clock()
     watcher, recorder = file_watcher(secret_file, clock, (0.25, 2.0))
     secret_file.write_text(canary("partial"))
     watcher.check_files()
-    clock.now += 0.25
+    clock.now += 0.2
     final = canary("final")
     secret_file.write_text(final)
+    watcher.check_once()
+    clock.now += 0.1
     watcher.settle()
     assert recorder.calls == []
-    clock.now += 0.25
+    clock.now += 0.15
     watcher.settle()
     assert [env["DB_PASSWORD"] for env, _ in recorder.calls] == [final]
 
@@ -151,6 +186,7 @@ def test_a_store_that_never_settles_is_applied_after_max(secret_file: Path) -> N
         secret_file.write_text(last)
         watcher.check_files()
         clock.now += 0.1
+        watcher.settle()
         if recorder.calls:
             break
     assert len(recorder.calls) == 1

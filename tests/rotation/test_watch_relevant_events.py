@@ -9,11 +9,11 @@ watcher at all.
 
 from __future__ import annotations
 
-from envwrap.watch import _RelevantPaths
+from envwrap.watch_files import RelevantPaths
 
 
 def test_relevant_paths_are_the_watched_file_kubelet_entries_and_missing_folders() -> None:
-    relevant = _RelevantPaths({"/run/secrets/db": {"password"}, "/app": {".env"}})
+    relevant = RelevantPaths({"/run/secrets/db": {"password"}, "/app": {".env"}})
     assert relevant("/run/secrets/db/password")
     assert relevant("/run/secrets/db/..data") and relevant("/run/secrets/db/..2026_12_03")
     assert relevant("/run/secrets") and relevant("/run")  # created on the way to the folder

@@ -302,6 +302,7 @@ def test_held_changes_coalesce_and_are_applied_when_the_window_allows() -> None:
     settings = Settings()
     settings.argv = ["server"]
     settings.on_change = "restart"
+    settings.wait = (0.0, 0.0)  # apply each change as it comes: the window is what is tested
     restarts = Restarts()
     policy = RotationPolicy(settings, {"V": "0"}, restarts, gate=RestartWindow(1, 0.6))
 

@@ -16,8 +16,9 @@ Reading
 
 Watching (``--watch``, the sidecar)
     ``probe(locator) -> str | None`` and ``probe_many``: a cheap change check --
-    the current version id without the value, or ``None`` when the store has
-    none (the watcher then re-reads and compares).
+    the current revision without the value, or ``None`` when the store has
+    none (the watcher then re-reads and compares). The watcher compares it with
+    :attr:`Fetched.revision` of the last read: what a read saw is what is watched.
     ``watch_paths(locator) -> tuple[str, ...]``: files whose change may change
     the secret; the watcher follows them with file-system events.
 
@@ -117,21 +118,27 @@ class Fetched:
 
     ``data`` is the secret: text, or a mapping for key-value stores (Vault KV).
     It never appears in ``repr``. ``version`` is the store's version id (shown by
-    ``check`` and the audit log); ``None`` when the store has no versions. It is
-    checked here (:func:`checked_version`), for every store, before anything logs it.
+    ``check`` and the audit log); ``None`` when the store has no versions.
+    ``revision`` is what ``Backend.probe`` answers for the same state: the version
+    id unless the store needs more to tell states apart (a Vault KV secret deleted
+    and written again restarts its versions at 1: its revision adds the version's
+    creation time). The version is checked here (:func:`checked_version`), for
+    every store, before anything logs it.
     """
 
-    __slots__ = ("data", "lease", "version")
+    __slots__ = ("data", "lease", "revision", "version")
 
     def __init__(
         self,
         data: str | Mapping[str, Any],
         version: str | None = None,
         lease: Lease | None = None,
+        revision: str | None = None,
     ) -> None:
         self.data = data
         self.version = checked_version(version)
         self.lease = lease
+        self.revision = revision if revision is not None else self.version
 
     def __repr__(self) -> str:
         return f"Fetched(data=*****, version={self.version!r}, lease={self.lease!r})"

@@ -61,7 +61,7 @@ def import_env(settings: Settings, environ: dict[str, str], write: Callable[[str
                   "in place of those values\n")
         write("nothing written (--dry-run)\n")
         return 0
-    from envwrap.hygiene import make_undumpable
+    from envwrap.process.prctl import make_undumpable
 
     make_undumpable()  # the values are in memory now
     version = _store(target, {name: values[name] for name in moved}, settings, environ, values)

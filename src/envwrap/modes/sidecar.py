@@ -23,6 +23,7 @@ import time
 
 from envwrap import log
 from envwrap.errors import ConfigError
+from envwrap.quiet import QuietTimer
 from envwrap.render import render_files
 from envwrap.telemetry import audit
 from envwrap.watch import build_watcher
@@ -216,7 +217,9 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
-    watcher = build_watcher(settings, resolved, SidecarHandler(settings, target, stopping))
+    # --wait: a burst of changes is rendered once, with its last state
+    quiet = QuietTimer(settings.wait, SidecarHandler(settings, target, stopping))
+    watcher = build_watcher(settings, resolved, quiet.offer)
     watcher.start()
     if settings.metrics:
         from envwrap.telemetry.metrics import watch_health
@@ -228,4 +231,5 @@ def run_sidecar(settings: Settings, environ: dict[str, str]) -> int:
                             target.describe() if target.configured else None))
     stopping.wait()
     watcher.stop()
+    quiet.cancel()
     return 0

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from envwrap.process.listen import Listener
     from envwrap.process.ready import ReadyCheck
     from envwrap.revoke import LeaseRevoker
-    from envwrap.rotation import ChildControl, Observer, RotationPolicy
+    from envwrap.rotation import ChildControl, RotationPolicy
+    from envwrap.rotation_observers import Observer
     from envwrap.watch import Watcher
 
 __all__ = ["leave_start_folder", "run_supervised", "start_watching"]
@@ -162,6 +163,9 @@ def run_supervised(
             watcher.stop()
         if policy is not None:
             policy.close()  # after the watcher: no change arrives any more
+            from envwrap.telemetry.events import remove_sink
+
+            remove_sink(policy.program)
         if revoker is not None:
             revoker.close(watcher.fetched if watcher is not None else None)
         if ready is not None:
@@ -183,7 +187,9 @@ def start_watching(
     """Build the policy, its gate and observers, and the watcher that reports to it;
     start the watcher. ``None`` when nothing can change."""
     from envwrap import cache
-    from envwrap.rotation import RotationPolicy, RunningReport
+    from envwrap.rotation import RotationPolicy
+    from envwrap.rotation_observers import RunningReport
+    from envwrap.telemetry.events import add_sink
     from envwrap.watch import build_watcher
 
     observers: list[Observer] = [RunningReport()]
@@ -208,6 +214,7 @@ def start_watching(
     if not resolved.secrets.has_references and not watcher.dotenv_paths:
         log.info("nothing to watch: no references and no .env file")
         return None
+    add_sink(policy.program)  # the supervisor's start events: PIDs for its messages
     watcher.start()
     return watcher, policy
 

@@ -103,6 +103,8 @@ class BackendContract:
         after = store.backend.probe(locator)
         if store.has_versions:
             assert before is not None and after is not None and before != after
+            # what a read saw is what the watcher watches: no second look to confirm
+            assert store.backend.read(locator).revision == after
         else:
             assert before is None and after is None
 

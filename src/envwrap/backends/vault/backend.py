@@ -39,9 +39,11 @@ class VaultBackend(Backend):
     """Vault / OpenBao; see :mod:`envwrap.backends.vault` for references and settings.
 
     * ``probe(locator)``: KV v2 -- the current version from the secret's
-      metadata (no value is read); a fixed ``?version=N`` gives N, a negative
-      one is counted from the current version. ``None`` (re-read to compare)
-      for KV v1, other paths, and when reading the metadata is denied.
+      metadata (no value is read), with its creation time, so that a secret
+      deleted and written again (versions start over at 1) is a change; a fixed
+      ``?version=N`` gives N, a negative one is counted from the current
+      version. ``None`` (re-read to compare) for KV v1, other paths, and when
+      reading the metadata is denied.
     * ``renew(lease)``: ``sys/leases/renew``; ``revoke(lease)``: ``sys/leases/revoke``.
     * ``upkeep()`` and ``release()``: envwrap's own token (:mod:`.auth`).
 
@@ -84,7 +86,10 @@ class VaultBackend(Backend):
             requested = _requested_version(locator)
             if requested is not None and requested > 0:
                 return str(requested)
-            current = self._current_version(mount, below(locator.path, mount))
+            name = below(locator.path, mount)
+            if requested is None:
+                return self._current_revision(mount, name)
+            current = self._current_version(mount, name)
             if current is None:
                 return None  # metadata denied: the watcher re-reads and compares
             return str(_absolute(current, requested))
@@ -153,7 +158,11 @@ class VaultBackend(Backend):
         data = reply.get("data")
         if not isinstance(data, Mapping):
             raise NotFoundError("this version of the secret was deleted")
-        return Fetched(data, version=str(whole(section(reply, "metadata"), "version")))
+        metadata = section(reply, "metadata")
+        number = str(whole(metadata, "version"))
+        # the current version is watched by its revision (see _current_revision)
+        revision = _revision(number, metadata.get("created_time")) if version is None else None
+        return Fetched(data, version=number, revision=revision)
 
     def _read_plain(self, path: str) -> Fetched:
         try:
@@ -183,6 +192,27 @@ class VaultBackend(Backend):
 
     def _current_version(self, mount: Mount, name: str) -> int | None:
         """The current version from the secret's metadata; ``None`` when that is denied."""
+        metadata = self._metadata(mount, name)
+        return None if metadata is None else whole(metadata, "current_version")
+
+    def _current_revision(self, mount: Mount, name: str) -> str | None:
+        """The current version and its creation time; ``None`` when metadata is denied.
+
+        Versions start over at 1 when a secret is deleted (metadata and all) and
+        written again -- a dev server restarted and seeded -- so the number alone
+        could be the same for other values.
+        """
+        metadata = self._metadata(mount, name)
+        if metadata is None:
+            return None
+        current = whole(metadata, "current_version")
+        versions = metadata.get("versions")
+        entry = versions.get(str(current)) if isinstance(versions, Mapping) else None
+        created = entry.get("created_time") if isinstance(entry, Mapping) else None
+        return _revision(str(current), created)
+
+    def _metadata(self, mount: Mount, name: str) -> Mapping[str, Any] | None:
+        """The secret's metadata (``data`` of the reply); ``None`` when reading it is denied."""
         if not name:
             raise NotFoundError("the path names a mount, not a secret in it")
         try:
@@ -193,7 +223,12 @@ class VaultBackend(Backend):
             return None
         except hvac.exceptions.InvalidPath:
             raise NotFoundError("no such secret") from None
-        return whole(section(body(response), "data"), "current_version")
+        return section(body(response), "data")
+
+
+def _revision(version: str, created_time: object) -> str:
+    """A KV v2 version told apart from a version of the same number before a delete."""
+    return f"{version}@{created_time}" if isinstance(created_time, str) else version
 
 
 def _lease_of(response: Mapping[str, Any]) -> Lease | None:
