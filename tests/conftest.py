@@ -20,6 +20,7 @@ pytest_plugins = [
     "testsupport.rotation",
     "testsupport.pid_namespace",
     "testsupport.bundle",
+    "testsupport.postgres",
 ]
 
 
