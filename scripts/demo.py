@@ -9,6 +9,10 @@
 4. A rotation delivers a password the service cannot use: the new generation
    exits, envwrap rolls back and the old one keeps answering; a good value
    written after it is applied.
+5. ``examples/node-pg`` on a real PostgreSQL with dynamic credentials from
+   OpenBao's database engine: each lease nears its end under load, envwrap hands
+   the service over to a generation with a new PostgreSQL user (0 failed queries)
+   and revokes the old lease, so the old user is dropped.
 
 Every process it starts is stopped at the end, whatever happens.
 """
@@ -36,6 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testsupport.http_load import HttpLoad, reaped, summarize  # noqa: E402
+from testsupport.postgres import (  # noqa: E402
+    Postgres,
+    configure_database_engine,
+    npm_ci,
+    start_postgres,
+)
 
 BIN = Path(sys.executable).parent
 EXAMPLE = ROOT / "examples" / "node-server"
@@ -46,6 +56,11 @@ STARTUP_DELAY_MS = "400"
 LOAD_RATE = 200.0
 LOAD_CONNECTIONS = 4
 HANDOFF_ROTATIONS = 3
+PG_EXAMPLE = ROOT / "examples" / "node-pg"
+#: the database engine's lease: envwrap reads new credentials at two thirds of it
+PG_LEASE_TTL = 9
+PG_ROTATIONS = 2
+PG_LOAD_RATE = 100.0
 T = TypeVar("T")
 
 
@@ -93,14 +108,15 @@ class Vault:
 
 
 class Service:
-    """envwrap running the example service; its output echoed, indented, and kept."""
+    """envwrap running an example service; its output echoed, indented, and kept."""
 
-    def __init__(self, options: list[str], env: dict[str, str], node: str) -> None:
+    def __init__(self, options: list[str], env: dict[str, str], node: str,
+                 example: Path = EXAMPLE) -> None:
         argv = [str(BIN / "envwrap"), "--env-file", "vault.env", *options, "--", node,
                 "server.js"]
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            argv, cwd=EXAMPLE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            argv, cwd=example, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
         assert self.process.stdout is not None
         self._echo = threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True)
@@ -129,10 +145,10 @@ class Service:
 
 @contextlib.contextmanager
 def service(options: list[str], env: dict[str, str], node: str,
-            vault: Vault) -> Iterator[Service]:
-    print(f"running: envwrap --env-file vault.env {' '.join(options)} -- node server.js",
-          flush=True)
-    running = Service(options, env, node)
+            vault: Vault, example: Path = EXAMPLE) -> Iterator[Service]:
+    print(f"running in examples/{example.name}: envwrap --env-file vault.env "
+          f"{' '.join(options)} -- node server.js", flush=True)
+    running = Service(options, env, node, example)
     try:
         yield running
     finally:
@@ -263,11 +279,92 @@ def rollback(vault: Vault, load: HttpLoad, pid: int, audit: Path) -> None:
         raise SystemExit("demo: requests failed while applying the corrected password")
 
 
+def part_postgres(vault: Vault, env: dict[str, str], node: str, port: int,
+                  folder: Path) -> None:
+    step("a Node.js service on a real PostgreSQL, with credentials that expire")
+    print("examples/node-pg reads DATABASE_URL with the `pg` driver. OpenBao's database\n"
+          "engine creates a PostgreSQL user per lease; envwrap renews the lease until its\n"
+          "maximum TTL is near, reads new credentials, hands the service over to a generation\n"
+          "that uses them, and revokes the old lease (OpenBao drops the old user).")
+    npm_ci(PG_EXAMPLE)
+    database = start_postgres()
+    try:
+        print(f"PostgreSQL {database.bindir.parent.name} on {database.host}:{database.port} "
+              "(a throw-away cluster in a temporary folder)")
+        import hvac
+
+        client = hvac.Client(url=vault.env["VAULT_ADDR"], token=vault.env["VAULT_TOKEN"])
+        creds = configure_database_engine(client, database, "app", ttl=PG_LEASE_TTL)
+        print(f"OpenBao: database/ engine, role app, leases of {PG_LEASE_TTL}s "
+              f"(read: {creds})")
+        print((PG_EXAMPLE / "vault.env").read_text().strip().splitlines()[-1])
+        audit = folder / "audit-pg.jsonl"
+        options = ["--watch", "--listen", f"127.0.0.1:{port}", "--ready", "notify",
+                   "--on-change", "handoff", "--revoke-on-exit", "--audit-log", str(audit),
+                   "--log-level", "info"]
+        pg_env = {**env, "PGHOST": database.host, "PGPORT": str(database.port)}
+        with service(options, pg_env, node, vault, PG_EXAMPLE) as wrapped:
+            first = wait_for("the service", lambda: items(port), timeout=30)
+            print(f"GET /items: {json.dumps(first)}")
+            with HttpLoad("127.0.0.1", port, "/items", connections=LOAD_CONNECTIONS,
+                          rate=PG_LOAD_RATE, timeout=5, max_seconds=60) as load:
+                load.wait_answers(20, timeout=10)
+                pid, user = int(str(first["pid"])), str(first["user"])
+                users = [user]
+                for rotation in range(1, PG_ROTATIONS + 1):
+                    pid, user = database_rotation(database, load, rotation, pid, user)
+                    users.append(user)
+                if wrapped.process.poll() is not None:
+                    raise SystemExit("demo: envwrap exited")
+        # envwrap treats the user names as secrets too: none is in its output
+        if any(name in "".join(wrapped.lines) for name in users):
+            raise SystemExit("demo: a PostgreSQL user name appeared in envwrap's output")
+        total = summarize(load.samples())
+        revoked = len([r for r in audit_records(audit, "lease") if r.get("outcome") == "revoked"])
+        print(f"\nNode + PostgreSQL, whole run: {total.requests} queries, {total.failed} failed, "
+              f"p99 latency {total.p99 * 1000:.1f} ms; {revoked} leases revoked by envwrap "
+              "(the last one when it stopped)")
+        left = sorted(database.roles())
+        print(f"PostgreSQL users left: {left or 'none'}")
+        if total.failed or left:
+            raise SystemExit("demo: a query failed, or a lease's user outlived envwrap")
+    finally:
+        database.stop()
+
+
+def items(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/items", timeout=2) as response:
+        return dict(json.load(response))
+
+
+def database_rotation(database: Postgres, load: HttpLoad, rotation: int, pid: int,
+                      user: str) -> tuple[int, str]:
+    """Wait for envwrap's next credentials; check the handoff and the old user's end."""
+    step(f"credentials rotation {rotation}/{PG_ROTATIONS}: waiting for the lease to near its "
+         f"end, under {PG_LOAD_RATE:.0f} queries/s")
+    since = time.monotonic()
+    new = wait_for("the new generation", lambda: new_generation(load, since, pid),
+                   timeout=PG_LEASE_TTL + 10)
+    wait_for("the old generation to finish", lambda: reaped(pid))
+    wait_for("the old user to be dropped", lambda: user not in database.roles(), timeout=10)
+    now = items(load.port)
+    load.wait_answers(20, timeout=10, since=time.monotonic())
+    window = summarize(load.samples(), since, time.monotonic())
+    connected = ", ".join(sorted(database.connected_users()))
+    print(f"rotation {rotation}: pid {pid} -> {new}, {window.failed} of {window.requests} "
+          f"queries failed\n  PostgreSQL user {user} -> {now['user']}\n"
+          f"  connected now (pg_stat_activity): {connected}; {user} is dropped (pg_roles)")
+    if window.failed or now["user"] == user:
+        raise SystemExit("demo: the database rotation failed queries or kept the old user")
+    return new, str(now["user"])
+
+
 def main() -> int:
     node = shutil.which("node")
     if node is None:
         raise SystemExit("demo: Node.js is needed for the example service (apt-get install nodejs)")
-    vault_port, app_port, handoff_port = free_port(), free_port(), free_port()
+    vault_port, app_port, handoff_port, pg_port = (free_port(), free_port(), free_port(),
+                                                   free_port())
     token = secrets.token_hex(16)
     data_dir = tempfile.mkdtemp(prefix="envwrap-demo-")
     vault = Vault(vault_port, token, data_dir)
@@ -295,6 +392,7 @@ def main() -> int:
 
         part_restart(vault, env, node, app_port)
         part_handoff(vault, env, node, handoff_port, Path(data_dir))
+        part_postgres(vault, env, node, pg_port, Path(data_dir))
         print(f"\ndemo: OK ({time.monotonic() - started:.0f}s)")
         return 0
     finally:

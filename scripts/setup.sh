@@ -38,4 +38,25 @@ if { ! command -v zsh || ! command -v fish; } >/dev/null 2>&1 \
     { apt-get install -y -qq zsh fish \
         || { apt-get update -qq && apt-get install -y -qq zsh fish; }; } >/dev/null 2>&1
 fi
+# The Node + PostgreSQL example (examples/node-pg), its test and the demo run a real,
+# throw-away PostgreSQL server: Debian's postgresql-15 (only its programs are used).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing Debian's postgresql-15 (for the Node + PostgreSQL example; about 30 s)"
+        { apt-get install -y -qq postgresql-15 \
+            || { apt-get update -qq && apt-get install -y -qq postgresql-15; } \
+            || apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
+            || say "could not install PostgreSQL; the Node + PostgreSQL example will not run"
+    else
+        say "PostgreSQL is not installed (apt-get install postgresql-15 as root); the Node +"
+        say "PostgreSQL example, its test and that part of the demo need it"
+    fi
+fi
+# ... and the `pg` driver, from the example's lock file
+pg_example=examples/node-pg
+if command -v npm >/dev/null && { [ ! -e "$pg_example/node_modules/.package-lock.json" ] \
+        || [ "$pg_example/package-lock.json" -nt "$pg_example/node_modules/.package-lock.json" ]; }; then
+    say "installing the example's PostgreSQL driver (npm ci in $pg_example)"
+    (cd "$pg_example" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 say "done in $((SECONDS - started)) s"

@@ -22,6 +22,7 @@ pytest_plugins = [
     "testsupport.pid_namespace",
     "testsupport.bundle",
     "testsupport.cache",
+    "testsupport.postgres",
 ]
 
 

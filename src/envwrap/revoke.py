@@ -10,6 +10,12 @@ when envwrap exits, every lease it obtained, then the token it logged in with
 (AppRole, Kubernetes; never a ``VAULT_TOKEN`` it was given). Revocation goes
 through the backends' ``revoke(lease)`` and ``release()``; a failure is logged,
 never fatal.
+
+The policy hears of a handoff once the new generation is ready and the old one
+was *asked* to stop; the old one still answers the requests it had accepted, with
+the old credentials. So the revoker is also a sink of the event stream: it follows
+the generations that run (``start`` and ``child_exit`` events) and holds stale
+leases back until only one generation is left (docs/rotation.md).
 """
 
 from __future__ import annotations
@@ -47,14 +53,41 @@ class LeaseRevoker:
         #: every lease envwrap obtained (what runs is the rotation policy's to know)
         self._obtained = leases_of(first)
         self._revoked: set[str] = set()
+        #: the PIDs of the generations that run (``start`` until ``child_exit``)
+        self._live: set[object] = set()
+        #: stale leases waiting for the generation that used them to exit
+        self._pending: Leases = {}
+        self._workers: list[threading.Thread] = []
 
     def generation_changed(self, running: Composed, stopped: Composed) -> None:
-        """A new generation runs on ``running``: revoke leases only ``stopped`` used."""
+        """A new generation runs on ``running``: revoke leases only ``stopped`` used,
+        once it has exited."""
         leases = leases_of(running.fetched)
         stale = {i: lease for i, lease in leases_of(stopped.fetched).items() if i not in leases}
         with self._lock:
             self._obtained.update(leases)
+            if len(self._live) > 1:  # a handoff: the old generation is still finishing
+                self._pending.update(stale)
+                return
         self._revoke(stale)
+
+    def handle(self, event: str, fields: Mapping[str, object]) -> None:
+        """An event sink: follow the generations; revoke what waited once one is left."""
+        if event not in {"start", "child_exit"}:
+            return
+        with self._lock:
+            if event == "start":
+                self._live.add(fields.get("pid"))
+            else:
+                self._live.discard(fields.get("pid"))
+            if len(self._live) > 1 or not self._pending:
+                return
+            due, self._pending = self._pending, {}
+            # a sink must be quick: the store is called on a thread of its own
+            worker = threading.Thread(target=self._revoke, args=(due,), daemon=True,
+                                      name="envwrap-revoke")
+            self._workers.append(worker)
+        worker.start()
 
     def round_done(self, running: Composed, secrets: SecretEnvironment,
                    live: Mapping[Locator, Fetched]) -> None:
@@ -69,6 +102,9 @@ class LeaseRevoker:
             if also is not None:
                 self._obtained.update(leases_of(also))
             leases = dict(self._obtained)
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join(10.0)
         self._revoke(leases)
         for scheme, backend in sorted(self.registry.backends().items()):
             try:

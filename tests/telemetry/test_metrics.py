@@ -379,6 +379,29 @@ def test_revoker_revokes_what_a_stopped_generation_alone_used() -> None:
     assert backend.token_revoked
 
 
+def test_revoker_waits_for_the_old_generation_of_a_handoff_to_exit() -> None:
+    db_ref = parse_reference("vault://database/creds/app")
+    assert db_ref is not None
+    db = db_ref.locator
+
+    def fetched(lease: str) -> dict[object, Fetched]:
+        return {db: Fetched({}, lease=Lease(lease, 60, True))}
+
+    backend = RevokingBackend(fail=set())
+    revoker = LeaseRevoker(Registry(backend), fetched("db-1"))  # type: ignore[arg-type]
+    revoker.handle("start", {"pid": 10, "reason": "initial"})
+    revoker.handle("start", {"pid": 11, "reason": "rotation"})
+    # the new generation is ready, the old one was asked to stop and still answers
+    revoker.generation_changed(Composed({}, [], [], fetched("db-2")),  # type: ignore[arg-type]
+                               Composed({}, [], [], fetched("db-1")))  # type: ignore[arg-type]
+    revoker.handle("lease", {"outcome": "renewed"})
+    assert backend.revoked == []
+    revoker.handle("child_exit", {"pid": 10, "code": 0})
+    wait_until(lambda: backend.revoked == ["db-1"], timeout=5)
+    revoker.close()
+    assert sorted(backend.revoked) == ["db-1", "db-2"]
+
+
 # -- the HTTP responder ------------------------------------------------------------------------
 
 

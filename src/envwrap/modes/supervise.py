@@ -26,7 +26,7 @@ from envwrap import log
 from envwrap.process.signals import TakenSignals
 from envwrap.process.spec import ProcessSpec
 from envwrap.process.supervisor import Supervisor
-from envwrap.telemetry import audit
+from envwrap.telemetry import audit, events
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,6 +128,7 @@ def run_supervised(
         from envwrap.revoke import LeaseRevoker
 
         revoker = LeaseRevoker(resolved.registry, resolved.fetched)
+        events.add_sink(revoker)  # it follows the generations (start, child_exit)
     watcher: Watcher | None = None
     policy: RotationPolicy | None = None
     # what the first generation runs on (/metrics); the policy reports the later ones
@@ -167,6 +168,7 @@ def run_supervised(
 
             remove_sink(policy.program)
         if revoker is not None:
+            events.remove_sink(revoker)
             revoker.close(watcher.fetched if watcher is not None else None)
         if ready is not None:
             ready.close()
