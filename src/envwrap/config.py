@@ -75,8 +75,8 @@ OPTIONS: tuple[Option, ...] = (
            "(PATH, LD_*...)", metavar="NAME", commands=_RESOLVING),
     Option("--pass-env", "list", "keep this credential (VAULT_TOKEN, ENVWRAP_...) for the "
            "program", metavar="NAME", commands=_RESOLVING),
-    Option("--scrub-env", "list", "remove the variables matching this glob from the "
-           "program's environment (e.g. 'AWS_*')", metavar="GLOB", commands=_RUN),
+    Option("--scrub-env", "list", "drop variables matching this glob for the program ('AWS_*')",
+           metavar="GLOB", commands=_RUN),
     Option("--start-timeout", "value", "how long to retry an unreachable store at start",
            default="30s", metavar="DURATION", commands=_RESOLVING),
     Option("--log-level", "value", "how much to say on stderr", default="warning",
@@ -121,8 +121,8 @@ OPTIONS: tuple[Option, ...] = (
            commands=frozenset({"sidecar"})),
     Option("--listen", "list", "bind HOST:PORT, :PORT or unix:PATH (run: fd 3, 4...; webhook: "
            "HTTPS)", metavar="ADDR", commands=_RUN | _WEBHOOK),
-    Option("--ready", "value", "ready check: notify, http(s)://URL, tcp://HOST:PORT, log:REGEX "
-           "or a duration", metavar="CHECK", commands=_RUN),
+    Option("--ready", "value", "when ready: notify, http(s)://URL, tcp://HOST:PORT, log:REGEX, "
+           "DURATION", metavar="CHECK", commands=_RUN),
     Option("--ready-timeout", "value", "how long a generation may take to become ready",
            default="60s", metavar="DURATION", commands=_RUN),
     Option("--wait", "value", "wait MIN of quiet (at most MAX) before applying",
