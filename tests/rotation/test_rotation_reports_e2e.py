@@ -30,6 +30,13 @@ pytestmark = pytest.mark.slow
 DEFAULT_LEVEL = ("--log-level", "warning")
 
 
+
+def after_start(stderr: str) -> str:
+    """stderr without envwrap's one line at start (checked to be there, and first)."""
+    first, _, rest = stderr.partition("\n")
+    assert first.startswith("envwrap: running "), stderr
+    return rest
+
 def readyz(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
@@ -130,12 +137,13 @@ def test_at_the_default_level_a_restart_is_one_line_naming_variables_and_pids(
     env = {**vault_env(base_env, openbao, path), "DB_USER": f"vault://secret/{path}#user"}
     run = envwrap_watch(env, sh_child(), *DEFAULT_LEVEL)
     first = run.wait_start(fp(old))
-    assert run.stderr() == ""  # nothing to say at start of a quiet run but the rotation
+    # at start, one line (how many secrets, how often, what a change does); then the rotation
+    assert after_start(run.stderr()) == ""
     openbao.kv2_put(path, {"value": new, "user": "app"})
     second = run.wait_start(fp(new))
     wait_until(lambda: "rotation applied" in run.stderr(), timeout=10)
     run.settle()
-    lines = run.stderr().splitlines()
+    lines = after_start(run.stderr()).splitlines()
     assert lines == [f"envwrap: rotation applied: {VAR} changed; restarted the program,"
                      f" pid {first} -> {second}"]
     run.assert_clean(old, new)
@@ -153,7 +161,7 @@ def test_at_the_default_level_a_signal_and_a_held_change_are_one_line_each(
     openbao.kv2_put(path, {"value": values[1]})
     wait_until(lambda: "rotation applied" in run.stderr(), timeout=15)
     assert re.fullmatch(rf"envwrap: rotation applied: {VAR} changed; signalled the "
-                        rf"program \(SIGHUP\), pid {first}", run.stderr().strip()), run.stderr()
+                        rf"program \(SIGHUP\), pid {first}", after_start(run.stderr()).strip()), run.stderr()
 
     held = envwrap_watch(vault_env(base_env, openbao, path), sh_child(), *DEFAULT_LEVEL,
                          "--restart-limit", "1/60s")
@@ -181,7 +189,11 @@ def test_at_the_default_level_a_handoff_is_one_line_naming_both_pids(
     second = run.wait_start(fp(new))
     wait_until(lambda: "rotation applied" in run.stderr(), timeout=15)
     run.settle()
-    assert run.stderr().splitlines() == [
+    # a program that binds no port of its own: the warning about handoff without --listen
+    # comes first, then the start line
+    warning, _, rest = run.stderr().partition("\n")
+    assert "--on-change handoff without --listen" in warning
+    assert after_start(rest).splitlines() == [
         f"envwrap: rotation applied: {VAR} changed; handed off to a new generation,"
         f" pid {first} -> {second}"]
     run.assert_clean(old, new)
