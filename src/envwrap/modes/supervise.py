@@ -152,7 +152,9 @@ def run_supervised(
             watch_health("supervisor", threading.main_thread().is_alive)
             if watcher is not None:
                 watch_health("watcher", lambda: watcher is not None and watcher.alive)
-        if settings.supervise:  # --mask alone stays as silent as exec mode
+        # --mask alone stays as silent as exec mode; so does a plain init with no
+        # secret at all (envwrap as tini or dumb-init: a PID 1 that says nothing)
+        if settings.supervise and (resolved.composed.uses or watcher is not None):
             from envwrap.startup import supervise_line
 
             log.notice(supervise_line(settings, resolved.composed, watching=watcher is not None))
