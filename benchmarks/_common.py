@@ -64,3 +64,37 @@ def report(samples: Mapping[str, Sequence[float]], baseline: str) -> None:
         q1, q3 = ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
         print(f"{name:<{width}}  {median_ms(values):9.1f}   {q1*1000:6.1f}-{q3*1000:<6.1f}   "
               f"{statistics.median(values) / base:6.2f}x")
+
+
+def kv_value(path: str, key: str = "value") -> str:
+    """The agent template of one key of the KV v2 secret ``secret/PATH``."""
+    return '{{ with secret "secret/data/' + path + '" }}{{ .Data.data.' + key + ' }}{{ end }}'
+
+
+def _hcl(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def agent_config(config: Path, *, addr: str, token_file: Path, interval: str,
+                 templates: Mapping[str, str], command: Sequence[str]) -> Path:
+    """An OpenBao Agent configuration as in PEERS.md, written to ``config``: token_file
+    auth, one ``env_template`` per variable (its contents: see :func:`kv_value`), exec
+    mode restarting ``command`` on every change."""
+    blocks = "".join(
+        f"env_template {_hcl(name)} {{\n  contents = {_hcl(contents)}\n"
+        "  error_on_missing_key = true\n}\n"
+        for name, contents in templates.items()
+    )
+    config.write_text(
+        f"vault {{ address = {_hcl(addr)} }}\n"
+        "auto_auth {\n  method {\n    type = \"token_file\"\n"
+        f"    config = {{ token_file_path = {_hcl(str(token_file))} }}\n  }}\n}}\n"
+        "template_config {\n"
+        f"  static_secret_render_interval = {_hcl(interval)}\n"
+        "  exit_on_retry_failure = true\n}\n"
+        f"{blocks}"
+        f"exec {{\n  command = [{', '.join(_hcl(part) for part in command)}]\n"
+        "  restart_on_secret_changes = \"always\"\n  restart_stop_signal = \"SIGTERM\"\n}\n"
+    )
+    return config
+

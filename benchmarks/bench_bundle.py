@@ -68,7 +68,7 @@ def build_pyinstaller(work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     script = work / "envwrap_main.py"
     script.write_text(MAIN)
-    hidden = ["hvac", "boto3", "watchdog.observers", "psutil", "dotenv",
+    hidden = ["certifi", "boto3", "watchdog.observers", "psutil", "dotenv",
               "prometheus_client", "cryptography"]
     subprocess.run(
         [str(venv / "bin" / "pyinstaller"), "--onedir", "--noconfirm", "--log-level", "ERROR",

@@ -61,6 +61,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import agent_config, kv_value  # noqa: E402
 from benchmarks.bench_rotation import Wrapped, base_env, envwrap, running  # noqa: E402
 from testsupport.fixtures_vault import OpenBao, find_bao, free_port, start_openbao  # noqa: E402
 from testsupport.http_load import HttpLoad, Sample, reaped, request_once, summarize  # noqa: E402
@@ -216,10 +217,6 @@ def envwrap_service(key: str, server: OpenBao, node: str, folder: Path,
     return argv, env, port
 
 
-def _hcl(text: str) -> str:
-    return json.dumps(text)  # an HCL string literal is a JSON one for these characters
-
-
 def agent_service(server: OpenBao, bao: str, node: str, folder: Path,
                   interval: str) -> tuple[list[str], dict[str, str], int]:
     """PEERS.md's configuration: token_file auth, one env_template, exec."""
@@ -227,21 +224,10 @@ def agent_service(server: OpenBao, bao: str, node: str, folder: Path,
     token_file = folder / "agent-token"
     token_file.write_text(server.token)
     token_file.chmod(0o600)
-    template = ('postgresql://bench:{{ with secret "secret/data/bench/agent" }}'
-                '{{ .Data.data.password }}{{ end }}@db:5432/workflows')
-    config = folder / "agent.hcl"
-    config.write_text(
-        f"vault {{ address = {_hcl(server.addr)} }}\n"
-        "auto_auth {\n  method {\n    type = \"token_file\"\n"
-        f"    config = {{ token_file_path = {_hcl(str(token_file))} }}\n  }}\n}}\n"
-        "template_config {\n"
-        f"  static_secret_render_interval = {_hcl(interval)}\n"
-        "  exit_on_retry_failure = true\n}\n"
-        f"env_template \"DATABASE_URL\" {{\n  contents = {_hcl(template)}\n"
-        "  error_on_missing_key = true\n}\n"
-        f"exec {{\n  command = [{_hcl(node)}, {_hcl(str(SERVER))}]\n"
-        "  restart_on_secret_changes = \"always\"\n  restart_stop_signal = \"SIGTERM\"\n}\n"
-    )
+    template = f"postgresql://bench:{kv_value('bench/agent', 'password')}@db:5432/workflows"
+    config = agent_config(folder / "agent.hcl", addr=server.addr, token_file=token_file,
+                          interval=interval, templates={"DATABASE_URL": template},
+                          command=[node, str(SERVER)])
     # the agent passes its own environment on to the program (PORT, the delay)
     return [bao, "agent", f"-config={config}"], service_env(folder, port), port
 

@@ -69,7 +69,7 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import tool  # noqa: E402
+from benchmarks._common import agent_config, kv_value, tool  # noqa: E402
 from testsupport.fixtures_vault import OpenBao, find_bao, free_port  # noqa: E402
 
 VAR = "BENCH_SECRET"
@@ -379,28 +379,6 @@ def busiest_second(stamps: list[float]) -> int:
     return most
 
 
-def _hcl(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def agent_config(folder: Path, index: int, addr: str, token_file: Path, interval: str) -> Path:
-    config = folder / f"agent-{index}.hcl"
-    template = '{{ with secret "secret/data/' + KV_PATH + '" }}{{ .Data.data.value }}{{ end }}'
-    config.write_text(
-        f"vault {{ address = {_hcl(addr)} }}\n"
-        "auto_auth {\n  method {\n    type = \"token_file\"\n"
-        f"    config = {{ token_file_path = {_hcl(str(token_file))} }}\n  }}\n}}\n"
-        "template_config {\n"
-        f"  static_secret_render_interval = {_hcl(interval)}\n"
-        "  exit_on_retry_failure = true\n}\n"
-        f"env_template {_hcl(VAR)} {{\n  contents = {_hcl(template)}\n"
-        "  error_on_missing_key = true\n}\n"
-        f"exec {{\n  command = [{', '.join(_hcl(part) for part in CHILD)}]\n"
-        "  restart_on_secret_changes = \"always\"\n  restart_stop_signal = \"SIGTERM\"\n}\n"
-    )
-    return config
-
-
 @dataclass
 class Run:
     name: str
@@ -451,7 +429,9 @@ def run_fleet(bench: Bench, kind: str, name: str, *, extra: list[str], steady: b
                 env = {**base, "VAULT_ADDR": server.addr, "VAULT_TOKEN": token,
                        VAR: f"vault://secret/{KV_PATH}#value"}
             else:
-                config = agent_config(sub, index, server.addr, token_file, args.interval)
+                config = agent_config(sub / f"agent-{index}.hcl", addr=server.addr,
+                                      token_file=token_file, interval=args.interval,
+                                      templates={VAR: kv_value(KV_PATH)}, command=CHILD)
                 argv, env = [str(find_bao()), "agent", f"-config={config}"], base
             process = procs.spawn(argv, env, sub / f"{index}.err")
             fleet.append(process)
@@ -560,6 +540,14 @@ def table(ew: Run, agent: Run, splay: Run | None, args: argparse.Namespace) -> N
               f"target <= 1.5 x N / D + steady rate = {1.5 * n / args.splay_s:.0f} + "
               f"{steady_total:.0f} = {limit_s:.0f}: {'MET' if busiest_s <= limit_s else 'NOT MET'}"
               f"; rotation median/max {med(splay.rotations):.2f}/{top(splay.rotations):.2f} s")
+    for label, a, b, most in (
+        ("start-up CPU", med(ew.startup_cpu), med(agent.startup_cpu), 1.0),
+        ("RssAnon", ew.memory.anon, agent.memory.anon, 1.0),
+        ("steady CPU", ew.steady_cpu_per_min, agent.steady_cpu_per_min, 0.5),
+    ):
+        ratio = a / b if b else float("nan")
+        print(f"{label}: envwrap/agent {ratio:.2f}; target <= {most:.1f}: "
+              f"{'MET' if ratio <= most else 'NOT MET'}")
     for run in (ew, agent, *([splay] if splay else [])):
         if run.missed:
             print(f"{run.name}: {run.missed} restarts not seen in time")

@@ -55,6 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import agent_config, kv_value  # noqa: E402
 from testsupport.fixtures_aws import MotoServer  # noqa: E402
 from testsupport.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
 from testsupport.kube import write_volume  # noqa: E402
@@ -180,38 +181,16 @@ def envwrap_watch(interval: str) -> list[str]:
 # -- OpenBao Agent ----------------------------------------------------------------------------
 
 
-def _hcl(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def agent_config(folder: Path, addr: str, token: str, paths: Mapping[str, str],
-                 interval: str) -> Path:
-    """HCL as in PEERS.md: token_file auth, one env_template per variable, exec."""
+def write_agent_config(folder: Path, addr: str, token: str, paths: Mapping[str, str],
+                       interval: str) -> Path:
+    """The agent's configuration (PEERS.md), with ``token`` in a file of its own."""
     token_file = folder / "agent-token"
     token_file.write_text(token)
     token_file.chmod(0o600)
-    def template(path: str) -> str:
-        return ('{{ with secret "secret/data/' + path + '" }}'
-                "{{ .Data.data.value }}{{ end }}")
-
-    templates = "".join(
-        f"env_template {_hcl(name)} {{\n  contents = {_hcl(template(path))}\n"
-        "  error_on_missing_key = true\n}\n"
-        for name, path in paths.items()
-    )
-    config = folder / f"agent-{secrets.token_hex(4)}.hcl"
-    config.write_text(
-        f"vault {{ address = {_hcl(addr)} }}\n"
-        "auto_auth {\n  method {\n    type = \"token_file\"\n"
-        f"    config = {{ token_file_path = {_hcl(str(token_file))} }}\n  }}\n}}\n"
-        "template_config {\n"
-        f"  static_secret_render_interval = {_hcl(interval)}\n"
-        "  exit_on_retry_failure = true\n}\n"
-        f"{templates}"
-        f"exec {{\n  command = [{', '.join(_hcl(part) for part in CHILD)}]\n"
-        "  restart_on_secret_changes = \"always\"\n  restart_stop_signal = \"SIGTERM\"\n}\n"
-    )
-    return config
+    return agent_config(folder / f"agent-{secrets.token_hex(4)}.hcl", addr=addr,
+                        token_file=token_file, interval=interval,
+                        templates={name: kv_value(path) for name, path in paths.items()},
+                        command=CHILD)
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -309,8 +288,8 @@ def part_vault(server: OpenBao, bao: str | None, folder: Path, args: argparse.Na
         if bao is not None and not args.skip_agent:
             agent_first = new_value("agent")
             server.kv2_put("bench/agent", {"value": agent_first})
-            config = agent_config(folder, server.addr, server.token, {VAR: "bench/agent"},
-                                  args.interval)
+            config = write_agent_config(folder, server.addr, server.token,
+                                        {VAR: "bench/agent"}, args.interval)
             agent = stack.enter_context(running(Wrapped(
                 "bao agent", [bao, "agent", f"-config={config}"], base_env(folder),
                 folder / "agent.err", folder)))
@@ -399,8 +378,8 @@ def part_rpm(server: OpenBao | None, moto: MotoServer | None, bao: str | None, *
             if bao is not None and not args.skip_agent:
                 agent_proxy = CountingHttpProxy(server.addr)
                 stack.callback(agent_proxy.close)
-                config = agent_config(folder, agent_proxy.url, server.token, names,
-                                      args.interval)
+                config = write_agent_config(folder, agent_proxy.url, server.token, names,
+                                            args.interval)
                 agent = stack.enter_context(running(Wrapped(
                     "bao agent", [bao, "agent", f"-config={config}"], base_env(folder),
                     folder / "agent-rpm.err", folder)))

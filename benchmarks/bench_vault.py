@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import time_command  # noqa: E402
+from benchmarks._common import agent_config, kv_value, time_command  # noqa: E402
 from testsupport.fixtures_vault import OpenBao, find_bao, start_openbao  # noqa: E402
 
 DELAY = 0.020
@@ -240,35 +240,12 @@ def first_output(argv: list[str], env: Mapping[str, str], marker: str = "ready",
         process.stdout.close()
 
 
-def agent_config(folder: Path, addr: str, token: str) -> Path:
+def write_agent_config(folder: Path, addr: str, token: str) -> Path:
     token_file = folder / "token"
     token_file.write_text(token)
-    templates = "".join(
-        f'env_template "V{i}" {{\n'
-        f'  contents = "{{{{ with secret \\"secret/data/bench/s{i}\\" }}}}'
-        f'{{{{ .Data.data.value }}}}{{{{ end }}}}"\n'
-        f"  error_on_missing_key = true\n}}\n"
-        for i in range(FEW)
-    )
-    config = folder / "agent.hcl"
-    config.write_text(
-        f'vault {{ address = "{addr}" }}\n'
-        "auto_auth {\n  method {\n    type = \"token_file\"\n"
-        f'    config = {{ token_file_path = "{token_file}" }}\n  }}\n}}\n'
-        "template_config {\n  static_secret_render_interval = \"1s\"\n"
-        "  exit_on_retry_failure = true\n}\n"
-        f"{templates}"
-        f"exec {{\n  command = [{_hcl_command()}]\n"
-        "  restart_on_secret_changes = \"always\"\n  restart_stop_signal = \"SIGTERM\"\n}\n"
-    )
-    return config
-
-
-def _hcl_command() -> str:
-    def quote(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return ", ".join(quote(part) for part in CHILD)
+    return agent_config(folder / "agent.hcl", addr=addr, token_file=token_file, interval="1s",
+                        templates={f"V{i}": kv_value(f"bench/s{i}") for i in range(FEW)},
+                        command=CHILD)
 
 
 def populate(server: OpenBao) -> None:
@@ -362,7 +339,7 @@ def part_b(server: OpenBao, bao: str, folder: Path, runs: int) -> None:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder)}
     refs = {f"V{i}": f"vault://secret/bench/s{i}#value" for i in range(FEW)}
     env = {**base, "VAULT_ADDR": server.addr, "VAULT_TOKEN": server.token, **refs}
-    config = agent_config(folder, server.addr, server.token)
+    config = write_agent_config(folder, server.addr, server.token)
     agent_env = {**base, "VAULT_ADDR": server.addr}
     samples = alternate({
         "envwrap": lambda: first_output([*envwrap(), "--no-env-file", "--", *CHILD], env),

@@ -299,7 +299,7 @@ def part_postgres(vault: Vault, env: dict[str, str], node: str, port: int,
               f"(read: {creds})")
         print((PG_EXAMPLE / "vault.env").read_text().strip().splitlines()[-1])
         audit = folder / "audit-pg.jsonl"
-        options = ["--watch", "--listen", f"127.0.0.1:{port}", "--ready", "notify",
+        options = ["--watch", "--listen", f"127.0.0.1:{port}", "--ready", "log:ready on ",
                    "--on-change", "handoff", "--revoke-on-exit", "--audit-log", str(audit),
                    "--log-level", "info"]
         pg_env = {**env, "PGHOST": database.host, "PGPORT": str(database.port)}

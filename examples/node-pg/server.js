@@ -7,7 +7,7 @@
 // or the libpq variables PGUSER, PGPASSWORD, PGHOST, PGPORT, PGDATABASE (which
 // the `pg` driver reads by itself when DATABASE_URL is unset).
 //
-//   envwrap --env-file vault.env --watch --listen 127.0.0.1:3002 --ready notify \
+//   envwrap --env-file vault.env --watch --listen 127.0.0.1:3002 --ready 'log:ready on ' \
 //     --on-change handoff --revoke-on-exit -- node server.js
 //
 // (docs/postgres.md walks through it.) It never prints a secret, nor the user name.
@@ -21,15 +21,11 @@
 // - Socket: with `--listen`, envwrap holds the listening socket and passes it as
 //   fd 3 (LISTEN_FDS); both generations accept from it during a handoff, so no
 //   connection is refused. Without LISTEN_FDS it binds PORT itself.
-// - Ready: it prints `ready on ...` once it listens, and sends READY=1 to
-//   NOTIFY_SOCKET (`--ready notify`). Node has no unix datagram socket, so the
-//   datagram is sent by a perl one-liner (perl-base is in every Debian-based Node
-//   image). With `--ready 'log:ready on '` the printed line is enough, and the
-//   notify part can go.
+// - Ready: it prints `ready on ...` once it listens, which `--ready 'log:ready on '`
+//   waits for (examples/node-server/server.js shows `--ready notify` instead).
 // - Stop: on SIGTERM it stops accepting, answers the requests in flight, closes
 //   its connection pool and exits 0, so that the old credentials can be revoked.
 const http = require('http');
-const { execFile } = require('child_process');
 const { Pool } = require('pg');
 
 const log = (message) => console.log(`[server ${process.pid}] ${message}`);
@@ -85,21 +81,6 @@ const inheritedSocket = () => {
   return count >= 1 && forUs ? 3 : null;
 };
 
-// sd_notify(READY=1) without a dependency (see examples/node-server/server.js): the
-// helper stays alive a moment so that envwrap can attribute the datagram to us.
-const PERL_NOTIFY =
-  'use Socket; my $a = $ENV{NOTIFY_SOCKET}; $a =~ s/^@/\\0/;' +
-  ' socket(my $s, PF_UNIX, SOCK_DGRAM, 0) or die "socket: $!";' +
-  ' send($s, $ARGV[0], 0, pack_sockaddr_un($a)) or die "send: $!";' +
-  ' select(undef, undef, undef, 5);';
-
-const notifyReady = () => {
-  if (!process.env.NOTIFY_SOCKET) return;
-  execFile('perl', ['-e', PERL_NOTIFY, `READY=1\nMAINPID=${process.pid}`], (error) => {
-    if (error) log(`cannot send READY=1 (${error.code || 'error'}); use --ready 'log:ready on '`);
-  });
-};
-
 const start = async () => {
   try {
     await pool.query('SELECT 1 FROM items LIMIT 1');
@@ -112,7 +93,6 @@ const start = async () => {
   const where = fd === null ? `${host}:${port}` : `fd ${fd} from envwrap --listen`;
   const onListening = () => {
     log(`ready on ${where}`);
-    notifyReady();
   };
   if (fd === null) server.listen(port, host, onListening);
   else server.listen({ fd }, onListening);

@@ -47,6 +47,8 @@ def leases_of(fetched: Mapping[Locator, Fetched]) -> Leases:
 class LeaseRevoker:
     """Revokes the leases a stopped generation alone used, and all of them at exit."""
 
+    follows_rounds = False  # leases follow generations, not polls
+
     def __init__(self, registry: BackendRegistry, first: Mapping[Locator, Fetched]) -> None:
         self.registry = registry
         self._lock = threading.Lock()
@@ -91,7 +93,7 @@ class LeaseRevoker:
 
     def round_done(self, running: Composed, secrets: SecretEnvironment,
                    live: Mapping[Locator, Fetched]) -> None:
-        """Nothing to do: leases follow generations, not polls."""
+        """Nothing to do: leases follow generations, not polls (never called)."""
 
     def access_refused(self, locator: Locator, error: EnvwrapError) -> None:
         """Nothing to do: the leases stay with the generation that uses them."""

@@ -371,7 +371,7 @@ class RotationPolicy:
                    fetched: Mapping[Locator, Fetched]) -> None:
         """The watcher's report after each poll round (its thread): observers compare
         what the stores hold with what runs, on their own thread."""
-        if failed or not self._observers.observers:
+        if failed or not self._observers.follow_rounds:
             return
         live = {loc: fetched[loc] for loc in secrets.locators() if loc in fetched}
         with self._lock:

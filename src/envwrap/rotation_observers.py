@@ -29,7 +29,14 @@ __all__ = ["Observer", "Observers", "RunningReport"]
 
 class Observer(Protocol):
     """Told, on the policy's observer thread, what runs: the fallback cache, the
-    lease revoker. Never inside the supervisor's loop, which must stay quick."""
+    lease revoker. Never inside the supervisor's loop, which must stay quick.
+
+    ``follows_rounds``: whether it wants :meth:`round_done`. Telling a round wakes
+    the observer thread once per poll, which a resident process pays for every
+    second with ``--interval 1s``; it happens only when an observer wants it.
+    """
+
+    follows_rounds: bool
 
     def generation_changed(self, running: Composed, stopped: Composed) -> None:
         """A new generation runs on ``running``; the one that ran on ``stopped`` stopped."""
@@ -44,6 +51,8 @@ class Observer(Protocol):
 
 class RunningReport:
     """The observer that publishes what runs (``/metrics``' ``envwrap_secret_info``)."""
+
+    follows_rounds = False
 
     def generation_changed(self, running: Composed, stopped: Composed) -> None:
         audit.record_running(running.uses, running.fetched)
@@ -63,6 +72,8 @@ class Observers:
         import queue
 
         self.observers = tuple(observers)
+        #: whether any observer wants each poll round (see :class:`Observer`)
+        self.follow_rounds = any(observer.follows_rounds for observer in self.observers)
         self._queue: queue.SimpleQueue[Callable[[Observer], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 

@@ -2,9 +2,10 @@
 
 A :class:`Watcher` owns one thread. Each round it asks every store, as cheaply
 as the store allows, whether a secret changed (``probe_many``: a version id
-without the value), reads only what changed (or what has no version id, to
-compare content) -- one read per changed secret, whose version becomes the one
-watched -- and reports the newly composed environment to its ``on_change``
+without the value, or the secret itself where reading it costs the store no
+more, as with Vault KV v2), reads only what changed (or what has no version id,
+to compare content) -- one read per changed secret at most, whose version
+becomes the one watched -- and reports the newly composed environment to its ``on_change``
 callback. Files whose change may change a secret (``Backend.watch_paths``) and
 ``.env`` files are also followed through file-system events
 (:mod:`envwrap.watch_files`), with the poll as a safety net; leases and store
@@ -15,7 +16,8 @@ The watcher only detects and reports. When a change is applied -- ``--wait``,
 decision (:class:`envwrap.rotation.RotationPolicy`). ``--splay D`` is the
 watcher's, because it spreads the store's load: a version change is read after
 a random wait up to D, polling goes on meanwhile, and what changes during the
-wait is read by the same, single, read.
+wait is read by the same, single, read (a change a probe read along is reported
+after the wait, folded in with what the wait's polls see).
 
 A store that fails never yields an empty or partial environment: the watcher
 keeps the last good values, retries with backoff and jitter, logs names (never
@@ -30,10 +32,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from envwrap import log
 from envwrap.backends import BackendRegistry, Fetched
+from envwrap.backends.contract import revision_of
 from envwrap.environment import Composed, SecretEnvironment
 from envwrap.errors import EnvwrapError
 from envwrap.refs import Locator
@@ -185,7 +188,9 @@ class Watcher:
     def check_once(self) -> bool:
         """Probe every secret, read what changed, report it; ``True`` if a store failed."""
         to_read: list[Locator] = []
+        probed: dict[Locator, Fetched | EnvwrapError] = {}
         failed = False
+        started = time.monotonic()
         for locator, outcome in self.registry.probe_many(self.secrets.locators()).items():
             if isinstance(outcome, EnvwrapError):
                 failed |= self._failed(locator, outcome)
@@ -197,8 +202,15 @@ class Watcher:
             # makes new credentials; its lease schedule renews it, or re-reads it
             self._recovered(locator)
             current = self.fetched.get(locator)
-            if outcome is not None and (current is None or outcome != current.revision):
+            unchanged = current is not None and revision_of(outcome) == current.revision
+            if outcome is None or unchanged:
+                continue
+            if isinstance(outcome, Fetched):
+                probed[locator] = outcome  # the probe read it: no second request
+            else:
                 self._read_later(locator)  # read once, after --splay
+        if probed:
+            self._report_later(self._take(probed, time.monotonic() - started))
         if to_read:
             self._report_later(self._read(to_read))
             failed |= bool(self._failing.keys() & set(to_read))
@@ -271,13 +283,17 @@ class Watcher:
 
     def _read(self, locators: list[Locator]) -> set[Locator]:
         """Read ``locators``; those whose content changed. What is read is watched."""
-        changed: set[Locator] = set()
         started = time.monotonic()
         outcomes = self.registry.read_many(locators)
+        return self._take(outcomes, time.monotonic() - started)
+
+    def _take(
+        self, outcomes: Mapping[Locator, Fetched | EnvwrapError], elapsed: float
+    ) -> set[Locator]:
+        """Watch what was read (a read, or a probe that read); those whose content changed."""
+        changed: set[Locator] = set()
         read = {loc: o for loc, o in outcomes.items() if isinstance(o, Fetched)}
-        audit.record_reads(
-            self.secrets.uses(), self._worth_auditing(read), time.monotonic() - started
-        )
+        audit.record_reads(self.secrets.uses(), self._worth_auditing(read), elapsed)
         for locator, outcome in outcomes.items():
             if isinstance(outcome, EnvwrapError):
                 self._failed(locator, outcome)

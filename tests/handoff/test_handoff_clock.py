@@ -24,20 +24,12 @@ CHILD = ["/bin/sh", "-c", 'echo "started $$ $GEN"; exec sleep 300']
 
 def driver() -> int:
     """The subprocess: prints one line per event; returns what run() returned."""
-    from envwrap.process.ready import ReadyCheck
     from envwrap.process.spec import ProcessSpec
     from envwrap.process.supervisor import Rejected, Supervisor
-
-    class ByHand(ReadyCheck):
-        def __init__(self) -> None:
-            self.reports: dict[int, Callable[[int], None]] = {}
-
-        def watch(self, pid: int, report: Callable[[int], None]) -> Callable[[], None]:
-            self.reports[pid] = report
-            return lambda: None
+    from testsupport.ready_by_hand import ReadyByHand
 
     now = [1000.0]
-    check = ByHand()
+    check = ReadyByHand()
     env = {"PATH": "/usr/bin:/bin"}
     ready: list[int] = []  # the PIDs of the "ready" events: the last one is current
 
@@ -123,7 +115,7 @@ def test_a_candidate_not_ready_in_time_is_retired_and_the_next_one_applied() -> 
     root = Path(__file__).resolve().parents[2]  # the repository
     result = subprocess.run(
         [sys.executable, __file__], capture_output=True, text=True, timeout=60, cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root / "src")}, check=False,
+        env={**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}"}, check=False,
     )
     assert result.stdout.splitlines() == [
         "both alive: True",

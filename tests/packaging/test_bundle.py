@@ -133,7 +133,7 @@ def test_the_image_python_settings_cannot_change_what_runs(image: Image) -> None
     image's own Python setup (or a file named like a module) cannot hijack envwrap."""
     evil = image.root / "tmp" / "evil"
     (evil / "envwrap").mkdir(parents=True, exist_ok=True)
-    for module in ("envwrap/__init__.py", "os.py", "hvac.py"):
+    for module in ("envwrap/__init__.py", "os.py", "certifi.py"):
         (evil / module).write_text('raise SystemExit("hijacked")\n')
     result = image.run(
         "sh", "-c", "cd /tmp/evil && /opt/envwrap/envwrap --version",
@@ -145,7 +145,7 @@ def test_the_image_python_settings_cannot_change_what_runs(image: Image) -> None
 
 IMPORTS = """
 import ssl, hashlib, lzma, bz2, zlib, ctypes, uuid, json, http.client
-import dotenv, hvac, boto3, psutil, watchdog.observers, prometheus_client
+import dotenv, certifi, boto3, psutil, watchdog.observers, prometheus_client
 from cryptography.fernet import Fernet
 key = Fernet.generate_key()
 assert Fernet(key).decrypt(Fernet(key).encrypt(b"x")) == b"x"

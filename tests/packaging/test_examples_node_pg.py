@@ -6,6 +6,7 @@ without printing them. The rotation itself is tests/rotation/test_node_pg.py.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 
@@ -23,13 +24,13 @@ EXAMPLE = ROOT / "examples" / "node-pg"
 
 def test_its_start_script_is_a_handoff_that_revokes_the_old_lease() -> None:
     script = json.loads((EXAMPLE / "package.json").read_text())["scripts"]["start"]
-    words = script.split()
+    words = shlex.split(script)  # as npm's sh runs it
     assert words[0] == "envwrap"
     # the parser the real command line goes through
     settings = parse_args(words[1:], {})
     assert settings.watch and settings.revoke_on_exit
     assert settings.on_change == "handoff"
-    assert settings.ready == "notify"  # server.js sends READY=1
+    assert settings.ready == "log:ready on "  # server.js prints it once it listens
     assert settings.listen
     assert settings.argv == ["node", "server.js"]
 

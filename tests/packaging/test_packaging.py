@@ -110,14 +110,14 @@ def test_wheel_installs_the_command_and_the_backend_entry_points(installed: Path
 
 
 def test_missing_extra_names_the_distribution(installed: Path) -> None:
-    """Without the vault extra, the fix printed is an install of *our* distribution."""
+    """Without the aws extra, the fix printed is an install of *our* distribution."""
     result = subprocess.run(
         [str(installed / "bin" / "envwrap"), "--", "true"],
-        env={"PATH": "/usr/bin:/bin", "X": "vault://secret/app#k", "VAULT_ADDR": "http://127.0.0.1:9"},
+        env={"PATH": "/usr/bin:/bin", "X": "aws-sm://prod/db#password", "AWS_DEFAULT_REGION": "us-east-1"},
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 78, result.stderr
-    assert f"pip install '{NAME}[vault]'" in result.stderr
+    assert f"pip install '{NAME}[aws]'" in result.stderr
 
 
 def test_nothing_tells_users_to_install_the_other_pypi_project() -> None:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,11 @@ CHILD = ["/bin/sh", "-c", 'echo "started $$ $GEN"; exec sleep 300']
 
 def driver() -> int:
     """The old generation dies during a handoff: the candidate takes over."""
-    from envwrap.process.ready import ReadyCheck
     from envwrap.process.spec import ProcessSpec
     from envwrap.process.supervisor import Supervisor
+    from testsupport.ready_by_hand import ReadyByHand
 
-    class ByHand(ReadyCheck):
-        def __init__(self) -> None:
-            self.reports: dict[int, Callable[[int], None]] = {}
-
-        def watch(self, pid: int, report: Callable[[int], None]) -> Callable[[], None]:
-            self.reports[pid] = report
-            return lambda: None
-
-    check = ByHand()
+    check = ReadyByHand()
     env = {"PATH": "/usr/bin:/bin"}
     events: list[tuple[str, dict[str, object]]] = []
     out_r, out_w = os.pipe()
@@ -94,7 +85,7 @@ def test_the_candidate_takes_over_when_the_current_generation_dies_during_a_hand
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
         [sys.executable, __file__], capture_output=True, text=True, timeout=60, cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root / "src")}, check=False,
+        env={**os.environ, "PYTHONPATH": f"{root / 'src'}:{root}"}, check=False,
     )
     assert result.stdout.splitlines() == [
         "candidate: 2",

@@ -1,7 +1,7 @@
 """The Node.js example on a real PostgreSQL, with dynamic credentials from OpenBao's
 database engine, rotated by envwrap under load with no failed query.
 
-``envwrap --watch --listen --ready notify --on-change handoff --revoke-on-exit --
+``envwrap --watch --listen --ready 'log:ready on ' --on-change handoff --revoke-on-exit --
 node server.js`` (examples/node-pg, the ``pg`` driver) with ``DATABASE_URL`` made
 of inline ``vault://database/creds/ROLE#username`` / ``#password`` references. The
 lease is short and cannot be renewed past its maximum TTL, so envwrap reads new
@@ -70,7 +70,7 @@ def test_node_pg_rotates_its_database_user_under_load_with_no_failed_query(
     started = time.monotonic()
     process = subprocess.Popen(
         [*envwrap_command(), "--no-env-file", "--watch", "--interval", "5s",
-         "--listen", f"127.0.0.1:{port}", "--ready", "notify", "--on-change", "handoff",
+         "--listen", f"127.0.0.1:{port}", "--ready", "log:ready on ", "--on-change", "handoff",
          "--revoke-on-exit", "--audit-log", str(audit), "--log-level", "info",
          "--", node, "server.js"],
         cwd=EXAMPLE, env={**base_env, **openbao.env(), "DATABASE_URL": url},

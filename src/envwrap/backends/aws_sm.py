@@ -98,7 +98,9 @@ class SecretsManagerBackend(AwsBackend):
                 return checked_version(candidate)
         raise NotFoundError(f"{self.label}: no version of the secret carries the stage {stage}")
 
-    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
+    def probe_many(
+        self, locators: Sequence[Locator]
+    ) -> list[str | Fetched | EnvwrapError | None]:
         # DescribeSecret has no batch form: one call per secret, concurrently
         return each(self.probe, locators, limit=self.max_concurrency, name="aws")
 

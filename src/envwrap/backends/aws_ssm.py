@@ -61,7 +61,9 @@ class ParameterStoreBackend(AwsBackend):
     def probe(self, locator: Locator) -> str | None:
         return self._read_one(locator, _version)
 
-    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
+    def probe_many(
+        self, locators: Sequence[Locator]
+    ) -> list[str | Fetched | EnvwrapError | None]:
         # GetParameters, 10 per call, like read_many; see the module docstring
         found = self.batched(locators, self._get_parameters(_version), self.probe)
         return list(found)

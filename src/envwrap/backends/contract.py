@@ -15,10 +15,13 @@ Reading
     for a locator the store can never serve; called before it is read.
 
 Watching (``--watch``, the sidecar)
-    ``probe(locator) -> str | None`` and ``probe_many``: a cheap change check --
-    the current revision without the value, or ``None`` when the store has
-    none (the watcher then re-reads and compares). The watcher compares it with
-    :attr:`Fetched.revision` of the last read: what a read saw is what is watched.
+    ``probe(locator) -> str | Fetched | None`` and ``probe_many``: a cheap change
+    check -- the current revision without the value; or the secret itself
+    (a :class:`Fetched`) when reading it costs the store no more than asking for
+    its revision, so that a change needs no second request; or ``None`` when the
+    store has no revision (the watcher then re-reads and compares). The watcher
+    compares the revision with :attr:`Fetched.revision` of the last read: what a
+    read saw is what is watched (:func:`revision_of`).
     ``watch_paths(locator) -> tuple[str, ...]``: files whose change may change
     the secret; the watcher follows them with file-system events.
 
@@ -59,7 +62,8 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings anyway
     from envwrap.errors import EnvwrapError
     from envwrap.refs import Locator
 
-__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease", "SecretExists", "checked_version"]
+__all__ = ["MAX_SECRET_BYTES", "Backend", "Fetched", "Lease", "SecretExists", "checked_version",
+           "revision_of"]
 
 #: a secret, or a store's reply carrying one, larger than this is a mistake (a log,
 #: a disk image, a hostile server), not a secret: it is refused, never read whole.
@@ -147,6 +151,11 @@ class Fetched:
         return self.data == other.data
 
 
+def revision_of(probed: str | Fetched | None) -> str | None:
+    """The revision a probe answered, whether it read the secret or only its revision."""
+    return probed.revision if isinstance(probed, Fetched) else probed
+
+
 class Backend:
     """Base class of every backend; see the module docstring for the contract."""
 
@@ -175,14 +184,17 @@ class Backend:
 
     # -- watching
 
-    def probe(self, locator: Locator) -> str | None:
-        """The current version id of ``locator``, cheaply; ``None``: re-read to compare.
+    def probe(self, locator: Locator) -> str | Fetched | None:
+        """The current revision of ``locator``, cheaply, or the secret itself when a
+        read costs no more; ``None``: re-read to compare.
 
         Raises an :mod:`envwrap.errors` error like ``read`` does.
         """
         return None
 
-    def probe_many(self, locators: Sequence[Locator]) -> list[str | EnvwrapError | None]:
+    def probe_many(
+        self, locators: Sequence[Locator]
+    ) -> list[str | Fetched | EnvwrapError | None]:
         """``probe`` for several locators, concurrently; a store with a batch API overrides it."""
         return each(self.probe, locators, limit=self.max_concurrency, name=self.scheme)
 

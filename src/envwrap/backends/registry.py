@@ -105,7 +105,7 @@ class BackendRegistry:
 
     def probe_many(
         self, locators: Iterable[Locator], *, deadline: float | None = None
-    ) -> dict[Locator, str | EnvwrapError | None]:
+    ) -> dict[Locator, str | Fetched | EnvwrapError | None]:
         """``Backend.probe_many`` for each distinct locator, every store at the same time."""
         return self._per_store(locators, lambda backend, group: backend.probe_many(group),
                                deadline)

@@ -43,6 +43,8 @@ class CacheKeeper:
     restart during a later outage.
     """
 
+    follows_rounds = True
+
     def __init__(self, cache: FallbackCache) -> None:
         self.cache = cache
         #: a store refused a secret; cleared by a round in which every store answered

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import pytest
 
 from envwrap.backends import Backend, Fetched
+from envwrap.backends.contract import revision_of
 from envwrap.errors import EnvwrapError, NotFoundError
 from envwrap.refs import Locator
 from envwrap.resolve import select
@@ -97,10 +98,10 @@ class BackendContract:
         name, first, second = store.unique_name(), canary("v1"), canary("v2")
         store.write(name, first)
         locator = store.locator(name)
-        before = store.backend.probe(locator)
+        before = revision_of(store.backend.probe(locator))
         store.write(name, second)
         assert select(store.backend.read(locator).data, store.plain_key) == second
-        after = store.backend.probe(locator)
+        after = revision_of(store.backend.probe(locator))
         if store.has_versions:
             assert before is not None and after is not None and before != after
             # what a read saw is what the watcher watches: no second look to confirm

@@ -6,9 +6,9 @@ The package along its seams:
   timeout, login method), read once from the merged environment;
 * :mod:`.auth` -- the login (token, token file, AppRole, Kubernetes) shared by
   the reader threads, token renewal and re-login, revoking envwrap's own token;
-* :mod:`.transport` -- the hvac client, the short urllib3 read path, the
-  reading of replies;
-* :mod:`.errors` -- the one mapping of hvac's and the transport's exceptions;
+* :mod:`.transport` -- JSON over ``http.client``: a pool of kept-alive
+  connections, TLS, proxy, redirects and size limits; the reading of replies;
+* :mod:`.errors` -- the one mapping of error replies and the transport's exceptions;
 * :mod:`.mounts` -- which mount a path is on, KV v1 or v2;
 * :mod:`.backend` -- :class:`VaultBackend`: reads, versions, leases.
 
@@ -20,7 +20,7 @@ envwrap's credentials never reach the child: ``VAULT_TOKEN``,
 from __future__ import annotations
 
 from envwrap.backends.vault.backend import VaultBackend
-from envwrap.backends.vault.errors import HVAC_ERRORS, map_error
+from envwrap.backends.vault.errors import STATUS_ERRORS, map_error
 from envwrap.backends.vault.settings import Settings, read_settings
 
-__all__ = ["HVAC_ERRORS", "Settings", "VaultBackend", "map_error", "read_settings"]
+__all__ = ["STATUS_ERRORS", "Settings", "VaultBackend", "map_error", "read_settings"]

@@ -16,12 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hvac
-import hvac.exceptions
-
-from envwrap.backends.vault.errors import mapped
+from envwrap.backends.vault.errors import StatusError, UnexpectedReply, mapped
 from envwrap.backends.vault.settings import Settings
-from envwrap.backends.vault.transport import Reads, body, new_client, quoted, section, whole
+from envwrap.backends.vault.transport import Transport, body, quoted, section, whole
 from envwrap.errors import AuthError, ConfigError
 
 __all__ = ["Connection"]
@@ -33,43 +30,31 @@ RENEWAL_SLACK = 2
 
 
 class Connection:
-    """The hvac client of one backend, logged in once for all its threads; thread-safe."""
+    """One backend's requests to Vault, logged in once for all its threads; thread-safe."""
 
     def __init__(self, settings: Settings, pool_size: int) -> None:
         self.settings = settings
-        self._pool_size = pool_size
+        self._transport = Transport(settings, pool_size)
         self._lock = threading.Lock()
-        self._client: hvac.Client | None = None
-        self._reads: Reads | None = None
-        self._logged_in = False
+        self._token: str | None = None
 
-    def client(self) -> hvac.Client:
-        """The shared client, logged in; the first caller logs in for all threads."""
+    @property
+    def token(self) -> str:
+        """The token requests carry; the first caller logs in for all threads."""
         with self._lock:
-            if self._client is None:
-                self._client = new_client(self.settings, self._pool_size)
-            client = self._client
-            if not self._logged_in:
-                self._login(client)
-                self._logged_in = True
-            return client
+            if self._token is None:
+                self._token, _ = self._login()
+            return self._token
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """``GET /v1/PATH`` as ``client.adapter.get`` answers it, on the short path.
+        """``GET /v1/PATH``: the reply's JSON (see :meth:`Transport.request`)."""
+        return self._transport.request("GET", path, params=params, token=self.token)
 
-        The result and the exceptions are hvac's: the JSON body of a 200 reply
-        (a non-mapping for any other 2xx, or a body that is not JSON), the
-        hvac exception for a 4xx/5xx status; transport failures raise urllib3's
-        exceptions, which are mapped as requests' own are.
-        """
-        client = self.client()
-        with self._lock:
-            reads = self._reads
-            if reads is None and self._client is client:
-                reads = self._reads = Reads(client, self.settings)
-        if reads is None or not reads.usable():
-            return client.adapter.get(f"/v1/{path}", params=params)
-        return reads.get(client, path, params)
+    def put(self, path: str, payload: Mapping[str, Any]) -> Any:
+        return self._transport.request("PUT", path, payload=payload, token=self.token)
+
+    def post(self, path: str, payload: Mapping[str, Any] | None = None) -> Any:
+        return self._transport.request("POST", path, payload=payload or {}, token=self.token)
 
     def upkeep(self) -> float | None:
         """Renew or replace the token; seconds until the next upkeep, ``None``: never."""
@@ -82,22 +67,20 @@ class Connection:
         if not self.can_login:
             return False
         with self._lock:
-            client, logged_in = self._client, self._logged_in
-        if client is None or not logged_in:
+            token = self._token
+        if token is None:
             return False
         with mapped(self.settings.addr, action="revoke the token"):
-            client.adapter.post("/v1/auth/token/revoke-self")
+            self._transport.request("POST", "auth/token/revoke-self", payload={}, token=token)
         with self._lock:
-            self._logged_in = False
+            if self._token == token:
+                self._token = None
         return True
 
     def close(self) -> None:
+        self._transport.close()
         with self._lock:
-            if self._client is not None:
-                self._client.adapter.close()
-                self._client = None
-                self._reads = None
-                self._logged_in = False
+            self._token = None
 
     @property
     def can_login(self) -> bool:
@@ -107,16 +90,15 @@ class Connection:
     def _renewed_ttl(self) -> float | None:
         """The token's TTL after renewal or a new login; ``None`` when it never expires
         or can neither be renewed nor replaced."""
-        client = self.client()
-        info = section(body(client.adapter.get("/v1/auth/token/lookup-self")), "data")
+        info = section(body(self.get("auth/token/lookup-self")), "data")
         ttl = whole(info, "ttl")
         if ttl == 0 and not info.get("expire_time"):
             return None  # a token that never expires (a root token)
         if info.get("renewable"):
             try:
-                auth = section(body(client.adapter.post("/v1/auth/token/renew-self")), "auth")
+                auth = section(body(self.post("auth/token/renew-self")), "auth")
                 renewed = whole(auth, "lease_duration")
-            except hvac.exceptions.VaultError:
+            except StatusError:
                 if not self.can_login:
                     raise
                 renewed = 0
@@ -127,10 +109,11 @@ class Connection:
         if not self.can_login:
             return None
         with self._lock:
-            return self._login(client)
+            self._token, ttl_after = self._login()
+        return ttl_after
 
-    def _login(self, client: hvac.Client) -> float | None:
-        """Authenticate ``client``; the new token's TTL in seconds (``None``: no expiry)."""
+    def _login(self) -> tuple[str, float | None]:
+        """A token to use, and its TTL in seconds (``None``: no expiry, or not known)."""
         settings = self.settings
         if settings.auth == "token":
             if not settings.token:
@@ -139,16 +122,20 @@ class Connection:
                     "`vault login` (~/.vault-token), or set VAULT_ROLE_ID (AppRole) or "
                     "VAULT_K8S_ROLE (Kubernetes) for envwrap to log in"
                 )
-            client.token = settings.token
-            return None
+            return settings.token, None
         if settings.auth == "approle":
             mount, payload = settings.approle_mount, _approle_payload(settings)
         else:
             mount, payload = settings.k8s_mount, _kubernetes_payload(settings)
         with mapped(settings.addr, action=f"log in with {settings.auth}"):
-            response = client.adapter.login(f"/v1/auth/{quoted(mount)}/login", json=payload)
-            ttl = whole(section(body(response), "auth"), "lease_duration")
-        return float(ttl) if ttl else None
+            response = self._transport.request("POST", f"auth/{quoted(mount)}/login",
+                                               payload=payload)
+            auth = section(body(response), "auth")
+            token = auth.get("client_token")
+            if not isinstance(token, str) or not token:
+                raise UnexpectedReply("no client_token in the login reply")
+            ttl = whole(auth, "lease_duration")
+        return token, (float(ttl) if ttl else None)
 
 
 def _approle_payload(settings: Settings) -> dict[str, str]:

@@ -20,12 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import hvac.exceptions
-
 from envwrap.backends.contract import Backend, Fetched, Lease
 from envwrap.backends.registry import BUILTIN_BACKENDS
 from envwrap.backends.vault.auth import Connection
-from envwrap.backends.vault.errors import UnexpectedReply, mapped
+from envwrap.backends.vault.errors import StatusError, UnexpectedReply, mapped
 from envwrap.backends.vault.mounts import Mount, Mounts, below
 from envwrap.backends.vault.settings import read_settings, warn_if_plain_http
 from envwrap.backends.vault.transport import body, quoted, section, whole
@@ -38,17 +36,20 @@ __all__ = ["VaultBackend"]
 class VaultBackend(Backend):
     """Vault / OpenBao; see :mod:`envwrap.backends.vault` for references and settings.
 
-    * ``probe(locator)``: KV v2 -- the current version from the secret's
-      metadata (no value is read), with its creation time, so that a secret
-      deleted and written again (versions start over at 1) is a change; a fixed
-      ``?version=N`` gives N, a negative one is counted from the current
-      version. ``None`` (re-read to compare) for KV v1, other paths, and when
-      reading the metadata is denied.
+    * ``probe(locator)``: KV v2 -- the current version is found by reading it
+      (``GET MOUNT/data/PATH``): one request, as cheap for the store as the
+      metadata, allowed by the policy that allows the read, and a change then
+      costs no second request (docs/rotation.md); its revision adds the
+      version's creation time, so that a secret deleted and written again
+      (versions start over at 1) is a change. A fixed ``?version=N`` gives N; a
+      negative one is counted from the metadata's current version. ``None``
+      (re-read to compare) for KV v1, other paths, and when reading the
+      metadata is denied.
     * ``renew(lease)``: ``sys/leases/renew``; ``revoke(lease)``: ``sys/leases/revoke``.
     * ``upkeep()`` and ``release()``: envwrap's own token (:mod:`.auth`).
 
-    The client is shared by the reader threads of ``read_many``: one
-    ``requests`` session whose connection pool holds a connection per thread.
+    The connection is shared by the reader threads of ``read_many``: its pool
+    holds a kept-alive connection per thread.
     """
 
     scheme = "vault"
@@ -78,7 +79,7 @@ class VaultBackend(Backend):
                 )
             return self._read_plain(locator.path)
 
-    def probe(self, locator: Locator) -> str | None:
+    def probe(self, locator: Locator) -> str | Fetched | None:
         with mapped(self.settings.addr):
             mount = self.mounts.of(locator.path)
             if mount is None or not mount.kv2:
@@ -88,7 +89,7 @@ class VaultBackend(Backend):
                 return str(requested)
             name = below(locator.path, mount)
             if requested is None:
-                return self._current_revision(mount, name)
+                return self._read_kv2(mount, name, locator)
             current = self._current_version(mount, name)
             if current is None:
                 return None  # metadata denied: the watcher re-reads and compares
@@ -101,18 +102,14 @@ class VaultBackend(Backend):
         if not lease.renewable:
             return None
         with mapped(self.settings.addr, action="renew the lease"):
-            reply = body(self.connection.client().adapter.put(
-                "/v1/sys/leases/renew", json={"lease_id": lease.lease_id}
-            ))
+            reply = body(self.connection.put("sys/leases/renew", {"lease_id": lease.lease_id}))
             return Lease(str(reply.get("lease_id") or lease.lease_id),
                          whole(reply, "lease_duration"), bool(reply.get("renewable")))
 
     def revoke(self, lease: Lease) -> bool:
         """``sys/leases/revoke``: end a dynamic secret now (Vault deletes the credentials)."""
         with mapped(self.settings.addr, action="revoke the lease"):
-            self.connection.client().adapter.put(
-                "/v1/sys/leases/revoke", json={"lease_id": lease.lease_id}
-            )
+            self.connection.put("sys/leases/revoke", {"lease_id": lease.lease_id})
         return True
 
     def upkeep(self) -> float | None:
@@ -144,7 +141,9 @@ class VaultBackend(Backend):
         params = {"version": str(version)} if version is not None else None
         try:
             response = self.connection.get(f"{quoted(mount.path)}data/{quoted(name)}", params)
-        except hvac.exceptions.InvalidPath:
+        except StatusError as exc:
+            if exc.status != 404:
+                raise
             if version is None:
                 raise NotFoundError(
                     "no such secret (or its current version was deleted)",
@@ -160,14 +159,18 @@ class VaultBackend(Backend):
             raise NotFoundError("this version of the secret was deleted")
         metadata = section(reply, "metadata")
         number = str(whole(metadata, "version"))
-        # the current version is watched by its revision (see _current_revision)
+        # the current version is watched by its revision: versions start over at 1
+        # when a secret is deleted (metadata and all) and written again -- a dev
+        # server restarted and seeded -- so the number alone could stand for other values
         revision = _revision(number, metadata.get("created_time")) if version is None else None
         return Fetched(data, version=number, revision=revision)
 
     def _read_plain(self, path: str) -> Fetched:
         try:
             response = self.connection.get(quoted(path))
-        except hvac.exceptions.InvalidPath:
+        except StatusError as exc:
+            if exc.status != 404:
+                raise
             raise NotFoundError(
                 "nothing at this path (no such secret, or no such mount)",
                 hint="check the mount and path; `bao secrets list` shows the mounts",
@@ -195,34 +198,18 @@ class VaultBackend(Backend):
         metadata = self._metadata(mount, name)
         return None if metadata is None else whole(metadata, "current_version")
 
-    def _current_revision(self, mount: Mount, name: str) -> str | None:
-        """The current version and its creation time; ``None`` when metadata is denied.
-
-        Versions start over at 1 when a secret is deleted (metadata and all) and
-        written again -- a dev server restarted and seeded -- so the number alone
-        could be the same for other values.
-        """
-        metadata = self._metadata(mount, name)
-        if metadata is None:
-            return None
-        current = whole(metadata, "current_version")
-        versions = metadata.get("versions")
-        entry = versions.get(str(current)) if isinstance(versions, Mapping) else None
-        created = entry.get("created_time") if isinstance(entry, Mapping) else None
-        return _revision(str(current), created)
-
     def _metadata(self, mount: Mount, name: str) -> Mapping[str, Any] | None:
         """The secret's metadata (``data`` of the reply); ``None`` when reading it is denied."""
         if not name:
             raise NotFoundError("the path names a mount, not a secret in it")
         try:
-            response = self.connection.client().adapter.get(
-                f"/v1/{quoted(mount.path)}metadata/{quoted(name)}"
-            )
-        except hvac.exceptions.Forbidden:
-            return None
-        except hvac.exceptions.InvalidPath:
-            raise NotFoundError("no such secret") from None
+            response = self.connection.get(f"{quoted(mount.path)}metadata/{quoted(name)}")
+        except StatusError as exc:
+            if exc.status == 403:
+                return None
+            if exc.status == 404:
+                raise NotFoundError("no such secret") from None
+            raise
         return section(body(response), "data")
 
 

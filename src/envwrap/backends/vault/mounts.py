@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
-import hvac.exceptions
-
 from envwrap.backends.vault.auth import Connection
+from envwrap.backends.vault.errors import StatusError
 from envwrap.backends.vault.transport import body, quoted
 
 __all__ = ["Mount", "Mounts", "below"]
@@ -76,10 +75,10 @@ class Mounts:
         with self._lock:
             self.detections += 1
         try:
-            response = self._connection.client().adapter.get(
-                f"/v1/sys/internal/ui/mounts/{quoted(path)}"
-            )
-        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+            response = self._connection.get(f"sys/internal/ui/mounts/{quoted(path)}")
+        except StatusError as exc:
+            if exc.status not in (403, 404):
+                raise
             # 403: no access to the preflight endpoint, or no such mount; 404: an
             # old server. The plain read that follows gives the precise answer.
             return None

@@ -1,108 +1,302 @@
-"""How envwrap talks to Vault: the hvac client, the short read path, and the replies.
+"""How envwrap talks to Vault: JSON over HTTP/1.1 on the standard library's ``http.client``.
 
-Logins, lease and token renewal, mount detection and metadata go through
-hvac. The reads themselves -- ``GET /v1/MOUNT/data/PATH`` and ``GET /v1/PATH``,
-all of a resolution's requests but the detection -- skip hvac's and
-``requests``' per-call work (session merging, request preparation, response
-wrapping: about half of the 1.1 ms of CPU a read costs through them, which
-fifty reader threads queue for under the GIL) and go to the urllib3 connection
-pool of the same session, with the TLS settings, proxy, headers and timeouts
-that ``requests`` computes for it once (:class:`Reads`). A reply other than 200
-becomes the hvac exception hvac would raise for its status; a redirect, or a
-session that holds cookies or response hooks, is left to hvac and ``requests``.
+Vault's API is a handful of JSON requests (``GET`` a secret, ``PUT`` a lease
+renewal, ``POST`` a login), and the process that makes them may stay resident
+for the life of a pod (``--watch``, the sidecar). ``hvac`` on ``requests`` and
+``urllib3`` costs that process about 10 MiB of private memory and 60 ms of
+CPU at start, and a millisecond of CPU per poll (docs/benchmarks.md, the fleet
+figures); ``http.client`` does the job and is already loaded.
 
-Whichever way a request goes, the token and the login never leave VAULT_ADDR's
-origin: a redirect is followed once at most, and only to the same scheme, host
-and port (:class:`StoreSession`); a reply is read up to
-:data:`~envwrap.backends.contract.MAX_SECRET_BYTES`, never whole
-(:func:`read_capped`). docs/SECURITY.md says why.
+:class:`Transport` keeps one pool of kept-alive connections, one per reader
+thread at most, and sends each request as the Vault CLI does: the
+``X-Vault-Token``, ``X-Vault-Namespace`` and ``X-Vault-Request`` headers;
+TLS from ``VAULT_CACERT``/``VAULT_CAPATH``, else the system's store (else
+certifi's bundle), a client certificate, an ``http://`` proxy (``CONNECT`` for
+https). A connection the server closed while it was
+idle is noticed before it is used.
 
-A reply is read through :func:`body`, :func:`section` and :func:`whole`, which
-raise :class:`UnexpectedReply` for a shape Vault never sends.
+The token and the login never leave VAULT_ADDR's origin: a redirect is
+followed once at most, and only to the same scheme, host and port; a reply is
+read up to :data:`~envwrap.backends.contract.MAX_SECRET_BYTES`, never whole.
+docs/SECURITY.md says why. A reply with an error status raises
+:class:`StatusError`, which :mod:`.errors` maps; a reply is read through
+:func:`body`, :func:`section` and :func:`whole`, which raise
+:class:`UnexpectedReply` for a shape Vault never sends.
 """
 
 from __future__ import annotations
 
-import io
+import base64
+import functools
+import http.client
 import json
+import os
+import select
+import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
-import hvac
-import hvac.exceptions
-import requests
-import requests.adapters
-import requests.cookies
-import urllib3
-import urllib3.exceptions
-
-from envwrap import log
 from envwrap.backends.contract import MAX_SECRET_BYTES
-from envwrap.backends.vault.errors import ReplyRefused, UnexpectedReply
+from envwrap.backends.vault.errors import ReplyRefused, StatusError, UnexpectedReply
 from envwrap.backends.vault.settings import Settings, safe_address
+from envwrap.errors import ConfigError
 
-__all__ = ["Reads", "StoreSession", "body", "new_client", "quoted", "read_capped", "section",
-           "whole"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["Transport", "body", "quoted", "section", "whole"]
 
 #: connection attempts fail fast: the resolver retries with backoff up to --start-timeout
 CONNECT_TIMEOUT = 2.0
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: a redirect that turns into a GET, as browsers and ``requests`` do
+_BECOMES_GET = frozenset({301, 302, 303})
+_USER_AGENT = "envwrap"
 
 
-def new_client(settings: Settings, pool_size: int) -> hvac.Client:
-    """An hvac client on a session of ``pool_size`` connections, set from ``settings`` only."""
-    session = StoreSession()
-    # settings come from the merged environment, not requests' own reading of
-    # os.environ (nor ~/.netrc, whose credentials must not be sent to Vault)
-    session.trust_env = False
-    session.proxies = dict(settings.proxies)
-    # hvac lets a given session's verify/cert win over its own arguments, and a
-    # new session's verify is True: set them on the session, or VAULT_CACERT is lost
-    session.verify = settings.verify
-    session.cert = settings.cert
-    if settings.verify is False:
-        # urllib3 would warn on every request; say it once, our way
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        log.warning("VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not checked",
-                    address=safe_address(settings.addr))
-    # one connection per reader thread; requests' default pool keeps only 10
-    pool = BoundedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", pool)
-    session.mount("http://", pool)
-    return hvac.Client(
-        url=settings.addr,
-        token="",  # not None: hvac would read VAULT_TOKEN from os.environ itself
-        cert=settings.cert or False,  # not None: hvac would read VAULT_CLIENT_CERT itself
-        verify=settings.verify,
-        timeout=timeouts(settings),
-        session=session,
-        namespace=settings.namespace,
+class Transport:
+    """Requests to one Vault server over a pool of kept-alive connections; thread-safe."""
+
+    def __init__(self, settings: Settings, pool_size: int) -> None:
+        self.settings = settings
+        self._pool_size = pool_size
+        parts = urlsplit(settings.addr)
+        self._scheme = parts.scheme
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._scheme == "https" else 80)
+        #: the path VAULT_ADDR names, if any (Vault behind a path-routing proxy)
+        self._prefix = parts.path.rstrip("/") + "/v1/"
+        self._origin = _origin(settings.addr)
+        self._proxy = _proxy(settings.proxies.get(self._scheme))
+        self._headers = {"User-Agent": _USER_AGENT, "X-Vault-Request": "true"}
+        if settings.namespace:
+            self._headers["X-Vault-Namespace"] = settings.namespace
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
+        self._tls: ssl.SSLContext | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> Any:
+        """``METHOD /v1/PATH``: the JSON body of a 2xx reply; ``None`` for a 2xx
+        without one (204), or whose body is not JSON. :class:`StatusError` for a
+        4xx or 5xx; ``OSError`` and ``http.client.HTTPException`` for the transport."""
+        while "//" in path:
+            path = path.replace("//", "/")
+        target = self._prefix + path.strip("/") + ("?" + urlencode(params) if params else "")
+        headers = dict(self._headers)
+        if token:
+            headers["X-Vault-Token"] = token
+        data = None
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        status, reply_headers, reply = self._exchange(method, target, headers, data)
+        if status in _REDIRECTS:
+            target = self._redirect_target(target, reply_headers)
+            if status in _BECOMES_GET and method != "GET":
+                method, data = "GET", None
+                headers.pop("Content-Type", None)
+            status, reply_headers, reply = self._exchange(method, target, headers, data)
+            if status in _REDIRECTS:
+                raise ReplyRefused(
+                    f"{safe_address(self.settings.addr)} redirected more than once",
+                    hint="envwrap follows one redirect from Vault; point VAULT_ADDR at the "
+                    "server itself",
+                )
+        if status >= 400:
+            raise StatusError(status, _errors(reply_headers, reply))
+        if status == 204 or not reply or not 200 <= status < 300:
+            return None
+        try:
+            return json.loads(reply)
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- one exchange -----------------------------------------------------------------
+
+    def _exchange(
+        self, method: str, target: str, headers: dict[str, str], data: bytes | None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Send once; on a kept-alive connection the server closed meanwhile, once more
+        on a new one (the request never reached it)."""
+        conn, reused = self._take()
+        try:
+            return self._send(conn, method, target, headers, data)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            conn.close()
+            if not reused:
+                raise
+        conn, _ = self._take(fresh=True)
+        try:
+            return self._send(conn, method, target, headers, data)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _send(
+        self, conn: http.client.HTTPConnection, method: str, target: str,
+        headers: dict[str, str], data: bytes | None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        if conn.sock is None:
+            conn.connect()
+            if conn.sock is not None:
+                conn.sock.settimeout(self.settings.timeout)
+        url = target
+        if self._proxy is not None and self._scheme == "http":
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            url = f"http://{host}:{self._port}{target}"  # a proxy wants the whole URL
+            if self._proxy.authorization:
+                headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
+        conn.request(method, url, body=data, headers=headers)
+        response = conn.getresponse()
+        try:
+            reply = _read_capped(response, self.settings.addr)
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close or not response.isclosed():
+            conn.close()
+        else:
+            self._give_back(conn)
+        return response.status, response.headers, reply
+
+    def _redirect_target(self, target: str, headers: http.client.HTTPMessage) -> str:
+        here = f"{self._scheme}://{self._host}:{self._port}{target}"
+        goes_to = urljoin(here, headers.get("Location") or "")
+        if _origin(goes_to) != self._origin or self._origin is None:
+            raise ReplyRefused(
+                f"{safe_address(self.settings.addr)} redirected to {safe_address(goes_to)}, "
+                "another address",
+                hint="envwrap sends its Vault token and login only to VAULT_ADDR's own "
+                "scheme, host and port; set VAULT_ADDR to the address the redirect names "
+                "if you trust it",
+            )
+        parts = urlsplit(goes_to)
+        return (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+    # -- the pool ---------------------------------------------------------------------
+
+    def _take(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed, or a new one; whether it is reused."""
+        while not fresh:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            if _still_open(conn):
+                return conn, True
+            conn.close()
+        return self._new_connection(), False
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self._pool_size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        host, port = (self._proxy.host, self._proxy.port) if self._proxy else (self._host,
+                                                                               self._port)
+        conn: http.client.HTTPConnection
+        if self._scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=CONNECT_TIMEOUT,
+                                               context=self._tls_context())
+            if self._proxy is not None:
+                tunnel = {"Proxy-Authorization": self._proxy.authorization} \
+                    if self._proxy.authorization else None
+                conn.set_tunnel(self._host, self._port, headers=tunnel)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+        return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                self._tls = tls_context(self.settings)
+            return self._tls
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """TLS as the Vault CLI sets it: VAULT_CACERT (file) or VAULT_CAPATH (folder), else
+    the system's store (SSL_CERT_FILE, SSL_CERT_DIR), else -- an image with none, such
+    as a distroless one -- certifi's bundle; VAULT_SKIP_VERIFY; a client certificate."""
+    import ssl
+
+    context = ssl.create_default_context()
+    verify = settings.verify
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif isinstance(verify, str):
+        if os.path.isdir(verify):
+            context.load_verify_locations(capath=verify)
+        else:
+            context.load_verify_locations(cafile=verify)
+    elif not _system_store():
+        try:
+            import certifi
+        except ImportError:
+            pass  # nothing to trust: the handshake fails, and says so
+        else:
+            context.load_verify_locations(cafile=certifi.where())
+    if settings.cert is not None:
+        context.load_cert_chain(*settings.cert)
+    return context
+
+
+def _system_store() -> bool:
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    return bool(paths.cafile and os.path.isfile(paths.cafile)) or bool(
+        paths.capath and os.path.isdir(paths.capath) and os.listdir(paths.capath)
     )
 
 
-class StoreSession(requests.Session):
-    """``requests``' session, following at most one redirect, and only within the
-    origin (scheme, host, port) of the request: ``X-Vault-Token`` is not a header
-    ``requests`` knows to strip, and a 307 re-sends an AppRole login's body."""
+class _Proxy:
+    __slots__ = ("authorization", "host", "port")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_redirects = 1
+    def __init__(self, host: str, port: int, authorization: str | None) -> None:
+        self.host, self.port, self.authorization = host, port, authorization
 
-    def get_redirect_target(self, resp: requests.Response) -> str | None:
-        target = super().get_redirect_target(resp)
-        if target is not None:
-            goes_to = urljoin(resp.url, target)
-            if _origin(goes_to) != _origin(resp.url) or _origin(goes_to) is None:
-                resp.close()
-                raise ReplyRefused(
-                    f"{safe_address(resp.url)} redirected to {safe_address(goes_to)}, "
-                    "another address",
-                    hint="envwrap sends its Vault token and login only to VAULT_ADDR's own "
-                    "scheme, host and port; set VAULT_ADDR to the address the redirect names "
-                    "if you trust it",
-                )
-        return target
+
+def _proxy(url: str | None) -> _Proxy | None:
+    """The proxy of an ``HTTPS_PROXY``/``HTTP_PROXY`` setting (``http://[user:pw@]host:port``)."""
+    if not url:
+        return None
+    if "://" not in url:
+        url = "http://" + url  # as curl and requests read a bare host:port
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 80
+    except ValueError:
+        parts, port = None, 0
+    if parts is None or parts.scheme != "http" or not parts.hostname:
+        raise ConfigError(
+            f"the proxy {safe_address(url)!r} is not an http:// proxy",
+            hint="envwrap reaches Vault through an http:// proxy (CONNECT for https://)",
+        )
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+    return _Proxy(parts.hostname, port, authorization)
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
@@ -115,149 +309,47 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return scheme, (parts.hostname or "").lower(), port
 
 
-class BoundedAdapter(requests.adapters.HTTPAdapter):
-    """``requests``' adapter, reading a reply's body up to the limit (:func:`read_capped`)."""
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,  # noqa: PLR0917
-             timeout: Any = None, verify: bool | str = True, cert: Any = None,
-             proxies: dict[str, str] | None = None) -> requests.Response:
-        response = super().send(request, stream=True, timeout=timeout, verify=verify,
-                                cert=cert, proxies=proxies)
-        # what requests would read lazily, read now and bounded; it reads it back from here
-        response.raw = io.BytesIO(read_capped(response.raw, request.url or ""))
-        return response
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """Whether an idle kept-alive connection may be used: nothing to read on it (a
+    readable idle socket is one the server closed, or sent something unasked)."""
+    if conn.sock is None:
+        return False
+    poller = select.poll()
+    poller.register(conn.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return not poller.poll(0)
 
 
-def read_capped(raw: urllib3.BaseHTTPResponse, url: str) -> bytes:
-    """The (decoded) body of ``raw``, refused beyond :data:`MAX_SECRET_BYTES`; the
-    connection goes back to the pool, or is closed when the body is refused."""
+def _read_capped(response: http.client.HTTPResponse, addr: str) -> bytes:
+    """The body of ``response``, refused beyond :data:`MAX_SECRET_BYTES`."""
     too_large = ReplyRefused(
-        f"the reply from {safe_address(url)} is larger than {MAX_SECRET_BYTES} bytes",
+        f"the reply from {safe_address(addr)} is larger than {MAX_SECRET_BYTES} bytes",
         hint="a Vault reply holding a secret is far smaller; is VAULT_ADDR a Vault server?",
     )
-    declared = raw.headers.get("Content-Length") or ""
-    chunks: list[bytes] = []
-    size = 0
+    declared = response.getheader("Content-Length") or ""
+    if declared.isdigit() and int(declared) > MAX_SECRET_BYTES:
+        raise too_large
+    data = response.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise too_large
+    return data
+
+
+def _errors(headers: http.client.HTTPMessage, reply: bytes) -> tuple[str, ...]:
+    """Vault's ``errors`` list of an error reply (for decisions, never for messages)."""
+    if not (headers.get("Content-Type") or "").startswith("application/json"):
+        return ()
     try:
-        if declared.isdigit() and int(declared) > MAX_SECRET_BYTES:
-            raise too_large
-        for chunk in raw.stream(64 * 1024, decode_content=True):
-            size += len(chunk)
-            if size > MAX_SECRET_BYTES:
-                raise too_large
-            chunks.append(chunk)
-    except BaseException:
-        raw.close()
-        raise
-    finally:
-        raw.release_conn()
-    return b"".join(chunks)
-
-
-def timeouts(settings: Settings) -> tuple[float, float]:
-    """(connect, read) timeouts in seconds."""
-    return min(CONNECT_TIMEOUT, settings.timeout), settings.timeout
-
-
-class Reads:
-    """``GET /v1/...`` on the session's own urllib3 pool, without ``requests``' per-call work.
-
-    Everything ``requests`` would decide for such a request -- the connection
-    pool for the address (TLS verification, CA file or directory, client
-    certificate, proxy and its credentials), the request target (a path, or
-    the whole URL through an http:// proxy), the session's default headers --
-    is decided by ``requests``' own code, once, for a template request to
-    ``VAULT_ADDR/v1/``; hvac's headers (``X-Vault-Request``,
-    ``X-Vault-Namespace``, the current ``X-Vault-Token``) and its URL clean-up
-    are added as hvac adds them. Thread-safe: urllib3 pools are.
-    """
-
-    def __init__(self, client: hvac.Client, settings: Settings) -> None:
-        adapter = client.adapter
-        self.session: requests.Session = adapter.session
-        self.headers: dict[str, str] = {}
-        if adapter.request_header:
-            self.headers["X-Vault-Request"] = "true"
-        if adapter.namespace:
-            self.headers["X-Vault-Namespace"] = adapter.namespace
-        self.base = adapter.urljoin(adapter.base_uri, "v1") + "/"
-        template = self.session.prepare_request(
-            requests.Request("GET", self.base, headers=self.headers)
-        )
-        merged = self.session.merge_environment_settings(
-            template.url, {}, None, settings.verify, settings.cert
-        )
-        transport = self.session.get_adapter(self.base)
-        assert isinstance(transport, requests.adapters.HTTPAdapter)  # mounted by new_client
-        self.pool = transport.get_connection_with_tls_context(
-            template, merged["verify"], proxies=merged["proxies"], cert=merged["cert"]
-        )
-        transport.cert_verify(self.pool, self.base, merged["verify"], merged["cert"])
-        self.target = transport.request_url(template, merged["proxies"])
-        self.headers = {str(k): str(v) for k, v in template.headers.items()}
-        connect, read = timeouts(settings)
-        self.timeout = urllib3.Timeout(connect=connect, read=read)
-        self.retries = transport.max_retries
-
-    def usable(self) -> bool:
-        """``False`` when ``requests`` has per-call work to do: cookies to send, hooks to run."""
-        return not (any(self.session.hooks.values()) or len(self.session.cookies))
-
-    def get(self, client: hvac.Client, path: str, params: Mapping[str, str] | None) -> Any:
-        while "//" in path:  # as hvac does
-            path = path.replace("//", "/")
-        path = path.strip("/")
-        query = "?" + urlencode(params) if params else ""
-        headers = self.headers.copy()
-        if client.token:
-            headers["X-Vault-Token"] = client.token
-        response = self.pool.urlopen(
-            "GET", self.target + path + query, headers=headers, redirect=False,
-            assert_same_host=False, retries=self.retries, timeout=self.timeout,
-            preload_content=False, decode_content=True,
-        )
-        data = read_capped(response, self.base + path)
-        if response.headers.get("Set-Cookie"):
-            request = requests.Request("GET", self.base + path + query).prepare()
-            requests.cookies.extract_cookies_to_jar(self.session.cookies, request, response)
-        status = response.status
-        if status == 200:
-            try:
-                return json.loads(data)
-            except ValueError:
-                return None  # hvac hands back the response object; no mapping either way
-        if 300 <= status < 400:  # requests follows redirects; let it
-            return client.adapter.get(f"/v1/{path}", params=params)
-        if status < 400:
-            return None
-        raise _error_for_status(response, data, self.base + path)
-
-
-def _error_for_status(
-    response: urllib3.BaseHTTPResponse, data: bytes, url: str
-) -> hvac.exceptions.VaultError:
-    """The exception hvac's adapter raises for an error reply (``_raise_for_error``)."""
-    text = data.decode("utf-8", "replace")
-    parsed: Any = None
-    errors: Any = None
-    if response.headers.get("Content-Type") == "application/json":
-        try:
-            parsed = json.loads(text)
-            errors = parsed.get("errors")
-        except (ValueError, AttributeError):
-            pass
-    error: hvac.exceptions.VaultError = hvac.exceptions.VaultError.from_status(
-        response.status, text if errors is None else None,
-        errors=errors, method="get", url=url, text=text, json=parsed,
-    )
-    return error
+        errors = json.loads(reply).get("errors")
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(str(e) for e in errors) if isinstance(errors, list) else ()
 
 
 # -- reading replies --------------------------------------------------------------------
 
 
 def body(response: Any) -> Mapping[str, Any]:
-    """The JSON object of a 200 reply, as hvac's JSON adapter returns it."""
+    """The JSON object of a 2xx reply."""
     if not isinstance(response, Mapping):
         raise UnexpectedReply("not a JSON object")
     return response
@@ -284,5 +376,7 @@ def whole(reply: Mapping[str, Any], key: str) -> int:
         raise UnexpectedReply(f"{key!r} is not a number") from None
 
 
+@functools.lru_cache(maxsize=1024)
 def quoted(path: str) -> str:
+    """``path`` for a request target; remembered, as a watcher asks for the same every poll."""
     return quote(path, safe="/-_.~@:+,=")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import hvac.exceptions
-
 from envwrap.backends.contract import SecretExists
 from envwrap.backends.vault.auth import Connection
+from envwrap.backends.vault.errors import StatusError
 from envwrap.backends.vault.mounts import Mounts, below
 from envwrap.backends.vault.transport import body, quoted, section, whole
 from envwrap.errors import ConfigError
@@ -35,11 +34,10 @@ def write_kv(
             f"envwrap can only write to a KV secrets engine, and the engine at this path {what}",
             hint="`bao secrets list` shows the mounts; `bao secrets enable -version=2 kv` adds one",
         )
-    adapter = connection.client().adapter
     if not mount.kv2:
         if not replace and _kv1_exists(connection, path):
             raise SecretExists("the secret exists already", hint=_EXISTS_HINT)
-        adapter.post(f"/v1/{quoted(path)}", json=dict(data))
+        connection.post(quoted(path), dict(data))
         return None
     name = below(path, mount)
     if not name:
@@ -49,9 +47,9 @@ def write_kv(
     if not replace:
         payload["options"] = {"cas": 0}  # write only if there is no version yet
     try:
-        reply = adapter.post(f"/v1/{quoted(mount.path)}data/{quoted(name)}", json=payload)
-    except hvac.exceptions.InvalidRequest as exc:
-        if not replace and any("check-and-set" in str(e) for e in exc.errors or ()):
+        reply = connection.post(f"{quoted(mount.path)}data/{quoted(name)}", payload)
+    except StatusError as exc:
+        if exc.status == 400 and not replace and any("check-and-set" in e for e in exc.errors):
             raise SecretExists(
                 "the secret exists already (or has versions, perhaps deleted ones)",
                 hint=_EXISTS_HINT,
@@ -63,6 +61,8 @@ def write_kv(
 def _kv1_exists(connection: Connection, path: str) -> bool:
     try:
         connection.get(quoted(path))
-    except hvac.exceptions.InvalidPath:
+    except StatusError as exc:
+        if exc.status != 404:
+            raise
         return False
     return True
