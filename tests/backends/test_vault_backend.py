@@ -41,7 +41,7 @@ from testsupport.fixtures_vault import (
     free_port,
     service_account_jwt,
 )
-from testsupport.helpers import assert_not_leaked, canary
+from testsupport.helpers import assert_not_leaked, canary, run_envwrap
 
 _counter = itertools.count()
 
@@ -293,6 +293,24 @@ def test_bad_token_and_denied_path_are_auth_errors(openbao: OpenBao) -> None:
         assert "403" in str(caught.value)
         assert_not_leaked(value, str(caught.value))
         assert token not in str(caught.value)
+
+
+@pytest.mark.parametrize("shape", ["newline inside", "trailing newline", "not ascii"])
+def test_a_token_that_cannot_be_a_header_is_refused_without_quoting_it(
+    openbao: OpenBao, base_env: dict[str, str], shape: str
+) -> None:
+    secret_part = canary("token")
+    token = {"newline inside": f"s.{secret_part}\nX-Evil: 1", "trailing newline": secret_part + "\n",
+             "not ascii": f"{secret_part}\u00e9"}[shape]
+    result = run_envwrap(
+        ["--no-env-file", "--", "true"],
+        env={**base_env, "VAULT_ADDR": openbao.addr, "VAULT_TOKEN": token,
+             "DB_PASSWORD": "vault://secret/app/db#password"},
+    )
+    assert result.returncode == 78, result.stderr
+    assert "the Vault token holds a space, a line break" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert_not_leaked(secret_part, result.stdout, result.stderr)
 
 
 def test_settings_come_from_the_given_environ_not_os_environ(

@@ -72,7 +72,8 @@ class Transport:
         self._proxy = _proxy(settings.proxies.get(self._scheme))
         self._headers = {"User-Agent": _USER_AGENT, "X-Vault-Request": "true"}
         if settings.namespace:
-            self._headers["X-Vault-Namespace"] = settings.namespace
+            self._headers["X-Vault-Namespace"] = header_value(settings.namespace,
+                                                              "VAULT_NAMESPACE")
         self._lock = threading.Lock()
         self._idle: list[http.client.HTTPConnection] = []
         self._tls: ssl.SSLContext | None = None
@@ -94,7 +95,7 @@ class Transport:
         target = self._prefix + path.strip("/") + ("?" + urlencode(params) if params else "")
         headers = dict(self._headers)
         if token:
-            headers["X-Vault-Token"] = token
+            headers["X-Vault-Token"] = header_value(token, "the Vault token")
         data = None
         if payload is not None:
             data = json.dumps(payload).encode()
@@ -141,6 +142,9 @@ class Transport:
             conn.close()
             if not reused:
                 raise
+        except BaseException:
+            conn.close()
+            raise
         conn, _ = self._take(fresh=True)
         try:
             return self._send(conn, method, target, headers, data)
@@ -230,6 +234,15 @@ class Transport:
             if self._tls is None:
                 self._tls = tls_context(self.settings)
             return self._tls
+
+
+def header_value(value: str, what: str) -> str:
+    """``value``, if it can be sent as an HTTP header: ``http.client`` would refuse it
+    with the value in its message, and a token must never be quoted."""
+    if not (value.isascii() and value.isprintable()) or value != value.strip():
+        raise ConfigError(f"{what} holds a space, a line break or a character that is "
+                          "not ASCII", hint="check how it was set (a stray newline?)")
+    return value
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
