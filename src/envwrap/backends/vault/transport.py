@@ -66,6 +66,8 @@ class Transport:
         self._scheme = parts.scheme
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._scheme == "https" else 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._netloc = f"{self._scheme}://{host}:{self._port}"
         #: the path VAULT_ADDR names, if any (Vault behind a path-routing proxy)
         self._prefix = parts.path.rstrip("/") + "/v1/"
         self._origin = _origin(settings.addr)
@@ -162,17 +164,12 @@ class Transport:
                 conn.sock.settimeout(self.settings.timeout)
         url = target
         if self._proxy is not None and self._scheme == "http":
-            host = f"[{self._host}]" if ":" in self._host else self._host
-            url = f"http://{host}:{self._port}{target}"  # a proxy wants the whole URL
+            url = self._netloc + target  # a proxy wants the whole URL
             if self._proxy.authorization:
                 headers = {**headers, "Proxy-Authorization": self._proxy.authorization}
         conn.request(method, url, body=data, headers=headers)
         response = conn.getresponse()
-        try:
-            reply = _read_capped(response, self.settings.addr)
-        except BaseException:
-            conn.close()
-            raise
+        reply = _read_capped(response, self.settings.addr)  # on failure, the caller closes
         if response.will_close or not response.isclosed():
             conn.close()
         else:
@@ -180,8 +177,7 @@ class Transport:
         return response.status, response.headers, reply
 
     def _redirect_target(self, target: str, headers: http.client.HTTPMessage) -> str:
-        here = f"{self._scheme}://{self._host}:{self._port}{target}"
-        goes_to = urljoin(here, headers.get("Location") or "")
+        goes_to = urljoin(self._netloc + target, headers.get("Location") or "")
         if _origin(goes_to) != self._origin or self._origin is None:
             raise ReplyRefused(
                 f"{safe_address(self.settings.addr)} redirected to {safe_address(goes_to)}, "
