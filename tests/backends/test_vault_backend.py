@@ -10,6 +10,7 @@ import json
 import secrets
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -515,6 +516,93 @@ def test_tls_with_vault_cacert_and_skip_verify(openbao_tls: tuple[OpenBao, Path]
         untrusted.read(loc("secret/tls"))
     assert not caught.value.retryable  # a wrong CA is not retried until --start-timeout
     assert_not_leaked(value, str(caught.value))
+
+
+class ConnectProxy:
+    """An http:// proxy that tunnels every ``CONNECT`` to one upstream port and
+    records the request line and headers it was sent."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.seen: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://user:pw@127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        self.seen.append(head)
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_https_goes_through_the_proxy_in_a_connect_tunnel(
+    openbao_tls: tuple[OpenBao, Path],
+) -> None:
+    server, _ = openbao_tls
+    value = canary()
+    server.kv2_put("tunnel", {"k": value})
+    port = server.addr.rsplit(":", 1)[1]
+    proxy = ConnectProxy(int(port))
+    # a name only the proxy knows: the request can only have gone through it; the dev
+    # certificate does not name it, and the tunnel, not the certificate, is tested here
+    backend = VaultBackend({"VAULT_ADDR": f"https://vault.internal.test:{port}",
+                            "VAULT_TOKEN": server.token, "VAULT_SKIP_VERIFY": "1",
+                            "HTTPS_PROXY": proxy.url})
+    try:
+        assert select(backend.read(loc("secret/tunnel")).data, "k") == value
+    finally:
+        backend.close()
+        proxy.close()
+    first = proxy.seen[0].decode()
+    assert first.startswith(f"CONNECT vault.internal.test:{port} HTTP/1.")
+    assert "Proxy-Authorization: Basic dXNlcjpwdw==" in first
+    assert server.token not in first and value not in first  # the token is inside TLS
+
+
+@pytest.mark.parametrize("setting", ["VAULT_CACERT", "VAULT_CLIENT_CERT"])
+def test_a_certificate_file_that_cannot_be_loaded_is_a_setting_to_fix(
+    openbao_tls: tuple[OpenBao, Path], tmp_path: Path, setting: str
+) -> None:
+    server, ca = openbao_tls
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    extra = {"VAULT_CACERT": str(broken)} if setting == "VAULT_CACERT" else {
+        "VAULT_CACERT": str(ca), "VAULT_CLIENT_CERT": str(broken),
+        "VAULT_CLIENT_KEY": str(broken)}
+    backend = VaultBackend({"VAULT_ADDR": server.addr, "VAULT_TOKEN": server.token, **extra})
+    try:
+        with pytest.raises(ConfigError) as caught:
+            backend.read(loc("secret/anything"))
+    finally:
+        backend.close()
+    assert caught.value.exit_code == 78 and not caught.value.retryable
+    assert str(broken) in str(caught.value) and setting in (caught.value.hint or "")
+    assert "not base64" not in str(caught.value)
 
 
 def test_plain_http_to_another_machine_warns(capsys: pytest.CaptureFixture[str]) -> None:

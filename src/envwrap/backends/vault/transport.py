@@ -27,13 +27,14 @@ docs/SECURITY.md says why. A reply with an error status raises
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.client
 import json
 import os
 import select
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
@@ -253,10 +254,11 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     elif isinstance(verify, str):
-        if os.path.isdir(verify):
-            context.load_verify_locations(capath=verify)
-        else:
-            context.load_verify_locations(cafile=verify)
+        with _unusable("VAULT_CACERT / VAULT_CAPATH", verify):
+            if os.path.isdir(verify):
+                context.load_verify_locations(capath=verify)
+            else:
+                context.load_verify_locations(cafile=verify)
     elif not _system_store():
         try:
             import certifi
@@ -265,8 +267,22 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         else:
             context.load_verify_locations(cafile=certifi.where())
     if settings.cert is not None:
-        context.load_cert_chain(*settings.cert)
+        with _unusable("VAULT_CLIENT_CERT / VAULT_CLIENT_KEY", settings.cert[0]):
+            context.load_cert_chain(*settings.cert)
     return context
+
+
+@contextlib.contextmanager
+def _unusable(setting: str, path: str) -> Iterator[None]:
+    """A certificate file that cannot be loaded is a setting to fix (78), not a store
+    to retry; the message names the file, never what it holds."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or \
+            type(exc).__name__
+        raise ConfigError(f"cannot use {path!r} ({reason})",
+                          hint=f"check {setting}: a PEM file (or a folder of them)") from None
 
 
 def _system_store() -> bool:
