@@ -8,6 +8,7 @@ The package along its seams:
   the reader threads, token renewal and re-login, revoking envwrap's own token;
 * :mod:`.transport` -- JSON over ``http.client``: a pool of kept-alive
   connections, TLS, proxy, redirects and size limits; the reading of replies;
+* :mod:`.reply` -- a reply's status line and headers, read without the email package;
 * :mod:`.errors` -- the one mapping of error replies and the transport's exceptions;
 * :mod:`.mounts` -- which mount a path is on, KV v1 or v2;
 * :mod:`.backend` -- :class:`VaultBackend`: reads, versions, leases.

@@ -9,7 +9,8 @@ figures); ``http.client`` does the job and is already loaded.
 
 :class:`Transport` keeps one pool of kept-alive connections, one per reader
 thread at most, and sends each request as the Vault CLI does: the
-``X-Vault-Token``, ``X-Vault-Namespace`` and ``X-Vault-Request`` headers;
+``X-Vault-Token``, ``X-Vault-Namespace`` and ``X-Vault-Request`` headers
+(replies are read by :class:`~.reply.Reply`);
 TLS from ``VAULT_CACERT``/``VAULT_CAPATH``, else the system's store (else
 certifi's bundle), a client certificate, an ``http://`` proxy (``CONNECT`` for
 https). A connection the server closed while it was
@@ -35,11 +36,12 @@ import os
 import select
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 from envwrap.backends.contract import MAX_SECRET_BYTES
 from envwrap.backends.vault.errors import ReplyRefused, StatusError, UnexpectedReply
+from envwrap.backends.vault.reply import Headers, Reply
 from envwrap.backends.vault.settings import Settings, safe_address
 from envwrap.errors import ConfigError
 
@@ -135,7 +137,7 @@ class Transport:
 
     def _exchange(
         self, method: str, target: str, headers: dict[str, str], data: bytes | None
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    ) -> tuple[int, Headers, bytes]:
         """Send once; on a kept-alive connection the server closed meanwhile, once more
         on a new one (the request never reached it)."""
         conn, reused = self._take()
@@ -158,7 +160,7 @@ class Transport:
     def _send(
         self, conn: http.client.HTTPConnection, method: str, target: str,
         headers: dict[str, str], data: bytes | None,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    ) -> tuple[int, Headers, bytes]:
         if conn.sock is None:
             conn.connect()
             if conn.sock is not None:
@@ -175,9 +177,9 @@ class Transport:
             conn.close()
         else:
             self._give_back(conn)
-        return response.status, response.headers, reply
+        return response.status, cast(Headers, response.headers), reply
 
-    def _redirect_target(self, target: str, headers: http.client.HTTPMessage) -> str:
+    def _redirect_target(self, target: str, headers: Headers) -> str:
         goes_to = urljoin(self._netloc + target, headers.get("Location") or "")
         if _origin(goes_to) != self._origin or self._origin is None:
             raise ReplyRefused(
@@ -216,14 +218,13 @@ class Transport:
                                                                                self._port)
         conn: http.client.HTTPConnection
         if self._scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=CONNECT_TIMEOUT,
-                                               context=self._tls_context())
+            conn = _TLSConnection(host, port, timeout=CONNECT_TIMEOUT, context=self._tls_context())
             if self._proxy is not None:
                 tunnel = {"Proxy-Authorization": self._proxy.authorization} \
                     if self._proxy.authorization else None
                 conn.set_tunnel(self._host, self._port, headers=tunnel)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT)
+            conn = _Connection(host, port, timeout=CONNECT_TIMEOUT)
         return conn
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -231,6 +232,14 @@ class Transport:
             if self._tls is None:
                 self._tls = tls_context(self.settings)
             return self._tls
+
+
+class _Connection(http.client.HTTPConnection):
+    response_class = Reply  # replies read without the email package (reply.py)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    response_class = Reply
 
 
 def header_value(value: str, what: str) -> str:
@@ -359,7 +368,7 @@ def _read_capped(response: http.client.HTTPResponse, addr: str) -> bytes:
     return data
 
 
-def _errors(headers: http.client.HTTPMessage, reply: bytes) -> tuple[str, ...]:
+def _errors(headers: Headers, reply: bytes) -> tuple[str, ...]:
     """Vault's ``errors`` list of an error reply (for decisions, never for messages)."""
     if not (headers.get("Content-Type") or "").startswith("application/json"):
         return ()
