@@ -64,7 +64,7 @@ def test_a_matching_line_from_the_old_generation_does_not_make_the_new_one_ready
     os.kill(run.process.pid, signal.SIGUSR1)  # forwarded to the current (old) generation
     run.wait_line(f"signal {old} SIGUSR1")  # a line that matches, from the old generation
     run.wait_event("rotation", outcome="rolled_back")
-    assert "not ready within 3s" in run.err.text()
+    wait_until(lambda: "not ready within 3s" in run.err.text(), timeout=5)  # stderr is read by a thread
     assert not [e for e in run.events("ready") if e.get("pid") == new]
     run.wait_line(f"exiting {new}")  # the candidate is retired; the old one keeps serving
     assert run.get() == (old, fp(first))

@@ -206,8 +206,10 @@ def test_hold_and_cache_and_sidecar_readiness() -> None:
     sidecar = Metrics(needs_child=False)
     sidecar.handle("access", {"variable": "A", "store": "file", "path": "/p", "outcome": "ok"})
     assert sidecar.not_ready() == "resolving the secrets"
-    sidecar.handle("running", {"uses": [["A", "file", "/p", "", ""]]})
     sidecar.handle("resolved", {"outcome": "ok"})
+    # resolved, the files not written yet: a startup probe must not let the app start
+    assert sidecar.not_ready() == "writing the files"
+    sidecar.handle("running", {"uses": [["A", "file", "/p", "", ""]]})
     assert sidecar.not_ready() is None and sidecar.running == {("A", "file", "/p", ""): ""}
     sidecar.handle("hold", {"outcome": "held", "detail": "3 restarts in 600s reached"})
     assert sidecar.not_ready() == (

@@ -53,7 +53,8 @@ class Metrics:
     """Event sink and Prometheus collector; see the module docstring.
 
     ``needs_child``: ``/readyz`` waits for a ready
-    generation (supervise mode), not only for the first resolution (sidecar).
+    generation (supervise mode); without it (the sidecar), for the first
+    resolution and what it published (its files written, then ``running``).
     """
 
     def __init__(
@@ -68,6 +69,8 @@ class Metrics:
         #: bumped by every event that changes the state (``/metrics`` caches by it)
         self.version = 0
         self.resolved = False
+        #: a ``running`` event arrived: what runs is known (the sidecar's files are written)
+        self.published = False
         self.child_pid: int | None = None
         self.child_up = False
         self.child_ready = False
@@ -103,6 +106,7 @@ class Metrics:
         self._success(_text(fields.get("store")), _text(fields.get("path")))
 
     def _on_running(self, fields: Mapping[str, object]) -> None:
+        self.published = True
         uses = fields.get("uses")
         if isinstance(uses, list):
             self.running = {(str(v), str(s), str(p), str(k)): str(version)
@@ -189,6 +193,8 @@ class Metrics:
         with self._lock:
             if not self.resolved:
                 return "resolving the secrets"
+            if not self.needs_child and not self.published:
+                return "writing the files"
             if self.needs_child and not self.child_up:
                 return "the program is not running"
             if self.needs_child and not self.child_ready:
