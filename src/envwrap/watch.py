@@ -188,7 +188,7 @@ class Watcher:
     def check_once(self) -> bool:
         """Probe every secret, read what changed, report it; ``True`` if a store failed."""
         to_read: list[Locator] = []
-        probed: dict[Locator, Fetched | EnvwrapError] = {}
+        probed: dict[Locator, Fetched] = {}
         failed = False
         started = time.monotonic()
         for locator, outcome in self.registry.probe_many(self.secrets.locators()).items():

@@ -18,7 +18,15 @@ from typing import Any
 
 from envwrap.backends.vault.errors import StatusError, UnexpectedReply, mapped
 from envwrap.backends.vault.settings import Settings
-from envwrap.backends.vault.transport import Transport, body, quoted, section, whole
+from envwrap.backends.vault.transport import (
+    Transport,
+    body,
+    header_value,
+    is_header_safe,
+    quoted,
+    section,
+    whole,
+)
 from envwrap.errors import AuthError, ConfigError
 
 __all__ = ["Connection"]
@@ -122,7 +130,7 @@ class Connection:
                     "`vault login` (~/.vault-token), or set VAULT_ROLE_ID (AppRole) or "
                     "VAULT_K8S_ROLE (Kubernetes) for envwrap to log in"
                 )
-            return settings.token, None
+            return header_value(settings.token, "the Vault token"), None
         if settings.auth == "approle":
             mount, payload = settings.approle_mount, _approle_payload(settings)
         else:
@@ -132,8 +140,8 @@ class Connection:
                                                payload=payload)
             auth = section(body(response), "auth")
             token = auth.get("client_token")
-            if not isinstance(token, str) or not token:
-                raise UnexpectedReply("no client_token in the login reply")
+            if not isinstance(token, str) or not token or not is_header_safe(token):
+                raise UnexpectedReply("no usable client_token in the login reply")
             ttl = whole(auth, "lease_duration")
         return token, (float(ttl) if ttl else None)
 

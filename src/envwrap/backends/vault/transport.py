@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import select
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
@@ -45,11 +46,8 @@ from envwrap.backends.vault.reply import Headers, Reply
 from envwrap.backends.vault.settings import Settings, safe_address
 from envwrap.errors import ConfigError
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import ssl
-
-__all__ = ["Transport", "body", "quoted", "section", "whole"]
+__all__ = ["Transport", "body", "header_value", "is_header_safe", "quoted", "section",
+           "tls_context", "whole"]
 
 #: connection attempts fail fast: the resolver retries with backoff up to --start-timeout
 CONNECT_TIMEOUT = 2.0
@@ -100,7 +98,7 @@ class Transport:
         target = self._prefix + path.strip("/") + ("?" + urlencode(params) if params else "")
         headers = dict(self._headers)
         if token:
-            headers["X-Vault-Token"] = header_value(token, "the Vault token")
+            headers["X-Vault-Token"] = token  # header-safe: checked once, at login (auth.py)
         data = None
         if payload is not None:
             data = json.dumps(payload).encode()
@@ -242,10 +240,16 @@ class _TLSConnection(http.client.HTTPSConnection):
     response_class = Reply
 
 
+def is_header_safe(value: str) -> bool:
+    """Whether ``value`` can be sent as an HTTP header value as it is: ``http.client``
+    refuses one that cannot with the value in its message, and a token is never quoted."""
+    return value.isascii() and value.isprintable() and value == value.strip()
+
+
 def header_value(value: str, what: str) -> str:
-    """``value``, if it can be sent as an HTTP header: ``http.client`` would refuse it
-    with the value in its message, and a token must never be quoted."""
-    if not (value.isascii() and value.isprintable()) or value != value.strip():
+    """``value``, if it can be sent as an HTTP header (:func:`is_header_safe`); else a
+    :class:`ConfigError` naming ``what``, never the value."""
+    if not is_header_safe(value):
         raise ConfigError(f"{what} holds a space, a line break or a character that is "
                           "not ASCII", hint="check how it was set (a stray newline?)")
     return value
@@ -255,8 +259,6 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     """TLS as the Vault CLI sets it: VAULT_CACERT (file) or VAULT_CAPATH (folder), else
     the system's store (SSL_CERT_FILE, SSL_CERT_DIR), else -- an image with none, such
     as a distroless one -- certifi's bundle; VAULT_SKIP_VERIFY; a client certificate."""
-    import ssl
-
     context = ssl.create_default_context()
     verify = settings.verify
     if verify is False:
@@ -295,8 +297,6 @@ def _unusable(setting: str, path: str) -> Iterator[None]:
 
 
 def _system_store() -> bool:
-    import ssl
-
     paths = ssl.get_default_verify_paths()
     return bool(paths.cafile and os.path.isfile(paths.cafile)) or bool(
         paths.capath and os.path.isdir(paths.capath) and os.listdir(paths.capath)
