@@ -9,6 +9,7 @@ from envwrap.errors import AuthError, StoreUnavailableError
 from envwrap.refs import Locator
 from envwrap.resolve import fetch_all
 from envwrap.watch import Watcher
+from testsupport.clock import Clock
 from testsupport.helpers import canary
 from testsupport.recorder import Recorder
 
@@ -107,14 +108,6 @@ def test_pinned_version_never_changes() -> None:
 
 
 # -- --splay: the wait comes before the read ----------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_with_splay_the_read_waits_polls_go_on_and_a_second_change_is_folded_in() -> None:

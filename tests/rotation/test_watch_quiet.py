@@ -21,17 +21,9 @@ from envwrap.resolve import fetch_all
 from envwrap.telemetry import audit
 from envwrap.values import parse_wait
 from envwrap.watch import AUDIT_HEARTBEAT, Watcher
+from testsupport.clock import Clock
 from testsupport.helpers import assert_not_leaked, canary
 from testsupport.recorder import Recorder
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 # --- Quiescence, the pure rule -----------------------------------------------------------
 

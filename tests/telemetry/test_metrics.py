@@ -20,15 +20,8 @@ from envwrap.telemetry import audit, events
 from envwrap.telemetry.metrics import Metrics
 from envwrap.telemetry.server import parse_address
 from envwrap.values import parse_rate
+from testsupport.clock import Clock
 from testsupport.helpers import canary, wait_until
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
