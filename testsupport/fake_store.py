@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import pytest
 
 __all__ = [
-    "FakeStore", "Seen", "drip", "hang", "huge", "kv2_secret", "raw", "redirect", "reply",
+    "FakeStore", "Reply", "Seen", "drip", "hang", "huge", "kv2_secret", "raw", "redirect", "reply",
     "vault_kv2",
 ]
 
@@ -179,12 +179,14 @@ def hang(handler: _Handler) -> None:
     handler.close_connection = True
 
 
-def vault_kv2(store: FakeStore, secrets: dict[str, Reply]) -> None:
+def vault_kv2(store: FakeStore, secrets: dict[str, Reply], prefix: str = "") -> None:
     """Answer as Vault with a KV v2 mount ``secret/``: ``secrets[NAME]`` answers
-    ``GET /v1/secret/data/NAME``; see :func:`kv2_secret` for a well-formed one."""
+    ``GET PREFIX/v1/secret/data/NAME``; see :func:`kv2_secret` for a well-formed one.
+    ``prefix``: what precedes ``/v1`` in the request target -- the whole origin
+    (``http://HOST:PORT``) when the store is reached as an http:// proxy."""
     for name, answer in secrets.items():
-        store.answer("GET", f"/v1/sys/internal/ui/mounts/secret/{name}", _mount_reply)
-        store.answer("GET", f"/v1/secret/data/{name}", answer)
+        store.answer("GET", f"{prefix}/v1/sys/internal/ui/mounts/secret/{name}", _mount_reply)
+        store.answer("GET", f"{prefix}/v1/secret/data/{name}", answer)
 
 
 def kv2_secret(data: dict[str, Any], version: object = 1, **metadata: object) -> Reply:

@@ -2,7 +2,7 @@
 
 * :class:`TcpProxy` -- a TCP relay that can be *cut* (every open connection is
   closed and new ones are refused, as when a store goes down) and *restored*
-  on the same port.
+  on the same port; with ``tunnel=True`` an http:// proxy's ``CONNECT`` tunnel.
 * :class:`CountingHttpProxy` -- an HTTP/1.1 relay that records every request
   (method, path without query, ``X-Amz-Target`` operation) with its time, to
   count what a client asks a store for.
@@ -27,10 +27,17 @@ __all__ = ["CountingHttpProxy", "Request", "TcpProxy"]
 
 
 class TcpProxy:
-    """``127.0.0.1:port`` relayed to ``127.0.0.1:upstream_port``; cut() / restore()."""
+    """``127.0.0.1:port`` relayed to ``127.0.0.1:upstream_port``; cut() / restore().
 
-    def __init__(self, upstream_port: int) -> None:
+    ``tunnel``: answer as an http:// proxy does to ``CONNECT`` (whatever the target,
+    the tunnel goes to the upstream port) and keep each request's head, as sent,
+    in :attr:`heads`.
+    """
+
+    def __init__(self, upstream_port: int, *, tunnel: bool = False) -> None:
         self.upstream_port = upstream_port
+        self.tunnel = tunnel
+        self.heads: list[bytes] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -57,11 +64,15 @@ class TcpProxy:
             except OSError:
                 return  # the listener was closed: cut() or close()
             try:
+                head = _request_head(client) if self.tunnel else b""
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:
                 client.close()
                 continue
             upstream.settimeout(None)
+            if self.tunnel:
+                self.heads.append(head)
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             with self._lock:
                 if self._listener is not listener:  # cut while connecting
                     client.close()
@@ -116,6 +127,17 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
+
+
+def _request_head(client: socket.socket) -> bytes:
+    """A request's line and headers, read up to the empty line (a CONNECT has no body)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = client.recv(4096)
+        if not chunk:
+            raise ConnectionResetError("the client left before its request's end")
+        head += chunk
+    return head
 
 
 @dataclass(frozen=True)

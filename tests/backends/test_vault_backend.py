@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import http.server
 import itertools
 import json
 import secrets
 import socket
 import ssl
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -35,6 +32,16 @@ from envwrap.errors import (
 from envwrap.refs import Locator
 from envwrap.resolve import select
 from envwrap.testing import BackendContract
+from testsupport.fake_store import (
+    FakeStore,
+    Reply,
+    hang,
+    kv2_secret,
+    raw,
+    redirect,
+    reply,
+    vault_kv2,
+)
 from testsupport.fixtures_vault import (
     FAKE_KUBERNETES_CA,
     FakeServer,
@@ -43,6 +50,7 @@ from testsupport.fixtures_vault import (
     service_account_jwt,
 )
 from testsupport.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.proxy import TcpProxy
 
 _counter = itertools.count()
 
@@ -518,48 +526,6 @@ def test_tls_with_vault_cacert_and_skip_verify(openbao_tls: tuple[OpenBao, Path]
     assert_not_leaked(value, str(caught.value))
 
 
-class ConnectProxy:
-    """An http:// proxy that tunnels every ``CONNECT`` to one upstream port and
-    records the request line and headers it was sent."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.seen: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://user:pw@127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk:
-                return
-            head += chunk
-        self.seen.append(head)
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def test_https_goes_through_the_proxy_in_a_connect_tunnel(
     openbao_tls: tuple[OpenBao, Path],
 ) -> None:
@@ -567,18 +533,18 @@ def test_https_goes_through_the_proxy_in_a_connect_tunnel(
     value = canary()
     server.kv2_put("tunnel", {"k": value})
     port = server.addr.rsplit(":", 1)[1]
-    proxy = ConnectProxy(int(port))
+    proxy = TcpProxy(int(port), tunnel=True)
     # a name only the proxy knows: the request can only have gone through it; the dev
     # certificate does not name it, and the tunnel, not the certificate, is tested here
     backend = VaultBackend({"VAULT_ADDR": f"https://vault.internal.test:{port}",
                             "VAULT_TOKEN": server.token, "VAULT_SKIP_VERIFY": "1",
-                            "HTTPS_PROXY": proxy.url})
+                            "HTTPS_PROXY": proxy.url.replace("//", "//user:pw@")})
     try:
         assert select(backend.read(loc("secret/tunnel")).data, "k") == value
     finally:
         backend.close()
         proxy.close()
-    first = proxy.seen[0].decode()
+    first = proxy.heads[0].decode()
     assert first.startswith(f"CONNECT vault.internal.test:{port} HTTP/1.")
     assert "Proxy-Authorization: Basic dXNlcjpwdw==" in first
     assert server.token not in first and value not in first  # the token is inside TLS
@@ -807,78 +773,53 @@ def test_real_replies_are_read_and_mapped(
         assert_not_leaked(value, str(text))
 
 
-class _FakeVaultHandler(http.server.BaseHTTPRequestHandler):
-    """A KV v2 mount ``secret/`` whose paths answer as named: ``status-503``, ``cut``..."""
+def _cut(handler: Any) -> None:
+    """The connection drops without a reply."""
+    handler.close_connection = True
 
-    protocol_version = "HTTP/1.1"
-    seen: list[tuple[str, dict[str, str]]]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+_OK = kv2_secret({"k": "fake-value"}, version=3)
 
-    def _reply(self, status: int, body: bytes, kind: str = "application/json",
-               **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        for key, header in headers.items():
-            self.send_header(key.replace("_", "-"), header)
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self) -> None:
-        self.seen.append((self.path, dict(self.headers)))
-        path = urlsplit(self.path).path  # a proxy gets the whole URL
-        name = path.rsplit("/", 1)[-1]
-        secret = json.dumps({"data": {"data": {"k": "fake-value"}, "metadata": {"version": 3}}})
-        if "/sys/internal/ui/mounts/" in path:
-            mount = {"path": "secret/", "type": "kv", "options": {"version": "2"}}
-            self._reply(200, json.dumps({"data": mount}).encode())
-        elif name == "ok":
-            self._reply(200, secret.encode())
-        elif name == "ok-then-close":
-            # kept alive as far as the client knows; closed once the client is idle
-            self._reply(200, secret.encode())
-            self.close_connection = True
-        elif name.startswith("status-"):
-            self._reply(int(name[len("status-"):]), b'{"errors": ["boom"]}')
-        elif name == "plain-error":
-            self._reply(500, b"<html>proxy error</html>", kind="text/html")
-        elif name == "redirect":
-            self._reply(307, b"", Location="/v1/secret/data/ok")
-        elif name == "redirect-twice":
-            self._reply(307, b"", Location="/v1/secret/data/redirect")
-        elif name == "not-json":
-            self._reply(200, b"<html>a login page</html>", kind="text/html")
-        elif name == "no-content":
-            self.send_response(204)
-            self.end_headers()
-        elif name == "slow":
-            time.sleep(1.0)
-            with contextlib.suppress(OSError):  # the client has given up
-                self._reply(200, b"{}")
-        else:  # "cut": the connection drops without a reply
-            self.close_connection = True
+def _ok_then_close(handler: Any) -> None:
+    """Kept alive as far as the client knows; closed once the client is idle."""
+    _OK(handler)
+    handler.close_connection = True
+
+
+#: a KV v2 secret ``secret/NAME`` answering as its name says
+REPLIES: dict[str, Reply] = {
+    "ok": _OK,
+    "ok-then-close": _ok_then_close,
+    "redirect": redirect("/v1/secret/data/ok"),
+    "redirect-twice": redirect("/v1/secret/data/redirect"),
+    "not-json": raw(200, b"<html>a login page</html>", "text/html"),
+    "no-content": raw(204, b""),
+    "cut": _cut,
+    "slow": hang,
+    "plain-error": raw(500, b"<html>proxy error</html>", "text/html"),
+    **{f"status-{code}": reply(code, {"errors": ["boom"]})
+       for code in (400, 401, 403, 404, 405, 412, 429, 500, 501, 502, 503, 504)},
+}
+
+
+#: where the fake server answers as a proxy, for a name only it knows
+PROXIED = "http://vault.invalid"
 
 
 @pytest.fixture(scope="module")
-def fake_vault() -> Any:
-    handler = type("FakeVault", (_FakeVaultHandler,), {"seen": []})
-    server = FakeServer(handler)
-    yield server, handler.seen
-    server.close()
+def kv2_store() -> Iterator[FakeStore]:
+    """One fake Vault for the module (a store's shutdown takes half a second)."""
+    store = FakeStore()
+    vault_kv2(store, REPLIES)
+    vault_kv2(store, {"ok": _OK}, prefix=f"{PROXIED}:{store.port}")  # a proxy gets the URL
+    yield store
+    store.close()
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["ok", "redirect", "redirect-twice", "not-json", "no-content", "cut", "slow", "plain-error",
-     *(f"status-{code}" for code in (400, 401, 403, 404, 405, 412, 429, 500, 501, 502, 503, 504))],
-)
-def test_every_kind_of_reply_is_mapped(
-    fake_vault: tuple[FakeServer, list[Any]], name: str
-) -> None:
-    server, _ = fake_vault
-    environ = {"VAULT_ADDR": server.url, "VAULT_TOKEN": "t", "VAULT_CLIENT_TIMEOUT": "300ms"}
+@pytest.mark.parametrize("name", [n for n in REPLIES if n != "ok-then-close"])
+def test_every_kind_of_reply_is_mapped(kv2_store: FakeStore, name: str) -> None:
+    environ = {"VAULT_ADDR": kv2_store.url, "VAULT_TOKEN": "t", "VAULT_CLIENT_TIMEOUT": "300ms"}
     backend = VaultBackend(environ)
     try:
         got = _outcome(backend, loc(f"secret/{name}"))
@@ -899,10 +840,9 @@ def test_every_kind_of_reply_is_mapped(
 
 
 def test_a_kept_alive_connection_the_server_closed_is_not_a_failure(
-    fake_vault: tuple[FakeServer, list[Any]],
+    kv2_store: FakeStore,
 ) -> None:
-    server, _ = fake_vault
-    backend = VaultBackend({"VAULT_ADDR": server.url, "VAULT_TOKEN": "t"})
+    backend = VaultBackend({"VAULT_ADDR": kv2_store.url, "VAULT_TOKEN": "t"})
     try:
         for _ in range(3):
             assert _outcome(backend, loc("secret/ok-then-close")) == (Fetched, "3")
@@ -911,24 +851,20 @@ def test_a_kept_alive_connection_the_server_closed_is_not_a_failure(
         backend.close()
 
 
-def test_reads_go_through_the_proxy_with_its_credentials(
-    fake_vault: tuple[FakeServer, list[Any]],
-) -> None:
-    server, seen = fake_vault
-    port = server.url.rsplit(":", 1)[1]
-    proxy = f"http://user:pw@{server.url.split('//')[1]}"  # the fake answers as the proxy
-    backend = VaultBackend({"VAULT_ADDR": f"http://vault.invalid:{port}", "VAULT_TOKEN": "t",
-                            "HTTP_PROXY": proxy})
-    seen.clear()
+def test_reads_go_through_the_proxy_with_its_credentials(kv2_store: FakeStore) -> None:
+    origin = f"{PROXIED}:{kv2_store.port}"
+    proxy = f"http://user:pw@127.0.0.1:{kv2_store.port}"  # the fake answers as the proxy
+    backend = VaultBackend({"VAULT_ADDR": origin, "VAULT_TOKEN": "t", "HTTP_PROXY": proxy})
+    before = len(kv2_store.seen)
     try:
         assert _outcome(backend, loc("secret/ok"))[0] is Fetched
     finally:
         backend.close()
-    target, headers = seen[-1]
-    assert target == f"http://vault.invalid:{port}/v1/secret/data/ok"  # absolute form
-    assert headers["Proxy-Authorization"] == "Basic dXNlcjpwdw=="
-    assert headers["X-Vault-Token"] == "t"
-    assert seen[0][1]["Proxy-Authorization"] == "Basic dXNlcjpwdw=="  # the detection too
+    seen = kv2_store.seen[before:]
+    assert seen[-1].path == f"{origin}/v1/secret/data/ok"  # absolute form
+    assert seen[-1].headers["Proxy-Authorization"] == "Basic dXNlcjpwdw=="
+    assert seen[-1].headers["X-Vault-Token"] == "t"
+    assert seen[0].headers["Proxy-Authorization"] == "Basic dXNlcjpwdw=="  # the detection too
 
 
 def test_a_proxy_that_is_not_http_is_a_config_error() -> None:
