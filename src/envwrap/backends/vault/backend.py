@@ -23,7 +23,7 @@ from typing import Any
 from envwrap.backends.contract import Backend, Fetched, Lease
 from envwrap.backends.registry import BUILTIN_BACKENDS
 from envwrap.backends.vault.auth import Connection
-from envwrap.backends.vault.errors import StatusError, UnexpectedReply, mapped
+from envwrap.backends.vault.errors import Denied, Missing, UnexpectedReply, mapped
 from envwrap.backends.vault.mounts import Mount, Mounts, below
 from envwrap.backends.vault.settings import read_settings, warn_if_plain_http
 from envwrap.backends.vault.transport import body, quoted, section, whole
@@ -141,9 +141,7 @@ class VaultBackend(Backend):
         params = {"version": str(version)} if version is not None else None
         try:
             response = self.connection.get(f"{quoted(mount.path)}data/{quoted(name)}", params)
-        except StatusError as exc:
-            if exc.status != 404:
-                raise
+        except Missing:
             if version is None:
                 raise NotFoundError(
                     "no such secret (or its current version was deleted)",
@@ -168,9 +166,7 @@ class VaultBackend(Backend):
     def _read_plain(self, path: str) -> Fetched:
         try:
             response = self.connection.get(quoted(path))
-        except StatusError as exc:
-            if exc.status != 404:
-                raise
+        except Missing:
             raise NotFoundError(
                 "nothing at this path (no such secret, or no such mount)",
                 hint="check the mount and path; `bao secrets list` shows the mounts",
@@ -204,12 +200,10 @@ class VaultBackend(Backend):
             raise NotFoundError("the path names a mount, not a secret in it")
         try:
             response = self.connection.get(f"{quoted(mount.path)}metadata/{quoted(name)}")
-        except StatusError as exc:
-            if exc.status == 403:
-                return None
-            if exc.status == 404:
-                raise NotFoundError("no such secret") from None
-            raise
+        except Denied:
+            return None
+        except Missing:
+            raise NotFoundError("no such secret") from None
         return section(body(response), "data")
 
 

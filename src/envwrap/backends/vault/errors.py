@@ -27,8 +27,8 @@ from envwrap.errors import (
     StoreUnavailableError,
 )
 
-__all__ = ["MAPPED", "STATUS_ERRORS", "ReplyRefused", "StatusError", "UnexpectedReply",
-           "map_error", "mapped"]
+__all__ = ["MAPPED", "STATUS_ERRORS", "Denied", "Missing", "ReplyRefused", "StatusError",
+           "UnexpectedReply", "map_error", "mapped"]
 
 
 class StatusError(Exception):
@@ -39,6 +39,21 @@ class StatusError(Exception):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.errors = errors
+
+    @staticmethod
+    def of(status: int, errors: tuple[str, ...] = ()) -> StatusError:
+        """The error for ``status``: :class:`Missing` (404), :class:`Denied` (403), else
+        a plain :class:`StatusError`."""
+        kind = {404: Missing, 403: Denied}.get(status, StatusError)
+        return kind(status, errors)
+
+
+class Missing(StatusError):
+    """404: no such path, secret or version (or a version deleted)."""
+
+
+class Denied(StatusError):
+    """403: the token may not do this (or is no longer valid)."""
 
 
 class UnexpectedReply(Exception):

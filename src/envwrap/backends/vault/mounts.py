@@ -11,7 +11,7 @@ import threading
 from typing import NamedTuple
 
 from envwrap.backends.vault.auth import Connection
-from envwrap.backends.vault.errors import StatusError
+from envwrap.backends.vault.errors import Denied, Missing
 from envwrap.backends.vault.transport import body, quoted
 
 __all__ = ["Mount", "Mounts", "below"]
@@ -76,9 +76,7 @@ class Mounts:
             self.detections += 1
         try:
             response = self._connection.get(f"sys/internal/ui/mounts/{quoted(path)}")
-        except StatusError as exc:
-            if exc.status not in (403, 404):
-                raise
+        except (Denied, Missing):
             # 403: no access to the preflight endpoint, or no such mount; 404: an
             # old server. The plain read that follows gives the precise answer.
             return None

@@ -117,7 +117,7 @@ class Transport:
                     "server itself",
                 )
         if status >= 400:
-            raise StatusError(status, _errors(reply_headers, reply))
+            raise StatusError.of(status, _errors(reply_headers, reply))
         if status == 204 or not reply or not 200 <= status < 300:
             return None
         try:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from envwrap.backends.contract import SecretExists
 from envwrap.backends.vault.auth import Connection
-from envwrap.backends.vault.errors import StatusError
+from envwrap.backends.vault.errors import Missing, StatusError
 from envwrap.backends.vault.mounts import Mounts, below
 from envwrap.backends.vault.transport import body, quoted, section, whole
 from envwrap.errors import ConfigError
@@ -61,8 +61,6 @@ def write_kv(
 def _kv1_exists(connection: Connection, path: str) -> bool:
     try:
         connection.get(quoted(path))
-    except StatusError as exc:
-        if exc.status != 404:
-            raise
+    except Missing:
         return False
     return True
