@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 
 from testsupport import envwrap_command
 from testsupport.helpers import assert_not_leaked, canary, run_envwrap
+from testsupport.unprivileged import NOBODY, as_nobody, reachable
 
 PRINT_ENV = ["python3", "-c", "import json,os; print(json.dumps(dict(os.environ)))"]
 
@@ -288,9 +289,6 @@ def test_envwrap_holding_secrets_is_not_dumpable_but_its_child_is(base_env: dict
     import shutil
     import tempfile
 
-    setpriv = shutil.which("setpriv")
-    if not os.path.exists("/proc/self/mem") or (os.geteuid() == 0 and setpriv is None):
-        pytest.skip("needs Linux /proc (and setpriv when run as root)")
     folder = Path(tempfile.mkdtemp())
     try:
         folder.chmod(0o755)
@@ -300,19 +298,14 @@ def test_envwrap_holding_secrets_is_not_dumpable_but_its_child_is(base_env: dict
         # the child reports who owns envwrap's /proc/PID/mem and its own: a process
         # that is not dumpable has its /proc files owned by root (proc(5))
         script = "import os; print(os.stat(f'/proc/{os.getppid()}/mem').st_uid, os.stat('/proc/self/mem').st_uid)"
-        as_user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-        if as_user:
-            reachable = subprocess.run([*as_user, *envwrap_command(), "--version"],
-                                       capture_output=True, check=False, cwd=folder)
-            if reachable.returncode != 0:
-                pytest.skip("the checkout is not reachable by an unprivileged user (uid 65534)")
-        result = subprocess.run(
-            [*as_user, *envwrap_command(), "--init", "--", "python3", "-c", script],
-            env=env, capture_output=True, text=True, timeout=60, check=False, cwd=folder,
-        )
+        with reachable(folder):  # as root, run as nobody: root may read any /proc file
+            result = subprocess.run(
+                [*as_nobody(), *envwrap_command(), "--init", "--", "python3", "-c", script],
+                env=env, capture_output=True, text=True, timeout=60, check=False, cwd=folder,
+            )
         assert result.returncode == 0, result.stderr
         parent_owner, child_owner = map(int, result.stdout.split())
         assert parent_owner == 0
-        assert child_owner == (65534 if as_user else os.geteuid())
+        assert child_owner == (NOBODY if os.geteuid() == 0 else os.geteuid())
     finally:
         shutil.rmtree(folder)
