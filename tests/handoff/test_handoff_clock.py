@@ -78,10 +78,11 @@ def driver() -> int:
 
     def scenario() -> None:
         first, _ = started.get(timeout=20)
-        check.reports[first](first)  # the first generation is ready
+        check.ready(first)
         supervisor.handoff({**env, "GEN": "2"}, outcomes.put)
         second, generation = started.get(timeout=20)
         assert generation == "2"
+        check.watched(second)  # its deadline is set: the clock may move
         say(f"both alive: {not gone(first) and not gone(second)}")
         now[0] += 59.0
         step()
@@ -96,7 +97,7 @@ def driver() -> int:
         supervisor.handoff({**env, "GEN": "3"}, outcomes.put)
         third, generation = started.get(timeout=20)
         check.reports[second](second)  # a late report of the failed one: ignored
-        check.reports[third](third)
+        check.ready(third)
         say(f"third: {outcomes.get(timeout=20) == third}; current is third: "
             f"{ready[-1] == third}")
         wait(lambda: gone(first))

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -49,17 +48,9 @@ def driver() -> int:
                 _, pid, generation = line.split()
                 started.put((int(pid), generation))
 
-    def ready(pid: int) -> None:
-        """Report ``pid`` ready once the supervisor watches it (it starts, then watches)."""
-        deadline = time.monotonic() + 20
-        while pid not in check.reports:
-            assert time.monotonic() < deadline, "never watched"
-            time.sleep(0.01)
-        check.reports[pid](pid)
-
     def scenario() -> None:
         first, _ = started.get(timeout=20)
-        ready(first)
+        check.ready(first)
         supervisor.handoff({**env, "GEN": "2"}, outcomes.put)
         second, generation = started.get(timeout=20)
         say(f"candidate: {generation}")
@@ -69,7 +60,7 @@ def driver() -> int:
             supervisor.send(0, delivered.put)
             if delivered.get(timeout=20) and ("child_exit", {"pid": first, "code": 137}) in events:
                 break
-        ready(second)
+        check.ready(second)
         say(f"handoff outcome is the candidate: {outcomes.get(timeout=20) == second}")
         say(f"events: {[(name, fields.get('reason')) for name, fields in events]}")
         supervisor.send(signal.SIGTERM)  # reaches the new current generation
