@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return text[text.rfind(b")") + 2 :].split()[0] != b"Z"
-
-
-@pytest.fixture
-def runs(tmp_path: Path, base_env: dict[str, str]) -> Iterator[list[Run]]:
-    started: list[Run] = []
-    yield started
-    for run in started:
-        run.kill_everything()
 
 
 def serving(run: Run, value: str) -> int:

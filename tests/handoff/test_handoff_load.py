@@ -12,7 +12,6 @@ like the team's Node service, and finishes the request in hand on SIGTERM.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ from testsupport.http_load import HttpLoad, Window, summarize
 pytestmark = pytest.mark.slow
 
 ROTATIONS = 5
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Run]]:
-    started: list[Run] = []
-    yield started
-    for run in started:
-        run.kill_everything()
 
 
 def rotate_under_load(run: Run, first: str, count: int, applied: str) -> tuple[Window, list[str]]:

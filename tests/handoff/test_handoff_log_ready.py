@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ pytestmark = pytest.mark.slow
 #: the child prints "ready PID FP" when ready, "signal PID SIGUSR1" on SIGUSR1
 LOG_HANDOFF = ("--on-change", "handoff", "--listen", "127.0.0.1:0",
                "--ready", r"log:^(ready|signal) \d+")
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Run]]:
-    started: list[Run] = []
-    yield started
-    for run in started:
-        run.kill_everything()
 
 
 def test_the_new_generation_is_ready_when_it_prints_the_line(
