@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from testsupport.helpers import stop_process
 from testsupport.proxy import CountingHttpProxy, Request
 
 REGION = "us-east-1"
@@ -114,12 +115,7 @@ class MotoServer:
         _post(f"{self.endpoint}/moto-api/reset-auth", b"0" if on else b"inf")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=10)
         self._log.close()
 
 

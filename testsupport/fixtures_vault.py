@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from testsupport.helpers import stop_process
+
 __all__ = ["FakeServer", "OpenBao", "find_bao", "free_port", "start_openbao"]
 
 #: a throw-away self-signed CA certificate (no key kept anywhere); OpenBao's
@@ -129,13 +131,7 @@ class OpenBao:
         return str(role_id), str(secret_id)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, timeout=5)
 
 
 def start_openbao(workdir: Path, *, timeout: float = 20, tls: bool = False) -> OpenBao:

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from testsupport import envwrap_command
-from testsupport.helpers import LineCollector, assert_not_leaked, fp, wait_until
+from testsupport.helpers import LineCollector, assert_not_leaked, fp, stop_process, wait_until
 
 CHILD = r'''
 import hashlib, json, os, select, signal, socket, sys, time
@@ -220,16 +220,10 @@ class Run:
         return int(answer["pid"]), str(answer["fp"])
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        code = stop_process(self.process)
         self.out.join()
         self.err.join()
-        return self.process.returncode
+        return code
 
     def assert_clean(self, *values: str) -> None:
         audit = self.audit.read_text() if self.audit.exists() else ""

@@ -6,11 +6,12 @@ import base64
 import hashlib
 import json
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from testsupport import envwrap_command
 
@@ -76,6 +77,20 @@ def wait_until(condition: Callable[[], object], timeout: float = 10, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen[Any], signum: int = signal.SIGTERM,
+                 timeout: float = 20) -> int:
+    """Ask ``process`` to stop with ``signum``; SIGKILL it if it is still there after
+    ``timeout`` seconds. Returns its exit status."""
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
 
 
 class LineCollector:

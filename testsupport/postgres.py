@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from testsupport.helpers import stop_process
+
 __all__ = ["CREATION", "Postgres", "configure_database_engine", "find_postgres", "npm_ci",
            "start_postgres"]
 
@@ -136,13 +138,7 @@ class Postgres:
 
     def stop(self) -> None:
         """A fast shutdown (SIGINT: it does not wait for clients), then the folder goes."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, signal.SIGINT, timeout=15)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

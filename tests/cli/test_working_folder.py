@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from testsupport import envwrap_command
-from testsupport.helpers import LineCollector, assert_not_leaked, canary, wait_until
+from testsupport.helpers import LineCollector, assert_not_leaked, canary, stop_process, wait_until
 from testsupport.supervise_support import ECHO, Envwrap
 
 
@@ -129,13 +128,7 @@ class Watching:
                                  + "".join(self.err.lines)) from None
 
     def close(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=15)
         return self.err.join()
 
 

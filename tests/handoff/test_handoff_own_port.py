@@ -5,7 +5,6 @@ blames the port, not the secrets, and names the process that keeps running."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from testsupport import envwrap_command
 from testsupport.fixtures_vault import free_port
-from testsupport.helpers import LineCollector, assert_not_leaked, canary, wait_until
+from testsupport.helpers import LineCollector, assert_not_leaked, canary, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,16 +74,6 @@ def first_pid(out: LineCollector, prefix: str) -> int:
     return pid
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def test_a_program_that_binds_its_own_port_is_explained(
     tmp_path: Path, base_env: dict[str, str]
 ) -> None:
@@ -108,7 +97,7 @@ def test_a_program_that_binds_its_own_port_is_explained(
         assert f"pid={old}" in line and f"failed={failed}" in line
         assert proc.poll() is None  # envwrap goes on with the old generation
     finally:
-        stop(proc)
+        stop_process(proc)
     assert_not_leaked(first, err.text(), out.text())
     assert_not_leaked(second, err.text(), out.text())
 
@@ -128,4 +117,4 @@ def test_negative_control_a_program_that_rejects_the_secret_is_blamed_on_the_sec
         line = next(line for line in text.splitlines() if "keeps running" in line)
         assert f"pid={old}" in line
     finally:
-        stop(proc)
+        stop_process(proc)

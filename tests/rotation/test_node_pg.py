@@ -26,7 +26,7 @@ import pytest
 
 from testsupport import ROOT, envwrap_command
 from testsupport.fixtures_vault import OpenBao, free_port
-from testsupport.helpers import LineCollector, assert_not_leaked, wait_until
+from testsupport.helpers import LineCollector, assert_not_leaked, stop_process, wait_until
 from testsupport.http_load import HttpLoad, reaped, summarize
 from testsupport.postgres import Postgres, configure_database_engine, npm_ci
 
@@ -146,13 +146,7 @@ def _answer(port: int) -> dict[str, object] | None:
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    stop_process(process)
     # envwrap stops every generation it started; what is left of its session goes too
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    process.wait(5)
