@@ -19,18 +19,14 @@ import pytest
 from testsupport.fixtures_vault import OpenBao
 from testsupport.handoff import HANDOFF, VAR, Run
 from testsupport.helpers import canary, fp, wait_until
+from testsupport.supervise_support import gone
 
 pytestmark = pytest.mark.slow
 
 
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its reaper counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
-    except OSError:
-        return False
-    return text[text.rfind(b")") + 2 :].split()[0] != b"Z"
+    return not gone(pid)
 
 
 def serving(run: Run, value: str) -> int:

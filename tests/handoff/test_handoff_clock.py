@@ -27,6 +27,7 @@ def driver() -> int:
     from envwrap.process.spec import ProcessSpec
     from envwrap.process.supervisor import Rejected, Supervisor
     from testsupport.ready_by_hand import ReadyByHand
+    from testsupport.supervise_support import gone
 
     now = [1000.0]
     check = ReadyByHand()
@@ -55,13 +56,6 @@ def driver() -> int:
             for line in stream:
                 _, pid, generation = line.split()
                 started.put((int(pid), generation))
-
-    def gone(pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            return True
 
     def wait(condition: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 20
