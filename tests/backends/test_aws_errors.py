@@ -9,8 +9,8 @@ from typing import Any
 import botocore.exceptions as bx
 import pytest
 
-from envwrap.backends import _aws
-from envwrap.backends._aws import error_family, map_error, map_error_code
+from envwrap.backends import _aws_errors
+from envwrap.backends._aws_errors import error_family, map_error, map_error_code
 from envwrap.errors import (
     AuthError,
     ConfigError,
@@ -54,10 +54,10 @@ def check(err: EnvwrapError, family: str) -> None:
 
 
 def test_every_family_has_an_expectation() -> None:
-    assert set(_aws._FAMILIES) == set(EXPECTED)
+    assert set(_aws_errors._FAMILIES) == set(EXPECTED)
 
 
-@pytest.mark.parametrize(("code", "family"), sorted(_aws._CODES.items()))
+@pytest.mark.parametrize(("code", "family"), sorted(_aws_errors._CODES.items()))
 def test_every_aws_error_code(code: str, family: str) -> None:
     exc = client_error(code)
     assert error_family(exc) == family
@@ -83,7 +83,7 @@ def test_every_aws_error_code(code: str, family: str) -> None:
     ],
 )
 def test_the_codes_the_issue_names(named: str, required: str) -> None:
-    assert _aws._CODES[named] == required
+    assert _aws_errors._CODES[named] == required
 
 
 @pytest.mark.parametrize(
@@ -151,6 +151,6 @@ def test_missing_region_says_what_to_do() -> None:
 
 
 def test_aws_errors_does_not_chain_the_sdk_exception() -> None:
-    with pytest.raises(NotFoundError) as info, _aws.aws_errors("AWS"):
+    with pytest.raises(NotFoundError) as info, _aws_errors.aws_errors("AWS"):
         raise client_error("ResourceNotFoundException")
     assert info.value.__cause__ is None and info.value.__suppress_context__

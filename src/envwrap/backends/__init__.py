@@ -5,7 +5,8 @@
 * :mod:`~envwrap.backends.registry`: :class:`BackendRegistry` (scheme -> backend,
   reading across stores), :func:`credential_names`;
 * :mod:`~envwrap.backends.fanout`: grouping by scheme and running calls side by side;
-* the stores: ``file``, ``memory``, ``aws_sm`` / ``aws_ssm`` (``_aws``), ``vault/``.
+* the stores: ``file``, ``memory``, ``aws_sm`` / ``aws_ssm`` (sharing ``_aws`` and
+  ``_aws_errors``), ``vault/``.
 
 This package imports only itself, :mod:`envwrap.refs` and the leaves; a store's
 code (and its SDK) is imported only when a reference names its scheme.

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from envwrap.backends._aws import AwsBackend, aws_errors, foreign_reply, map_error_code
+from envwrap.backends._aws import AwsBackend, by_id, list_of_mappings
+from envwrap.backends._aws_errors import aws_errors, foreign_reply, map_error_code
 from envwrap.backends.contract import Fetched, SecretExists, checked_version
 from envwrap.backends.fanout import each
 from envwrap.errors import EnvwrapError, InvalidValueError, NotFoundError
@@ -60,18 +61,10 @@ class SecretsManagerBackend(AwsBackend):
         sm: SecretsManagerClient = client
         response = sm.batch_get_secret_value(SecretIdList=list(ids))
         values, errors = response.get("SecretValues", []), response.get("Errors", [])
-        if not (_list_of_mappings(values) and _list_of_mappings(errors)):
+        if not (list_of_mappings(values) and list_of_mappings(errors)):
             failure = foreign_reply(self.label, "BatchGetSecretValue")
             return dict.fromkeys(ids, failure)
-        answered: dict[str, Fetched | EnvwrapError] = {}
-        for entry in values:
-            outcome: Fetched | EnvwrapError
-            try:
-                outcome = _fetched(entry)
-            except EnvwrapError as err:
-                outcome = err
-            for key in _ids_of(entry):
-                answered[key] = outcome
+        answered = by_id(values, _fetched, _ids_of)
         for error in errors:
             secret_id = error.get("SecretId")
             if isinstance(secret_id, str) and secret_id:
@@ -144,10 +137,6 @@ def _ids_of(entry: Mapping[str, Any]) -> list[str]:
     if arn:
         ids.append(str(arn)[:-_ARN_SUFFIX_LENGTH])
     return ids
-
-
-def _list_of_mappings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
 
 
 def _fetched(entry: Mapping[str, Any]) -> Fetched:

@@ -18,13 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from envwrap.backends._aws import (
-    AwsBackend,
-    BatchCall,
-    aws_errors,
-    foreign_reply,
-    map_error_code,
-)
+from envwrap.backends._aws import AwsBackend, BatchCall, by_id, list_of_mappings
+from envwrap.backends._aws_errors import aws_errors, foreign_reply, map_error_code
 from envwrap.backends.contract import Fetched, checked_version
 from envwrap.errors import EnvwrapError, ReferenceSyntaxError
 from envwrap.refs import Locator
@@ -84,18 +79,9 @@ class ParameterStoreBackend(AwsBackend):
             ssm: SSMClient = client
             response = ssm.get_parameters(Names=list(names), WithDecryption=True)
             found, invalid = response.get("Parameters", []), response.get("InvalidParameters", [])
-            if not (isinstance(found, list) and all(isinstance(p, Mapping) for p in found)
-                    and isinstance(invalid, list)):
+            if not (list_of_mappings(found) and isinstance(invalid, list)):
                 return dict.fromkeys(names, foreign_reply(self.label, "GetParameters"))
-            answered: dict[str, T | EnvwrapError] = {}
-            for parameter in found:
-                value: T | EnvwrapError
-                try:
-                    value = extract(parameter)
-                except EnvwrapError as err:
-                    value = err
-                for key in _ids_of(parameter):
-                    answered[key] = value
+            answered = by_id(found, extract, _ids_of)
             for name in invalid:
                 if isinstance(name, str):
                     answered[name] = map_error_code("ParameterNotFound", self.label)
